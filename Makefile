@@ -1,0 +1,51 @@
+# gotunnel-mux: the README's two commands are `make run` and `make test`.
+# Only Go is needed; tools are installed at pinned versions into .bin/.
+
+GOLANGCI_LINT_VERSION := v2.15.0
+BIN                   := $(CURDIR)/.bin
+GOLANGCI_LINT         := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+BINARY                := $(BIN)/gotunnel-mux
+FUZZTIME              ?= 20s
+
+.PHONY: all build run test lint cover fuzz clean
+
+all: lint test
+
+## build: the gotunnel-mux binary, in .bin/
+build:
+	go build -o $(BINARY) ./cmd/gotunnel-mux
+
+## run: the demo: server, client and a small web service on loopback
+run: build
+	$(BINARY) demo
+
+## test: go vet, then every test with the race detector
+test:
+	go vet ./...
+	go test -race -count=1 -timeout 15m ./...
+
+## lint: gofmt, go vet and golangci-lint (pinned; installed on first use)
+lint: $(GOLANGCI_LINT)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	go vet ./...
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(BIN)/golangci-lint $@
+
+## cover: total statement coverage over every package, and per package
+cover:
+	go test -count=1 -coverpkg=./... -coverprofile=$(BIN)/cover.out ./... >/dev/null
+	@go tool cover -func=$(BIN)/cover.out | awk '/^total/ {print "total coverage: " $$3}'
+	@go test -count=1 -cover ./... | sed 's/^ok *//'
+
+## fuzz: each fuzz target for FUZZTIME (default 20s)
+fuzz:
+	go test -run='^$$' -fuzz='^FuzzReadFrame$$' -fuzztime=$(FUZZTIME) ./control/
+	go test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./control/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,309 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jpillora/backoff"
+
+	"github.com/gotunnel-mux/gotunnel-mux/mux"
+)
+
+// Mapping is one local service to expose on the server.
+type Mapping struct {
+	Name        string // unique per client, [A-Za-z0-9._-]{1,64}
+	LocalAddr   string // host:port the client dials for each visitor
+	RemotePort  int    // 0: the server picks one from its allow_ports
+	HealthCheck bool   // probe LocalAddr and report offline/online
+}
+
+// ReconnectOptions shape the wait between connection attempts.
+type ReconnectOptions struct {
+	Min, Max   time.Duration // default 1s, 16s
+	Factor     float64       // default 2
+	Jitter     bool
+	MaxRetries int // 0: forever
+}
+
+// HealthOptions shape the local service probe.
+type HealthOptions struct {
+	Interval time.Duration // default 30s
+	Timeout  time.Duration // default 3s
+	Failures int           // consecutive failures before offline; default 3
+}
+
+// ClientOptions configure a Client. Zero durations take the defaults of
+// docs/config.md.
+type ClientOptions struct {
+	ServerAddr        string // host:port; required
+	Token             string // required
+	Name              string // required; the client's identity on the server
+	Mappings          []Mapping
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	DialTimeout       time.Duration // to the server and to local services
+	HandshakeTimeout  time.Duration // login reply, and each register reply
+	Reconnect         ReconnectOptions
+	Health            HealthOptions
+	Mux               mux.Options
+	Logger            *slog.Logger // nil discards
+	// Dial opens the connection to the server; nil dials TCP with
+	// DialTimeout. Transports (TLS, proxies) plug in here.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// OnEvent, when set, is called for session and mapping changes, in
+	// order, from the client's goroutines; it must not block.
+	OnEvent func(Event)
+}
+
+func (o *ClientOptions) setDefaults() {
+	o.HeartbeatInterval = orDefault(o.HeartbeatInterval, 10*time.Second)
+	o.HeartbeatTimeout = orDefault(o.HeartbeatTimeout, 30*time.Second)
+	o.DialTimeout = orDefault(o.DialTimeout, 5*time.Second)
+	o.HandshakeTimeout = orDefault(o.HandshakeTimeout, 10*time.Second)
+	o.Reconnect.Min = orDefault(o.Reconnect.Min, time.Second)
+	o.Reconnect.Max = orDefault(o.Reconnect.Max, 16*time.Second)
+	o.Reconnect.Factor = orDefault(o.Reconnect.Factor, 2)
+	o.Health.Interval = orDefault(o.Health.Interval, 30*time.Second)
+	o.Health.Timeout = orDefault(o.Health.Timeout, 3*time.Second)
+	o.Health.Failures = orDefault(o.Health.Failures, 3)
+	o.Logger = orDefault(o.Logger, slog.New(slog.DiscardHandler))
+	if o.Mux.Logger == nil {
+		o.Mux.Logger = o.Logger
+	}
+	if o.Dial == nil {
+		d := &net.Dialer{Timeout: o.DialTimeout}
+		o.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+}
+
+// EventKind tells what an Event reports.
+type EventKind int
+
+// The kinds of Event.
+const (
+	EventSessionUp      EventKind = iota + 1 // logged in
+	EventSessionDown                         // the session ended; Err says why
+	EventMappingUp                           // registered; RemotePort is the bound port
+	EventMappingFailed                       // registration refused; Err is a *RejectError
+	EventMappingOffline                      // the local service stopped answering
+	EventMappingOnline                       // the local service answers again
+)
+
+// Event is a change in the client's state, for status displays and tests.
+type Event struct {
+	Kind       EventKind
+	Mapping    string
+	RemotePort int
+	Err        error
+}
+
+// Client keeps one session to the server alive and serves its mappings.
+type Client struct {
+	// set in NewClient
+	opts     ClientOptions
+	log      *slog.Logger
+	id       string
+	host     string // server host, for the mapping lines in the log
+	mappings []*clientMapping
+	byName   map[string]*clientMapping
+	running  atomic.Bool
+
+	mu  sync.Mutex // guards cur
+	cur *clientSession
+}
+
+// clientMapping is a Mapping with its probe state, which outlives sessions.
+type clientMapping struct {
+	Mapping
+	online atomic.Bool
+}
+
+// NewClient checks opts and returns a client ready to Run.
+func NewClient(opts ClientOptions) (*Client, error) {
+	opts.setDefaults()
+	host, _, err := net.SplitHostPort(opts.ServerAddr)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("control: server address: %w", err)
+	case opts.Token == "":
+		return nil, errors.New("control: empty token")
+	case !ValidName(opts.Name):
+		return nil, fmt.Errorf("control: client name %q: want 1-64 of [A-Za-z0-9._-]", opts.Name)
+	}
+	c := &Client{opts: opts, log: opts.Logger, id: randomID(), host: host, byName: make(map[string]*clientMapping)}
+	for _, m := range opts.Mappings {
+		if !ValidName(m.Name) || c.byName[m.Name] != nil {
+			return nil, fmt.Errorf("control: mapping name %q is invalid or repeated", m.Name)
+		}
+		cm := &clientMapping{Mapping: m}
+		cm.online.Store(true)
+		c.mappings = append(c.mappings, cm)
+		c.byName[m.Name] = cm
+	}
+	return c, nil
+}
+
+// Run connects, logs in, registers every mapping and serves visitors,
+// reconnecting with backoff whenever the session ends, until ctx ends
+// (nil), the server refuses for a reason retrying cannot fix (a
+// *RejectError whose Code is Fatal), or reconnect.max_retries attempts in a
+// row fail. Run may be called once.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("control: client already ran")
+	}
+	var wg sync.WaitGroup
+	pctx, stop := context.WithCancel(ctx)
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	for _, m := range c.mappings {
+		if m.HealthCheck {
+			wg.Go(func() { c.probeLoop(pctx, m) })
+		}
+	}
+	return c.reconnectLoop(ctx)
+}
+
+// reconnectLoop makes one attempt per iteration and waits with backoff in
+// between; the backoff is reset only after a healthy session.
+func (c *Client) reconnectLoop(ctx context.Context) error {
+	r := c.opts.Reconnect
+	b := &backoff.Backoff{Min: r.Min, Max: r.Max, Factor: r.Factor, Jitter: r.Jitter}
+	failures := 0
+	for {
+		healthy, err := c.connectOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if healthy {
+			b.Reset()
+			failures = 0
+		}
+		var re *RejectError
+		if errors.As(err, &re) && re.Code.Fatal() {
+			c.log.Error("server refused the client; not retrying", "code", int(re.Code), "reason", re.Reason)
+			return err
+		}
+		failures++
+		if r.MaxRetries > 0 && failures > r.MaxRetries {
+			c.log.Error("giving up", "attempts", failures, "code", int(connectCode(err)), "err", err)
+			return fmt.Errorf("control: gave up after %d attempts: %w", failures, err)
+		}
+		wait := b.Duration()
+		c.log.Warn("disconnected", "code", int(connectCode(err)), "err", err, "retry_in", wait.Round(time.Millisecond).String())
+		if !sleepCtx(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// connectCode is the code logged for a failed or ended attempt.
+func connectCode(err error) Code {
+	if code := CodeOf(err); code != 0 {
+		return code
+	}
+	return CodeCannotReachServer
+}
+
+// connectOnce runs one session from dial to its end. healthy reports that
+// it logged in and every registration was answered.
+func (c *Client) connectOnce(ctx context.Context) (healthy bool, err error) {
+	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+	conn, err := c.opts.Dial(dctx, c.opts.ServerAddr)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("dial %s: %w", c.opts.ServerAddr, err)
+	}
+	cs, err := c.handshake(ctx, conn)
+	if err != nil {
+		return false, err
+	}
+	c.setCurrent(cs)
+	defer c.setCurrent(nil)
+	c.emit(Event{Kind: EventSessionUp})
+	err = cs.serve(ctx)
+	c.emit(Event{Kind: EventSessionDown, Err: err})
+	return cs.healthy.Load(), err
+}
+
+func (c *Client) setCurrent(cs *clientSession) {
+	c.mu.Lock()
+	c.cur = cs
+	c.mu.Unlock()
+}
+
+func (c *Client) current() *clientSession {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+func (c *Client) emit(e Event) {
+	if c.opts.OnEvent != nil {
+		c.opts.OnEvent(e)
+	}
+}
+
+// handshake logs in over conn under handshake_timeout. It owns conn: on
+// failure conn is closed, on success it belongs to the session.
+func (c *Client) handshake(ctx context.Context, conn net.Conn) (*clientSession, error) {
+	deadline := time.Now().Add(c.opts.HandshakeTimeout)
+	_ = conn.SetDeadline(deadline)
+	ms, err := mux.Client(conn, c.opts.Mux)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	resp, err := c.login(ms, deadline)
+	if err != nil {
+		_ = ms.Close()
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return newClientSession(c, ms, resp), nil
+}
+
+// login sends the login frame and reads the reply.
+func (c *Client) login(ms *mux.Session, deadline time.Time) (*loginResult, error) {
+	ctl, err := ms.OpenControl()
+	if err != nil {
+		return nil, fmt.Errorf("open control stream: %w", err)
+	}
+	err = WriteFrame(ctl, &Login{Version: Version, Token: c.opts.Token, Name: c.opts.Name, ClientID: c.id})
+	if err != nil {
+		return nil, fmt.Errorf("send login: %w", err)
+	}
+	_ = ctl.SetReadDeadline(deadline)
+	m, err := ReadFrame(ctl)
+	if err != nil {
+		return nil, fmt.Errorf("read login reply: %w", err)
+	}
+	_ = ctl.SetReadDeadline(time.Time{})
+	switch m := m.(type) {
+	case *LoginResp:
+		if m.Status != StatusOK {
+			return nil, &RejectError{Code: m.Code, Reason: m.Reason}
+		}
+		return &loginResult{ctl: ctl, sessionID: m.SessionID}, nil
+	case *ErrorMsg:
+		return nil, &RejectError{Code: m.Code, Reason: m.Reason}
+	}
+	return nil, fmt.Errorf("%w: login answered with %s", ErrMalformed, m.Type())
+}
+
+type loginResult struct {
+	ctl       *mux.Stream
+	sessionID string
+}

@@ -1,0 +1,287 @@
+package control
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// Version is the wire protocol version this build speaks. A login with any
+// other version is refused with CodeUnsupportedVersion.
+const Version = 1
+
+// MaxFrameSize is the largest control frame body accepted, in bytes. A length
+// prefix of 0 or above this is a protocol error (CodeMalformed).
+const MaxFrameSize = 64 << 10
+
+// Status values of the replies.
+const (
+	StatusOK   = "ok"
+	StatusFail = "fail"
+)
+
+// ProtocolTCP is the only mapping protocol of version 1.
+const ProtocolTCP = "tcp"
+
+// Message is one control frame's payload. The concrete types below are the
+// whole catalog; Type returns the wire value of the "type" field.
+type Message interface {
+	Type() string
+	validate() error
+}
+
+// Login is the client's first frame on the control stream.
+type Login struct {
+	Version  int    `json:"version"`
+	Token    string `json:"token"`
+	Name     string `json:"name"`
+	ClientID string `json:"client_id"`
+}
+
+// LoginResp answers Login (server to client).
+type LoginResp struct {
+	Status    string `json:"status"`
+	Code      Code   `json:"code,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	SessionID string `json:"session_id,omitempty"`
+}
+
+// Register asks the server to bind a public port for one mapping.
+type Register struct {
+	Name       string `json:"name"`
+	Protocol   string `json:"protocol"`
+	RemotePort int    `json:"remote_port"`
+	LocalAddr  string `json:"local_addr"`
+	Online     bool   `json:"online"`
+}
+
+// RegisterResp answers Register (server to client). RemotePort is the port
+// actually bound, which differs from the request when it asked for 0.
+type RegisterResp struct {
+	Status     string `json:"status"`
+	Code       Code   `json:"code,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	Name       string `json:"name"`
+	RemotePort int    `json:"remote_port"`
+}
+
+// Ping is the client's heartbeat; Time is unix milliseconds.
+type Ping struct {
+	Time int64 `json:"time"`
+}
+
+// Pong answers Ping (server to client), echoing its Time.
+type Pong struct {
+	Time int64 `json:"time"`
+}
+
+// OfflinePort reports that a mapping's local service stopped answering.
+type OfflinePort struct {
+	Name string `json:"name"`
+	Port int    `json:"port"`
+}
+
+// OnlinePort reports that an offline mapping's local service is back.
+type OnlinePort struct {
+	Name string `json:"name"`
+	Port int    `json:"port"`
+}
+
+// ErrorMsg is sent by the server right before it closes a session.
+type ErrorMsg struct {
+	Code   Code   `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// OpenDataChannel is the first frame of every data stream (server to client).
+type OpenDataChannel struct {
+	Name       string `json:"name"`
+	RemotePort int    `json:"remote_port"`
+	Visitor    string `json:"visitor"`
+}
+
+// DataChannelAck answers OpenDataChannel on the data stream (client to server).
+type DataChannelAck struct {
+	Status string `json:"status"`
+	Code   Code   `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Type implements Message.
+func (*Login) Type() string { return "login" }
+
+// Type implements Message.
+func (*LoginResp) Type() string { return "login_resp" }
+
+// Type implements Message.
+func (*Register) Type() string { return "register" }
+
+// Type implements Message.
+func (*RegisterResp) Type() string { return "register_resp" }
+
+// Type implements Message.
+func (*Ping) Type() string { return "ping" }
+
+// Type implements Message.
+func (*Pong) Type() string { return "pong" }
+
+// Type implements Message.
+func (*OfflinePort) Type() string { return "offline_port" }
+
+// Type implements Message.
+func (*OnlinePort) Type() string { return "online_port" }
+
+// Type implements Message.
+func (*ErrorMsg) Type() string { return "error" }
+
+// Type implements Message.
+func (*OpenDataChannel) Type() string { return "open_data_channel" }
+
+// Type implements Message.
+func (*DataChannelAck) Type() string { return "data_channel_ack" }
+
+// catalog maps a wire type to a constructor of its empty message.
+var catalog = map[string]func() Message{
+	"login":             func() Message { return new(Login) },
+	"login_resp":        func() Message { return new(LoginResp) },
+	"register":          func() Message { return new(Register) },
+	"register_resp":     func() Message { return new(RegisterResp) },
+	"ping":              func() Message { return new(Ping) },
+	"pong":              func() Message { return new(Pong) },
+	"offline_port":      func() Message { return new(OfflinePort) },
+	"online_port":       func() Message { return new(OnlinePort) },
+	"error":             func() Message { return new(ErrorMsg) },
+	"open_data_channel": func() Message { return new(OpenDataChannel) },
+	"data_channel_ack":  func() Message { return new(DataChannelAck) },
+}
+
+// Limits on string fields, so that one frame cannot smuggle unbounded text
+// into logs and maps.
+const (
+	maxTokenLen  = 4096
+	maxReasonLen = 1024
+	maxAddrLen   = 256
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// ValidName reports whether s is acceptable as a client or mapping name:
+// 1 to 64 of A-Z a-z 0-9 . _ -.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+func checkName(field, s string) error {
+	if !ValidName(s) {
+		return fmt.Errorf("%s: want 1-64 of [A-Za-z0-9._-], got %d bytes", field, len(s))
+	}
+	return nil
+}
+
+func checkPort(field string, p int, zeroOK bool) error {
+	if p < 0 || p > 65535 || (p == 0 && !zeroOK) {
+		return fmt.Errorf("%s: %d out of range", field, p)
+	}
+	return nil
+}
+
+func checkLen(field, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%s: %d bytes, at most %d", field, len(s), max)
+	}
+	return nil
+}
+
+func checkStatus(s string, code Code) error {
+	switch {
+	case s == StatusOK:
+		return nil
+	case s == StatusFail && code != 0:
+		return nil
+	case s == StatusFail:
+		return fmt.Errorf("status fail without a code")
+	}
+	return fmt.Errorf("status: want %q or %q", StatusOK, StatusFail)
+}
+
+func (m *Login) validate() error {
+	if m.Version < 1 {
+		return fmt.Errorf("version: %d", m.Version)
+	}
+	if err := checkLen("token", m.Token, maxTokenLen); err != nil {
+		return err
+	}
+	if err := checkLen("client_id", m.ClientID, 64); err != nil {
+		return err
+	}
+	return checkName("name", m.Name)
+}
+
+func (m *LoginResp) validate() error {
+	if err := checkLen("reason", m.Reason, maxReasonLen); err != nil {
+		return err
+	}
+	return checkStatus(m.Status, m.Code)
+}
+
+func (m *Register) validate() error {
+	if m.Protocol != ProtocolTCP {
+		return fmt.Errorf("protocol: want %q", ProtocolTCP)
+	}
+	if err := checkLen("local_addr", m.LocalAddr, maxAddrLen); err != nil {
+		return err
+	}
+	if err := checkPort("remote_port", m.RemotePort, true); err != nil {
+		return err
+	}
+	return checkName("name", m.Name)
+}
+
+func (m *RegisterResp) validate() error {
+	if err := checkLen("reason", m.Reason, maxReasonLen); err != nil {
+		return err
+	}
+	if err := checkPort("remote_port", m.RemotePort, true); err != nil {
+		return err
+	}
+	if err := checkName("name", m.Name); err != nil {
+		return err
+	}
+	return checkStatus(m.Status, m.Code)
+}
+
+func (*Ping) validate() error { return nil }
+
+func (*Pong) validate() error { return nil }
+
+func (m *OfflinePort) validate() error {
+	if err := checkPort("port", m.Port, false); err != nil {
+		return err
+	}
+	return checkName("name", m.Name)
+}
+
+func (m *OnlinePort) validate() error {
+	if err := checkPort("port", m.Port, false); err != nil {
+		return err
+	}
+	return checkName("name", m.Name)
+}
+
+func (m *ErrorMsg) validate() error {
+	return checkLen("reason", m.Reason, maxReasonLen)
+}
+
+func (m *OpenDataChannel) validate() error {
+	if err := checkLen("visitor", m.Visitor, maxAddrLen); err != nil {
+		return err
+	}
+	if err := checkPort("remote_port", m.RemotePort, false); err != nil {
+		return err
+	}
+	return checkName("name", m.Name)
+}
+
+func (m *DataChannelAck) validate() error {
+	if err := checkLen("reason", m.Reason, maxReasonLen); err != nil {
+		return err
+	}
+	return checkStatus(m.Status, m.Code)
+}

@@ -1,0 +1,357 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/mux"
+)
+
+// ErrServerClosed is returned by Serve after Close or Shutdown.
+var ErrServerClosed = errors.New("control: server closed")
+
+// PortRange is an inclusive range of ports.
+type PortRange struct{ Lo, Hi int }
+
+// Contains reports whether p lies in r.
+func (r PortRange) Contains(p int) bool { return p >= r.Lo && p <= r.Hi }
+
+// ServerOptions configure a Server. Zero durations and limits take the
+// defaults of docs/config.md.
+type ServerOptions struct {
+	Token                  string      // required
+	PublicAddr             string      // host mapping listeners bind to; default "0.0.0.0"
+	AllowPorts             []PortRange // default 1024-65535
+	MaxMappingsPerClient   int         // default 16
+	MaxConnsPerMapping     int         // 0: no limit
+	LoginTimeout           time.Duration
+	StreamOpenTimeout      time.Duration
+	HeartbeatTimeout       time.Duration
+	HeartbeatCheckInterval time.Duration
+	Mux                    mux.Options
+	Logger                 *slog.Logger // nil discards
+}
+
+func (o *ServerOptions) setDefaults() {
+	o.PublicAddr = orDefault(o.PublicAddr, "0.0.0.0")
+	if len(o.AllowPorts) == 0 {
+		o.AllowPorts = []PortRange{{1024, 65535}}
+	}
+	o.MaxMappingsPerClient = orDefault(o.MaxMappingsPerClient, 16)
+	o.LoginTimeout = orDefault(o.LoginTimeout, 10*time.Second)
+	o.StreamOpenTimeout = orDefault(o.StreamOpenTimeout, 10*time.Second)
+	o.HeartbeatTimeout = orDefault(o.HeartbeatTimeout, 30*time.Second)
+	o.HeartbeatCheckInterval = orDefault(o.HeartbeatCheckInterval, 5*time.Second)
+	o.Logger = orDefault(o.Logger, slog.New(slog.DiscardHandler))
+	if o.Mux.Logger == nil {
+		o.Mux.Logger = o.Logger
+	}
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Server accepts client connections, logs clients in and serves their
+// mappings. Its zero value is not usable: call NewServer.
+type Server struct {
+	// set in NewServer
+	opts     ServerOptions
+	log      *slog.Logger
+	tokenSum [sha256.Size]byte
+	reg      *registry
+	ctx      context.Context // ends at Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // acceptLoops, handleConns, sweepLoop
+
+	mu        sync.Mutex // guards listeners, conns, sweeping
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{} // connections not yet logged in
+	sweeping  bool
+}
+
+// NewServer returns a server that is ready to Serve.
+func NewServer(opts ServerOptions) *Server {
+	opts.setDefaults()
+	s := &Server{
+		opts:      opts,
+		log:       opts.Logger,
+		tokenSum:  sha256.Sum256([]byte(opts.Token)),
+		reg:       newRegistry(),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[net.Conn]struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// Serve accepts client connections on ln until Close or Shutdown, then
+// returns ErrServerClosed. The Server owns ln. Serve may be called for
+// several listeners at once.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	if !s.sweeping {
+		s.sweeping = true
+		s.wg.Go(s.sweepLoop)
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	s.log.Info("server listening", "addr", ln.Addr().String())
+	return s.acceptLoop(ln)
+}
+
+func (s *Server) acceptLoop(ln net.Listener) error {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return ErrServerClosed
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept client", "err", err, "retry_in", delay.String())
+			if !sleepCtx(s.ctx, delay) {
+				return ErrServerClosed
+			}
+			continue
+		}
+		delay = 0
+		if !s.track(c) {
+			_ = c.Close()
+			return ErrServerClosed
+		}
+		s.wg.Go(func() { s.handleConn(c) })
+	}
+}
+
+// track remembers a connection that is not logged in yet, so that Close
+// can close it; false means the server is closing.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// handleConn runs one client connection from accept to its end. It owns c.
+func (s *Server) handleConn(c net.Conn) {
+	sess, err := s.login(c)
+	s.untrack(c)
+	if err != nil {
+		return
+	}
+	sess.run()
+}
+
+// login runs the handshake under login_timeout: a yamux session, the
+// control stream, a valid login frame and the reply. On success the
+// connection belongs to the returned session; on failure it is closed.
+func (s *Server) login(c net.Conn) (*serverSession, error) {
+	remote := c.RemoteAddr().String()
+	deadline := time.Now().Add(s.opts.LoginTimeout)
+	_ = c.SetDeadline(deadline)
+	ms, err := mux.Server(c, s.opts.Mux)
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	defer cancel()
+	ctl, err := ms.AcceptControl(ctx)
+	if err != nil {
+		s.log.Warn("login failed", "remote", remote, "code", int(CodeLoginTimeout), "err", err)
+		_ = ms.Close()
+		return nil, err
+	}
+	_ = ctl.SetDeadline(deadline)
+	m, err := ReadFrame(ctl)
+	if err != nil {
+		code := CodeOf(err)
+		if code == 0 {
+			code = CodeLoginTimeout
+		}
+		s.log.Warn("login failed", "remote", remote, "code", int(code), "err", err)
+		s.refuse(ms, ctl, &ErrorMsg{Code: code, Reason: code.String()})
+		return nil, err
+	}
+	login, ok := m.(*Login)
+	if !ok {
+		s.log.Warn("login failed", "remote", remote, "code", int(CodeMalformed), "err", "first frame is "+m.Type())
+		s.refuse(ms, ctl, &ErrorMsg{Code: CodeMalformed, Reason: "first frame must be login"})
+		return nil, ErrMalformed
+	}
+	if re := s.checkLogin(login); re != nil {
+		s.log.Warn("login refused", "remote", remote, "client", login.Name, "code", int(re.Code), "reason", re.Reason)
+		s.refuse(ms, ctl, &LoginResp{Status: StatusFail, Code: re.Code, Reason: re.Reason})
+		return nil, re
+	}
+	sess := newServerSession(s, ms, ctl, login)
+	if err := sess.write(&LoginResp{Status: StatusOK, SessionID: sess.id}); err != nil {
+		_ = ms.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	_ = ctl.SetDeadline(time.Time{})
+	return sess, nil
+}
+
+// checkLogin returns the refusal for a login that must be refused, or nil.
+func (s *Server) checkLogin(l *Login) *RejectError {
+	if l.Version != Version {
+		return &RejectError{Code: CodeUnsupportedVersion, Reason: fmt.Sprintf("server speaks version %d, client %d", Version, l.Version)}
+	}
+	sum := sha256.Sum256([]byte(l.Token))
+	if subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+		return &RejectError{Code: CodeBadToken, Reason: CodeBadToken.String()}
+	}
+	return nil
+}
+
+// refuse sends a last frame, gives the client a moment to read it and close
+// first (so that our close cannot turn into a reset that loses the frame),
+// then closes the session.
+func (s *Server) refuse(ms *mux.Session, ctl *mux.Stream, last Message) {
+	_ = ctl.SetWriteDeadline(time.Now().Add(time.Second))
+	if err := WriteFrame(ctl, last); err == nil {
+		_ = ctl.CloseWrite()
+		t := time.NewTimer(2 * time.Second)
+		select {
+		case <-ms.Done():
+		case <-t.C:
+		case <-s.ctx.Done():
+		}
+		t.Stop()
+	}
+	_ = ms.Close()
+}
+
+// sweepLoop drops sessions from which nothing was read for
+// heartbeat_timeout.
+func (s *Server) sweepLoop() {
+	t := time.NewTicker(s.opts.HeartbeatCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, ss := range s.reg.sessions() {
+				if idle := now.Sub(ss.mux.LastRead()); idle > s.opts.HeartbeatTimeout {
+					ss.kill(fmt.Errorf("%w: nothing read for %s", errHeartbeat, idle.Round(time.Millisecond)))
+				}
+			}
+		}
+	}
+}
+
+// Sessions is the number of logged-in client sessions.
+func (s *Server) Sessions() int { return len(s.reg.sessions()) }
+
+// ActiveVisitors is the number of live visitor connections over every
+// session and mapping.
+func (s *Server) ActiveVisitors() int {
+	n := 0
+	for _, ss := range s.reg.sessions() {
+		n += ss.activeVisitors()
+	}
+	return n
+}
+
+// Close stops accepting, closes every client session (their visitors are
+// reset) and waits for every goroutine the server started.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.cancel()
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	for _, ss := range s.reg.close() {
+		ss.kill(ErrServerClosed)
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// Shutdown stops accepting clients and visitors (every port is freed at
+// once), lets live visitor connections finish until ctx ends, then closes
+// everything as Close does. It returns ctx's error if it had to cut
+// visitors off.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	s.mu.Unlock()
+	for _, ss := range s.reg.sessions() {
+		ss.unbind()
+	}
+	err := pollUntil(ctx, 20*time.Millisecond, func() bool { return s.ActiveVisitors() == 0 })
+	_ = s.Close()
+	return err
+}
+
+// pollUntil checks cond every interval until it holds (nil) or ctx ends
+// (ctx's error).
+func pollUntil(ctx context.Context, every time.Duration, cond func() bool) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// sleepCtx waits d or until ctx ends; false means ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

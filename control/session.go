@@ -1,0 +1,304 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
+	"github.com/gotunnel-mux/gotunnel-mux/mux"
+)
+
+// Reasons a server session ends, besides the connection dying.
+var (
+	errHeartbeat = errors.New("heartbeat timeout")
+	errReplaced  = errors.New("replaced by a new login with the same name")
+)
+
+// serverSession is one logged-in client on the server.
+type serverSession struct {
+	// set in newServerSession
+	srv      *Server
+	log      *slog.Logger
+	id       string
+	name     string
+	clientID string
+	remote   string
+	mux      *mux.Session
+	ctl      *mux.Stream
+	ctx      context.Context // ends when the session must end; Cause says why
+	cancel   context.CancelCauseFunc
+	started  time.Time
+
+	wmu sync.Mutex // serializes writes on ctl
+
+	mu       sync.Mutex // guards mappings and unbound
+	mappings map[string]*mapping
+	unbound  bool // no more listeners may be bound
+}
+
+// mapping is one registered mapping with its public listener.
+type mapping struct {
+	name      string
+	port      int
+	localAddr string
+	ln        *dataplane.Listener
+}
+
+func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *Login) *serverSession {
+	ss := &serverSession{
+		srv:      s,
+		id:       randomID(),
+		name:     l.Name,
+		clientID: l.ClientID,
+		remote:   ms.RemoteAddr().String(),
+		mux:      ms,
+		ctl:      ctl,
+		started:  time.Now(),
+		mappings: make(map[string]*mapping),
+	}
+	ss.log = s.log.With("session", ss.id, "client", ss.name)
+	ss.ctx, ss.cancel = context.WithCancelCause(context.Background())
+	return ss
+}
+
+// run serves the session until it ends, then frees everything it holds.
+func (ss *serverSession) run() {
+	old, err := ss.srv.reg.claim(ss)
+	if err != nil {
+		_ = ss.mux.Close()
+		return
+	}
+	if old != nil {
+		ss.takeOver(old)
+	}
+	ss.log.Info("client logged in", "remote", ss.remote, "client_id", ss.clientID)
+	stop := context.AfterFunc(ss.mux.Context(), func() { ss.cancel(context.Cause(ss.mux.Context())) })
+	defer stop()
+	done := make(chan struct{})
+	go func() { // joined below
+		defer close(done)
+		ss.readLoop()
+	}()
+	<-ss.ctx.Done()
+	cause := context.Cause(ss.ctx)
+	if errors.Is(cause, mux.ErrStrayStreams) {
+		ss.sendError(CodeMalformed, "client opened streams besides control")
+	}
+	ss.teardown()
+	<-done
+	ss.logEnd(cause)
+}
+
+// takeOver ends the old session of the same name at once: its ports are
+// free when this returns; the rest of its teardown runs in its own goroutine.
+func (ss *serverSession) takeOver(old *serverSession) {
+	quiet := time.Since(old.mux.LastRead())
+	if quiet < ss.srv.opts.HeartbeatTimeout/3 {
+		ss.log.Warn("client name taken over from a live session; two clients may share this name",
+			"remote", ss.remote, "old_remote", old.remote, "old_session", old.id)
+	} else {
+		ss.log.Info("client name taken over", "remote", ss.remote, "old_remote", old.remote, "old_session", old.id)
+	}
+	old.kill(errReplaced)
+}
+
+// kill makes the session end: its ports are unbound before kill returns,
+// and its own goroutine tears down the rest. It never blocks on the peer.
+func (ss *serverSession) kill(cause error) {
+	ss.unbind()
+	ss.cancel(cause)
+}
+
+// unbind frees every mapping's port and forbids binding more.
+func (ss *serverSession) unbind() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.unbound = true
+	for _, m := range ss.mappings {
+		_ = m.ln.Unbind()
+	}
+}
+
+// teardown closes the session: the connection first (blocked streams end,
+// visitors are reset), then every listener, then the registry entry.
+func (ss *serverSession) teardown() {
+	ss.unbind()
+	_ = ss.mux.Close()
+	ss.mu.Lock()
+	ms := make([]*mapping, 0, len(ss.mappings))
+	for _, m := range ss.mappings {
+		ms = append(ms, m)
+	}
+	ss.mu.Unlock()
+	for _, m := range ms {
+		_ = m.ln.Close()
+	}
+	ss.srv.reg.release(ss)
+}
+
+func (ss *serverSession) logEnd(cause error) {
+	attrs := []any{"remote", ss.remote, "duration", time.Since(ss.started).Round(time.Millisecond).String()}
+	switch {
+	case errors.Is(cause, errReplaced), errors.Is(cause, ErrServerClosed), errors.Is(cause, mux.ErrSessionClosed):
+		ss.log.Info("client session ended", append(attrs, "reason", cause.Error())...)
+	default:
+		ss.log.Warn("client session ended", append(attrs, "reason", cause.Error())...)
+	}
+}
+
+// write sends one control frame; writes from several goroutines are
+// serialized.
+func (ss *serverSession) write(m Message) error {
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	return WriteFrame(ss.ctl, m)
+}
+
+// sendError tells the client why the server is about to close its session.
+func (ss *serverSession) sendError(code Code, reason string) {
+	_ = ss.ctl.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = ss.write(&ErrorMsg{Code: code, Reason: reason})
+}
+
+// readLoop handles the client's control frames until an error.
+func (ss *serverSession) readLoop() {
+	for {
+		m, err := ReadFrame(ss.ctl)
+		if err != nil {
+			if code := CodeOf(err); code != 0 {
+				ss.sendError(code, err.Error())
+			}
+			ss.cancel(fmt.Errorf("read control: %w", err))
+			return
+		}
+		if err := ss.handle(m); err != nil {
+			ss.cancel(err)
+			return
+		}
+	}
+}
+
+func (ss *serverSession) handle(m Message) error {
+	switch m := m.(type) {
+	case *Register:
+		return ss.write(ss.register(m))
+	case *Ping:
+		return ss.write(&Pong{Time: m.Time})
+	case *OfflinePort:
+		ss.setOnline(m.Name, m.Port, false)
+	case *OnlinePort:
+		ss.setOnline(m.Name, m.Port, true)
+	default:
+		ss.sendError(CodeMalformed, "unexpected "+m.Type())
+		return fmt.Errorf("%w: unexpected %s", ErrMalformed, m.Type())
+	}
+	return nil
+}
+
+// register binds a public port for one mapping; every outcome is a reply.
+func (ss *serverSession) register(r *Register) *RegisterResp {
+	m, err := ss.bind(r)
+	if err != nil {
+		var re *RejectError
+		errors.As(err, &re)
+		ss.log.Warn("mapping refused", "mapping", r.Name, "remote_port", r.RemotePort, "code", int(re.Code), "reason", re.Reason)
+		return &RegisterResp{Status: StatusFail, Code: re.Code, Reason: re.Reason, Name: r.Name, RemotePort: r.RemotePort}
+	}
+	m.ln.SetOnline(r.Online)
+	ss.log.Info("mapping up", "mapping", m.name, "remote_port", m.port, "local_addr", m.localAddr, "online", r.Online)
+	return &RegisterResp{Status: StatusOK, Name: m.name, RemotePort: m.port}
+}
+
+// bind checks the limits and binds the port; errors are *RejectError.
+func (ss *serverSession) bind(r *Register) (*mapping, error) {
+	o := &ss.srv.opts
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	switch {
+	case ss.unbound:
+		return nil, &RejectError{Code: CodePortInUse, Reason: "session is closing"}
+	case ss.mappings[r.Name] != nil:
+		return nil, &RejectError{Code: CodeDuplicateName, Reason: fmt.Sprintf("mapping %q is already registered", r.Name)}
+	case len(ss.mappings) >= o.MaxMappingsPerClient:
+		return nil, &RejectError{Code: CodeTooManyMappings, Reason: fmt.Sprintf("at most %d mappings per client", o.MaxMappingsPerClient)}
+	case r.RemotePort != 0 && !allowed(o.AllowPorts, r.RemotePort):
+		return nil, &RejectError{Code: CodePortNotAllowed, Reason: fmt.Sprintf("port %d is outside allow_ports", r.RemotePort)}
+	}
+	ln, err := ss.listen(r.RemotePort)
+	if err != nil {
+		return nil, err
+	}
+	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: ln.Addr().(*net.TCPAddr).Port}
+	m.ln = dataplane.Serve(ln, ss.visitorHandler(m), dataplane.Options{
+		MaxConns: o.MaxConnsPerMapping,
+		Logger:   ss.log.With("mapping", m.name),
+	})
+	ss.mappings[m.name] = m
+	return m, nil
+}
+
+// listen binds port on public_addr, or a random free port of allow_ports
+// when port is 0.
+func (ss *serverSession) listen(port int) (net.Listener, error) {
+	o := &ss.srv.opts
+	if port != 0 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(o.PublicAddr, strconv.Itoa(port)))
+		if err != nil {
+			return nil, bindError(port, err)
+		}
+		return ln, nil
+	}
+	for range pickAttempts {
+		p := randomPort(o.AllowPorts)
+		if ln, err := net.Listen("tcp", net.JoinHostPort(o.PublicAddr, strconv.Itoa(p))); err == nil {
+			return ln, nil
+		}
+	}
+	return nil, &RejectError{Code: CodePortInUse, Reason: errNoFreePort.Error()}
+}
+
+func bindError(port int, err error) *RejectError {
+	if errors.Is(err, syscall.EACCES) {
+		return &RejectError{Code: CodePortNotAllowed, Reason: fmt.Sprintf("port %d: permission denied on the server", port)}
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return &RejectError{Code: CodePortInUse, Reason: fmt.Sprintf("port %d is in use", port)}
+	}
+	return &RejectError{Code: CodePortInUse, Reason: fmt.Sprintf("port %d: %v", port, errors.Unwrap(err))}
+}
+
+func (ss *serverSession) setOnline(name string, port int, on bool) {
+	ss.mu.Lock()
+	m := ss.mappings[name]
+	ss.mu.Unlock()
+	if m == nil || m.port != port {
+		ss.log.Warn("health report for an unknown mapping", "mapping", name, "remote_port", port)
+		return
+	}
+	if m.ln.Online() == on {
+		return
+	}
+	m.ln.SetOnline(on)
+	if on {
+		ss.log.Info("mapping online", "mapping", name, "remote_port", port)
+	} else {
+		ss.log.Warn("mapping offline: local service down on the client", "mapping", name, "remote_port", port, "code", int(CodeMappingOffline))
+	}
+}
+
+func (ss *serverSession) activeVisitors() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	n := 0
+	for _, m := range ss.mappings {
+		n += m.ln.Active()
+	}
+	return n
+}

@@ -1,0 +1,233 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Handler serves one visitor connection. It owns visitor and must close it
+// before it returns. ctx ends when the Listener closes.
+type Handler func(ctx context.Context, visitor net.Conn)
+
+// Options tune a Listener. The zero value works.
+type Options struct {
+	// MaxConns is how many visitor connections may be live at once; a
+	// visitor beyond it is reset at once, never queued. 0: no limit.
+	MaxConns int
+	// Logger receives the listener's own lines (refused visitors, accept
+	// errors); nil discards them.
+	Logger *slog.Logger
+}
+
+// Listener serves visitors on one mapping's public port.
+type Listener struct {
+	// set in Serve
+	ln      net.Listener
+	handler Handler
+	opts    Options
+	log     *slog.Logger
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // acceptLoop and every serveConn
+
+	online  atomic.Bool
+	refused atomic.Int64 // visitors reset for MaxConns
+	dropped atomic.Int64 // visitors reset while offline
+	warn    rateLimit    // for the MaxConns warning
+
+	mu     sync.Mutex // guards conns and closed
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// Serve starts serving ln with h in a goroutine of its own and returns at
+// once. The Listener owns ln: Close closes it. A new Listener is online.
+func Serve(ln net.Listener, h Handler, opts Options) *Listener {
+	l := &Listener{
+		ln:      ln,
+		handler: h,
+		opts:    opts,
+		log:     opts.Logger,
+		conns:   make(map[net.Conn]struct{}),
+	}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.online.Store(true)
+	l.wg.Go(l.acceptLoop)
+	return l
+}
+
+// Addr is the bound address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// SetOnline sets whether visitors are served. An offline listener keeps
+// its port bound and resets each new visitor at once.
+func (l *Listener) SetOnline(on bool) { l.online.Store(on) }
+
+// Online reports whether visitors are served.
+func (l *Listener) Online() bool { return l.online.Load() }
+
+// Active is the number of live visitor connections.
+func (l *Listener) Active() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// Refused is how many visitors were reset because MaxConns were live.
+func (l *Listener) Refused() int64 { return l.refused.Load() }
+
+// Dropped is how many visitors were reset because the listener was offline.
+func (l *Listener) Dropped() int64 { return l.dropped.Load() }
+
+// Unbind stops accepting and frees the port at once, without waiting for
+// anything; live visitors go on until Close.
+func (l *Listener) Unbind() error {
+	err := l.ln.Close()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close frees the port, resets every live visitor connection, ends the
+// handlers' ctx and waits for every goroutine the Listener started. It is
+// safe to call more than once.
+func (l *Listener) Close() error {
+	err := l.Unbind()
+	l.cancel()
+	l.mu.Lock()
+	l.closed = true
+	for c := range l.conns {
+		Reset(c)
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+	return err
+}
+
+// Shutdown frees the port and waits for live visitors to finish until ctx
+// ends; then it closes the rest as Close does. It returns ctx's error when
+// it had to cut visitors off.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	_ = l.Unbind()
+	idle := make(chan struct{})
+	go func() { // joined below: Close waits for every handler, so this ends
+		l.waitIdle()
+		close(idle)
+	}()
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	_ = l.Close()
+	<-idle
+	return err
+}
+
+// waitIdle returns when the accept loop and every handler have returned.
+func (l *Listener) waitIdle() { l.wg.Wait() }
+
+func (l *Listener) acceptLoop() {
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || l.ctx.Err() != nil {
+				return
+			}
+			// Out of descriptors or similar: back off like net/http.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.log.Warn("accept visitor", "port", l.port(), "err", err, "retry_in", delay.String())
+			if !l.pause(delay) {
+				return
+			}
+			continue
+		}
+		delay = 0
+		l.admit(c)
+	}
+}
+
+// pause waits d or until the listener closes; false means it closed.
+func (l *Listener) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.ctx.Done():
+		return false
+	}
+}
+
+// admit starts a handler for c, or resets c when the listener is offline,
+// full or closed.
+func (l *Listener) admit(c net.Conn) {
+	if !l.online.Load() {
+		l.dropped.Add(1)
+		l.log.Debug("visitor reset: mapping offline", "port", l.port(), "visitor", c.RemoteAddr().String())
+		Reset(c)
+		return
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		Reset(c)
+		return
+	}
+	if l.opts.MaxConns > 0 && len(l.conns) >= l.opts.MaxConns {
+		l.mu.Unlock()
+		n := l.refused.Add(1)
+		if l.warn.allow(10 * time.Second) {
+			l.log.Warn("visitor reset: max_conns_per_mapping reached", "port", l.port(), "max", l.opts.MaxConns, "refused_total", n)
+		}
+		Reset(c)
+		return
+	}
+	l.conns[c] = struct{}{}
+	l.mu.Unlock()
+	l.wg.Go(func() { l.serveConn(c) })
+}
+
+func (l *Listener) serveConn(c net.Conn) {
+	defer func() {
+		l.mu.Lock()
+		delete(l.conns, c)
+		l.mu.Unlock()
+	}()
+	l.handler(l.ctx, c)
+}
+
+func (l *Listener) port() int {
+	if a, ok := l.ln.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
+
+// rateLimit lets one event through per interval.
+type rateLimit struct {
+	mu   sync.Mutex
+	next time.Time
+}
+
+func (r *rateLimit) allow(every time.Duration) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if now.Before(r.next) {
+		return false
+	}
+	r.next = now.Add(every)
+	return true
+}

@@ -1,0 +1,164 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func serveEcho(t *testing.T, opts Options) (*Listener, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served atomic.Int64
+	l := Serve(ln, func(_ context.Context, c net.Conn) {
+		served.Add(1)
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}, opts)
+	t.Cleanup(func() { _ = l.Close() })
+	return l, &served
+}
+
+func dial(t *testing.T, l *Listener) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// roundTrip writes and reads back one byte.
+func roundTrip(c net.Conn) error {
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte{7}); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(c, make([]byte, 1))
+	return err
+}
+
+// expectReset checks that the server side reset c without serving it.
+func expectReset(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("read = %v, want connection reset", err)
+	}
+}
+
+func TestListenerMaxConns(t *testing.T) {
+	l, _ := serveEcho(t, Options{MaxConns: 2})
+	c1, c2 := dial(t, l), dial(t, l)
+	for _, c := range []net.Conn{c1, c2} {
+		if err := roundTrip(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectReset(t, dial(t, l))
+	if l.Refused() != 1 || l.Active() != 2 {
+		t.Errorf("Refused, Active = %d, %d; want 1, 2", l.Refused(), l.Active())
+	}
+	c1.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Active() != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := roundTrip(dial(t, l)); err != nil {
+		t.Errorf("a visitor after one left: %v", err)
+	}
+}
+
+func TestListenerOffline(t *testing.T) {
+	l, served := serveEcho(t, Options{})
+	l.SetOnline(false)
+	if l.Online() {
+		t.Fatal("Online() after SetOnline(false)")
+	}
+	expectReset(t, dial(t, l))
+	if served.Load() != 0 || l.Dropped() != 1 {
+		t.Errorf("served %d, dropped %d; want 0, 1", served.Load(), l.Dropped())
+	}
+	l.SetOnline(true)
+	if err := roundTrip(dial(t, l)); err != nil {
+		t.Errorf("online again: %v", err)
+	}
+}
+
+func TestListenerCloseResetsVisitorsAndFreesPort(t *testing.T) {
+	l, _ := serveEcho(t, Options{})
+	c := dial(t, l)
+	if err := roundTrip(c); err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	expectReset(t, c)
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Error("port still accepts after Close")
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+}
+
+func TestListenerShutdownWaitsForVisitors(t *testing.T) {
+	l, _ := serveEcho(t, Options{})
+	c := dial(t, l)
+	if err := roundTrip(c); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Shutdown(context.Background()) }()
+	// The port is freed at once while the visitor goes on.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		nc, err := net.DialTimeout("tcp", l.Addr().String(), time.Second)
+		if err != nil {
+			break
+		}
+		nc.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("port still bound during Shutdown")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := roundTrip(c); err != nil {
+		t.Fatalf("live visitor during Shutdown: %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned %v with a visitor still live", err)
+	default:
+	}
+	c.Close()
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown = %v, want nil", err)
+	}
+}
+
+func TestListenerShutdownDeadline(t *testing.T) {
+	l, _ := serveEcho(t, Options{})
+	c := dial(t, l)
+	if err := roundTrip(c); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := l.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
+	}
+	expectReset(t, c)
+}

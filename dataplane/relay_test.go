@@ -1,0 +1,178 @@
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns the two ends of a real loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { a.Close(); r.c.Close() })
+	return a.(*net.TCPConn), r.c.(*net.TCPConn)
+}
+
+// relayed sets up visitor <-> [a | Relay | b] <-> backend over real TCP and
+// returns the outer ends and a channel with the relay's result.
+func relayed(t *testing.T) (visitor, backend *net.TCPConn, done chan Result) {
+	t.Helper()
+	visitor, a := tcpPair(t)
+	b, backend := tcpPair(t)
+	done = make(chan Result, 1)
+	go func() { done <- Relay(a, b) }()
+	return visitor, backend, done
+}
+
+func wait(t *testing.T, done chan Result) Result {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not end within 10s")
+		return Result{}
+	}
+}
+
+func TestRelayHalfCloseBothOrders(t *testing.T) {
+	for _, first := range []string{"visitor", "backend"} {
+		t.Run(first+" closes first", func(t *testing.T) {
+			visitor, backend, done := relayed(t)
+			x, y := visitor, backend
+			if first == "backend" {
+				x, y = backend, visitor
+			}
+			req := bytes.Repeat([]byte("q"), 300<<10)
+			if _, err := x.Write(req); err != nil {
+				t.Fatal(err)
+			}
+			_ = x.CloseWrite()
+			got, err := io.ReadAll(y) // to EOF: the half-close crossed
+			if err != nil || !bytes.Equal(got, req) {
+				t.Fatalf("far side read %d bytes, err %v; want %d then EOF", len(got), err, len(req))
+			}
+			resp := bytes.Repeat([]byte("r"), 200<<10)
+			if _, err := y.Write(resp); err != nil {
+				t.Fatalf("answer after EOF: %v", err)
+			}
+			_ = y.CloseWrite()
+			got, err = io.ReadAll(x)
+			if err != nil || !bytes.Equal(got, resp) {
+				t.Fatalf("closing side read %d bytes, err %v; want %d then EOF", len(got), err, len(resp))
+			}
+			r := wait(t, done)
+			if r.Err != nil {
+				t.Errorf("Relay.Err = %v, want nil", r.Err)
+			}
+			in, out := int64(len(req)), int64(len(resp))
+			if first == "backend" {
+				in, out = out, in
+			}
+			if r.AToB != in || r.BToA != out {
+				t.Errorf("Relay counted %d/%d bytes, want %d/%d", r.AToB, r.BToA, in, out)
+			}
+		})
+	}
+}
+
+func TestRelayAbortResetsOtherSide(t *testing.T) {
+	visitor, backend, done := relayed(t)
+	if _, err := visitor.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(backend, buf); err != nil {
+		t.Fatal(err)
+	}
+	_ = visitor.SetLinger(0)
+	_ = visitor.Close() // an RST towards the relay
+	_ = backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := backend.Read(buf)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("backend read after the visitor reset = %v, want ECONNRESET", err)
+	}
+	if r := wait(t, done); r.Err == nil {
+		t.Error("Relay.Err = nil after a reset")
+	}
+}
+
+// TestRelayWriteErrorAborts: the far side is gone while bytes still flow.
+func TestRelayWriteErrorAborts(t *testing.T) {
+	visitor, backend, done := relayed(t)
+	_ = backend.SetLinger(0)
+	_ = backend.Close()
+	var err error
+	for i := 0; i < 1000 && err == nil; i++ { // until the reset comes back
+		_, err = visitor.Write(make([]byte, 32<<10))
+	}
+	r := wait(t, done)
+	if r.Err == nil {
+		t.Error("Relay.Err = nil after the far side vanished")
+	}
+}
+
+// TestRelayWithoutCloseWrite: a conn that cannot half-close is closed at
+// its source's EOF.
+func TestRelayWithoutCloseWrite(t *testing.T) {
+	p1, p2 := net.Pipe()
+	visitor, a := tcpPair(t)
+	done := make(chan Result, 1)
+	go func() { done <- Relay(a, p1) }()
+	var wg sync.WaitGroup
+	var got []byte
+	wg.Go(func() { got, _ = io.ReadAll(p2) })
+	_, _ = visitor.Write([]byte("abc"))
+	_ = visitor.CloseWrite()
+	wg.Wait()
+	if string(got) != "abc" {
+		t.Errorf("pipe end read %q, want abc then EOF", got)
+	}
+	_ = p2.Close()
+	wait(t, done)
+}
+
+func TestReset(t *testing.T) {
+	a, b := tcpPair(t)
+	Reset(a)
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := b.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("read after Reset = %v, want ECONNRESET", err)
+	}
+	p1, p2 := net.Pipe()
+	Reset(p1) // not TCP: a plain close
+	if _, err := p2.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("pipe read after Reset = %v, want EOF", err)
+	}
+}

@@ -1,0 +1,35 @@
+package mux
+
+import (
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// epoch anchors the monotonic clock readings kept in conn.
+var epoch = time.Now()
+
+// conn wraps the session's connection to remember when a byte last arrived.
+type conn struct {
+	net.Conn
+	last atomic.Int64 // nanoseconds since epoch, monotonic
+}
+
+func newConn(c net.Conn) *conn {
+	w := &conn{Conn: c}
+	w.last.Store(int64(time.Since(epoch)))
+	return w
+}
+
+// Read implements io.Reader and records the time of any successful read.
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.last.Store(int64(time.Since(epoch)))
+	}
+	return n, err
+}
+
+func (c *conn) lastRead() time.Time {
+	return epoch.Add(time.Duration(c.last.Load()))
+}

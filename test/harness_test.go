@@ -1,0 +1,255 @@
+package test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+)
+
+const testToken = "test-token-0123456789abcdef"
+
+// leakCheck registers the goroutine-leak check; call it first in a test so
+// that it runs after every other cleanup.
+func leakCheck(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) })
+}
+
+// testLogger writes to the test log when -v, else discards.
+func testLogger(t *testing.T) *slog.Logger {
+	if !testing.Verbose() && os.Getenv("TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+// listen returns a loopback listener on a port the kernel picks.
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+type server struct {
+	*control.Server
+	addr string
+}
+
+// startServer runs a server on a fresh loopback port until the test ends.
+func startServer(t *testing.T, opts control.ServerOptions) *server {
+	t.Helper()
+	if opts.Token == "" {
+		opts.Token = testToken
+	}
+	if opts.PublicAddr == "" {
+		opts.PublicAddr = "127.0.0.1"
+	}
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t).With("side", "server")
+	}
+	ln := listen(t)
+	srv := control.NewServer(opts)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		if err := <-done; !errors.Is(err, control.ErrServerClosed) {
+			t.Errorf("Serve = %v, want ErrServerClosed", err)
+		}
+	})
+	return &server{Server: srv, addr: ln.Addr().String()}
+}
+
+type client struct {
+	*control.Client
+	events chan control.Event
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startClient runs a client until the test ends (or stop is called).
+func startClient(t *testing.T, addr, name string, maps ...control.Mapping) *client {
+	t.Helper()
+	return startClientOpts(t, control.ClientOptions{ServerAddr: addr, Name: name, Mappings: maps})
+}
+
+func startClientOpts(t *testing.T, opts control.ClientOptions) *client {
+	t.Helper()
+	if opts.Token == "" {
+		opts.Token = testToken
+	}
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t).With("side", "client", "name", opts.Name)
+	}
+	if opts.Reconnect.Min == 0 {
+		opts.Reconnect = control.ReconnectOptions{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2}
+	}
+	events := make(chan control.Event, 1024)
+	opts.OnEvent = func(e control.Event) {
+		select {
+		case events <- e:
+		default:
+			t.Errorf("event channel full, dropped %+v", e)
+		}
+	}
+	cl, err := control.NewClient(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &client{Client: cl, events: events, cancel: cancel, done: make(chan error, 1)}
+	go func() { c.done <- cl.Run(ctx) }()
+	t.Cleanup(func() { c.stop(t) })
+	return c
+}
+
+// stop ends the client's Run and waits for it.
+func (c *client) stop(t *testing.T) error {
+	t.Helper()
+	c.cancel()
+	select {
+	case err, ok := <-c.done:
+		if ok {
+			close(c.done)
+			return err
+		}
+		return nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("client did not stop within 10s")
+		return nil
+	}
+}
+
+// waitEvent waits for the next event of kind for mapping (any mapping when
+// ""), skipping others.
+func (c *client) waitEvent(t *testing.T, kind control.EventKind, mapping string) control.Event {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case e := <-c.events:
+			if e.Kind == kind && (mapping == "" || e.Mapping == mapping) {
+				return e
+			}
+		case <-timeout:
+			t.Fatalf("no event %d for %q within 15s", kind, mapping)
+		}
+	}
+}
+
+// waitUp waits until every named mapping is up and returns their ports.
+func (c *client) waitUp(t *testing.T, names ...string) map[string]int {
+	t.Helper()
+	ports := map[string]int{}
+	timeout := time.After(15 * time.Second)
+	for len(ports) < len(names) {
+		select {
+		case e := <-c.events:
+			if e.Kind == control.EventMappingUp {
+				ports[e.Mapping] = e.RemotePort
+			}
+		case <-timeout:
+			t.Fatalf("mappings up within 15s: %v, want %v", ports, names)
+		}
+	}
+	return ports
+}
+
+// backend is a local service on loopback run by a handler per connection.
+type backend struct {
+	ln   net.Listener
+	wg   sync.WaitGroup
+	addr string
+}
+
+func startBackend(t *testing.T, h func(net.Conn)) *backend {
+	t.Helper()
+	b := &backend{ln: listen(t)}
+	b.addr = b.ln.Addr().String()
+	b.wg.Go(func() {
+		for {
+			c, err := b.ln.Accept()
+			if err != nil {
+				return
+			}
+			b.wg.Go(func() {
+				defer c.Close()
+				h(c)
+			})
+		}
+	})
+	t.Cleanup(b.close)
+	return b
+}
+
+func (b *backend) close() {
+	_ = b.ln.Close()
+	b.wg.Wait()
+}
+
+// echo copies everything back, then half-closes.
+func echo(c net.Conn) {
+	_, _ = io.Copy(c, c)
+	_ = c.(*net.TCPConn).CloseWrite()
+}
+
+// stream writes n deterministic pseudo-random bytes from seed to w and
+// returns their SHA-256.
+func stream(w io.Writer, seed uint64, n int64) ([32]byte, error) {
+	h := sha256.New()
+	src := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16)})
+	buf := make([]byte, 64<<10)
+	for n > 0 {
+		chunk := buf[:min(int64(len(buf)), n)]
+		_, _ = src.Read(chunk)
+		h.Write(chunk)
+		if _, err := w.Write(chunk); err != nil {
+			return [32]byte{}, err
+		}
+		n -= int64(len(chunk))
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
+
+// drain reads r to EOF and returns the byte count and SHA-256.
+func drain(r io.Reader) (int64, [32]byte, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return n, sum, err
+}
+
+func dialPort(t *testing.T, port int) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.(*net.TCPConn)
+}
