@@ -170,7 +170,7 @@ func TestDeadSessionIsNotEOF(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("blocked read did not wake when the session died")
 	}
-	<-cli.Done()
+	<-cli.Context().Done()
 	if !cli.IsClosed() {
 		t.Error("IsClosed false after Done")
 	}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/gotunnel-mux/gotunnel-mux/config"
+)
+
+// runCheck validates a server or a client file without touching the
+// network: exit 0 when it is good, 2 with every problem otherwise.
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file to validate")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *path == "" && fs.NArg() == 1 {
+		*path = fs.Arg(0)
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "usage: gotunnel-mux check --config FILE")
+		return exitUsage
+	}
+	data, err := os.ReadFile(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "gotunnel-mux:", err)
+		return exitUsage
+	}
+	kind, err := config.Kind(*path, data)
+	if err == nil {
+		if kind == "server" {
+			_, err = config.ParseServer(*path, data, os.LookupEnv)
+		} else {
+			_, err = config.ParseClient(*path, data, os.LookupEnv)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "%s: ok (%s configuration)\n", *path, kind)
+	return exitOK
+}
+
+// tokenBytes is the entropy of a generated token: 256 bits.
+const tokenBytes = 32
+
+// runToken prints a strong random token, URL-safe, for token or
+// GOTUNNEL_TOKEN.
+func runToken(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintln(stderr, "usage: gotunnel-mux token")
+		return exitUsage
+	}
+	b := make([]byte, tokenBytes)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	fmt.Fprintln(stdout, base64.RawURLEncoding.EncodeToString(b))
+	return exitOK
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/gotunnel-mux/gotunnel-mux/config"
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+)
+
+const defaultClientFile = "client.toml"
+
+// clientFlags are the client command's flags; quick mode is --server with
+// no --config.
+type clientFlags struct {
+	config, server, token string
+	maps                  []config.Mapping
+}
+
+func parseClientFlags(args []string, stderr io.Writer) (*clientFlags, error) {
+	f := &clientFlags{}
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "", "client configuration file (TOML); default ./"+defaultClientFile+" unless --server is given")
+	fs.StringVar(&f.server, "server", "", "server address HOST:PORT (overrides server_addr)")
+	fs.StringVar(&f.token, "token", "", "token (overrides token and GOTUNNEL_TOKEN)")
+	fs.Func("map", "a mapping [NAME=]REMOTE_PORT:LOCAL_ADDR, repeatable (replaces the file's mappings)", func(s string) error {
+		m, err := config.ParseMap(s)
+		if err != nil {
+			return err
+		}
+		f.maps = append(f.maps, m)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("client: unexpected argument %q", fs.Arg(0))}
+	}
+	return f, nil
+}
+
+// clientConfig builds the client configuration from the flags and, unless
+// in quick mode, the file; flags override the file.
+func (f *clientFlags) clientConfig() (*config.Client, error) {
+	var cfg *config.Client
+	if f.config == "" && f.server != "" {
+		c := config.DefaultClient()
+		if tok, ok := os.LookupEnv("GOTUNNEL_TOKEN"); ok {
+			c.Token = tok
+		}
+		cfg = &c
+	} else {
+		path := f.config
+		if path == "" {
+			path = defaultClientFile
+		}
+		var err error
+		if cfg, err = config.LoadClient(path, os.LookupEnv); err != nil {
+			return nil, err
+		}
+	}
+	if f.server != "" {
+		cfg.ServerAddr = f.server
+	}
+	if f.token != "" {
+		cfg.Token = f.token
+	}
+	if len(f.maps) > 0 {
+		cfg.Mappings = f.maps
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func runClient(args []string, stderr io.Writer) int {
+	f, err := parseClientFlags(args, stderr)
+	if err != nil {
+		return exitUsage
+	}
+	cfg, err := f.clientConfig()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	if cfg.TLS != nil && cfg.TLS.Enabled {
+		fmt.Fprintf(stderr, "%s: [tls]: TLS is not available in this version yet; remove the table to run plain TCP\n", cfg.Path)
+		return exitUsage
+	}
+	log, err := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	if len(cfg.Mappings) == 0 {
+		log.Warn("no mappings configured: the client will connect but expose nothing")
+	}
+	cl, err := control.NewClient(clientOptions(cfg, log))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	stop := newStopper()
+	defer stop.stop()
+	err = cl.Run(stop.ctx)
+	var re *control.RejectError
+	switch {
+	case err == nil:
+		log.Info("client stopped")
+		return exitOK
+	case errors.As(err, &re) && re.Code.Fatal():
+		return exitRefused
+	}
+	log.Error("client stopped", "err", err)
+	return exitFailure
+}
+
+func clientOptions(cfg *config.Client, log *slog.Logger) control.ClientOptions {
+	maps := make([]control.Mapping, len(cfg.Mappings))
+	for i, m := range cfg.Mappings {
+		maps[i] = control.Mapping{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, HealthCheck: *m.HealthCheck}
+	}
+	return control.ClientOptions{
+		ServerAddr:        cfg.ServerAddr,
+		Token:             cfg.Token,
+		Name:              cfg.Name,
+		Mappings:          maps,
+		HeartbeatInterval: cfg.HeartbeatInterval.D(),
+		HeartbeatTimeout:  cfg.HeartbeatTimeout.D(),
+		DialTimeout:       cfg.DialTimeout.D(),
+		HandshakeTimeout:  cfg.HandshakeTimeout.D(),
+		Reconnect: control.ReconnectOptions{
+			Min: cfg.Reconnect.Min.D(), Max: cfg.Reconnect.Max.D(), Factor: cfg.Reconnect.Factor,
+			Jitter: cfg.Reconnect.Jitter, MaxRetries: cfg.Reconnect.MaxRetries,
+		},
+		Health: control.HealthOptions{
+			Interval: cfg.Health.Interval.D(), Timeout: cfg.Health.Timeout.D(), Failures: cfg.Health.Failures,
+		},
+		Mux:    muxOptions(cfg.Mux, log),
+		Logger: log,
+	}
+}

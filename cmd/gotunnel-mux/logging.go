@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"github.com/mattn/go-isatty"
+)
+
+// newLogger builds the process logger: tint text (colour only on a
+// terminal, and never with NO_COLOR set) or JSON lines.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
+	case "text", "":
+		return slog.New(tint.NewTextHandler(w, &tint.Options{
+			Level:      lv,
+			TimeFormat: time.DateTime,
+			NoColor:    !colour(w),
+		})), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// colour reports whether w is a terminal that wants colour.
+func colour(w io.Writer) bool {
+	if _, ok := os.LookupEnv("NO_COLOR"); ok {
+		return false
+	}
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func runCmd(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestUsageAndVersion(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{nil, exitUsage, "Usage:"},
+		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
+		{[]string{"help"}, exitOK, "gotunnel-mux server --config"},
+		{[]string{"version"}, exitOK, "gotunnel-mux dev"},
+		{[]string{"token", "extra"}, exitUsage, "usage: gotunnel-mux token"},
+		{[]string{"server"}, exitUsage, "usage: gotunnel-mux server --config"},
+		{[]string{"server", "--nope"}, exitUsage, "flag provided but not defined"},
+		{[]string{"check"}, exitUsage, "usage: gotunnel-mux check"},
+		{[]string{"check", "--config", "/nonexistent/x.toml"}, exitUsage, "no such file"},
+		{[]string{"client", "extra"}, exitUsage, ""},
+		{[]string{"client", "--map", "nonsense"}, exitUsage, "--map"},
+		{[]string{"demo", "--log-level", "loud"}, exitUsage, "log level"},
+	}
+	for _, tc := range cases {
+		code, out, errOut := runCmd(tc.args...)
+		if code != tc.code || !strings.Contains(out+errOut, tc.out) {
+			t.Errorf("run(%q) = %d, %q; want %d and %q", tc.args, code, out+errOut, tc.code, tc.out)
+		}
+	}
+}
+
+func TestToken(t *testing.T) {
+	_, a, _ := runCmd("token")
+	_, b, _ := runCmd("token")
+	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+	raw, err := base64.RawURLEncoding.DecodeString(a)
+	if err != nil || len(raw) != tokenBytes {
+		t.Errorf("token %q: %d bytes, %v; want %d random bytes, base64url", a, len(raw), err, tokenBytes)
+	}
+	if a == b {
+		t.Error("two tokens are equal")
+	}
+}
+
+func TestCheck(t *testing.T) {
+	good := writeFile(t, "server.toml", "bind_addr = \"127.0.0.1:7000\"\ntoken = \"abc\"\n")
+	client := writeFile(t, "client.toml", "server_addr = \"h:7000\"\ntoken = \"abc\"\n[[mappings]]\nlocal_addr = \"127.0.0.1:22\"\nremote_port = 2222\n")
+	bad := writeFile(t, "bad.toml", "bind_addr = \"127.0.0.1:7000\"\ntoken = \"abc\"\nallow_ports = [\"10-x\"]\n")
+	neither := writeFile(t, "neither.toml", "token = \"abc\"\n")
+	cases := []struct {
+		path string
+		code int
+		out  string
+	}{
+		{good, exitOK, "ok (server configuration)"},
+		{client, exitOK, "ok (client configuration)"},
+		{bad, exitUsage, "bad.toml:3"},
+		{neither, exitUsage, "neither.toml"},
+	}
+	for _, tc := range cases {
+		code, out, errOut := runCmd("check", "--config", tc.path)
+		if code != tc.code || !strings.Contains(out+errOut, tc.out) {
+			t.Errorf("check %s = %d, %q; want %d and %q", filepath.Base(tc.path), code, out+errOut, tc.code, tc.out)
+		}
+	}
+	if code, _, _ := runCmd("check", good); code != exitOK {
+		t.Errorf("check FILE as an argument = %d", code)
+	}
+}
+
+func TestConfigErrorsExit2(t *testing.T) {
+	srvBad := writeFile(t, "s.toml", "bind_addr = \"127.0.0.1:0\"\ntoken = \"abc\"\nlogin_timout = \"5s\"\n")
+	srvTLS := writeFile(t, "t.toml", "bind_addr = \"127.0.0.1:0\"\ntoken = \"abc\"\n[tls]\ncert_file = \"a\"\nkey_file = \"b\"\n")
+	cliNoToken := writeFile(t, "c.toml", "server_addr = \"h:1\"\n")
+	cases := [][]string{
+		{"server", "--config", srvBad},
+		{"server", "--config", srvTLS},
+		{"client", "--config", cliNoToken},
+		{"client", "--config", filepath.Join(t.TempDir(), "missing.toml")},
+		{"client", "--server", "h:1", "--map", "0:127.0.0.1:22"}, // no token
+	}
+	t.Setenv("GOTUNNEL_TOKEN", "")
+	os.Unsetenv("GOTUNNEL_TOKEN")
+	for _, args := range cases {
+		if code, _, e := runCmd(args...); code != exitUsage {
+			t.Errorf("run(%q) = %d, %q; want 2", args, code, e)
+		}
+	}
+}
+
+func TestServerCannotListenExit1(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := writeFile(t, "s.toml", fmt.Sprintf("bind_addr = %q\ntoken = \"abc\"\n[log]\nformat = \"json\"\n", ln.Addr()))
+	if code, _, e := runCmd("server", "--config", cfg); code != exitFailure || !strings.Contains(e, "cannot listen") {
+		t.Errorf("server on a taken port = %d, %q; want 1 and 'cannot listen'", code, e)
+	}
+}
+
+// logPipe is an io.Writer whose JSON lines can be waited for.
+type logPipe struct {
+	r  *io.PipeReader
+	w  *io.PipeWriter
+	ch chan map[string]any
+	wg sync.WaitGroup
+}
+
+func newLogPipe() *logPipe {
+	r, w := io.Pipe()
+	p := &logPipe{r: r, w: w, ch: make(chan map[string]any, 256)}
+	p.wg.Go(func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				select {
+				case p.ch <- m:
+				default:
+				}
+			}
+		}
+	})
+	return p
+}
+
+func (p *logPipe) close() { _ = p.w.Close(); p.wg.Wait() }
+
+func (p *logPipe) wait(t *testing.T, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case m := <-p.ch:
+			if match(m) {
+				return m
+			}
+		case <-timeout:
+			t.Fatal("log line not seen within 15s")
+		}
+	}
+}
+
+// TestServerAndClientInProcess runs both commands in this process, sends a
+// visitor through, then SIGTERM (delivered to both commands' handlers).
+func TestServerAndClientInProcess(t *testing.T) {
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	var bwg sync.WaitGroup
+	defer bwg.Wait()
+	bwg.Go(func() {
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(c, c)
+			_ = c.Close()
+		}
+	})
+	srvLog, cliLog := newLogPipe(), newLogPipe()
+	defer srvLog.close()
+	defer cliLog.close()
+	srvCfg := writeFile(t, "s.toml", "bind_addr = \"127.0.0.1:0\"\ntoken = \"in-process\"\npublic_addr = \"127.0.0.1\"\nshutdown_timeout = \"2s\"\n[log]\nformat = \"json\"\n")
+	codes := make(chan [2]int, 2)
+	go func() { codes <- [2]int{0, run([]string{"server", "--config", srvCfg}, io.Discard, srvLog.w)} }()
+	addr := srvLog.wait(t, func(m map[string]any) bool { return m["msg"] == "server listening" })["addr"].(string)
+
+	t.Setenv("GOTUNNEL_TOKEN", "in-process")
+	go func() {
+		codes <- [2]int{1, run([]string{"client", "--server", addr, "--map", "echo=0:" + backend.Addr().String()}, io.Discard, cliLog.w)}
+	}()
+	// Quick mode logs text; the server's JSON says when the mapping is up.
+	up := srvLog.wait(t, func(m map[string]any) bool { return m["msg"] == "mapping up" })
+	port := int(up["remote_port"].(float64))
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c.Write([]byte("hello"))
+	_ = c.(*net.TCPConn).CloseWrite()
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if string(got) != "hello" {
+		t.Errorf("echo through the in-process tunnel = %q", got)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case c := <-codes:
+			if c[1] != exitOK {
+				t.Errorf("command %d exited %d after SIGTERM, want 0", c[0], c[1])
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("commands did not stop within 15s of SIGTERM")
+		}
+	}
+	_ = backend.Close()
+}
+
+func TestDemo(t *testing.T) {
+	pr, pw := io.Pipe()
+	code := make(chan int, 1)
+	go func() {
+		code <- run([]string{"demo"}, pw, io.Discard)
+		_ = pw.Close()
+	}()
+	urlRE := regexp.MustCompile(`http://127\.0\.0\.1:\d+/`)
+	sc := bufio.NewScanner(pr)
+	var url string
+	for url == "" && sc.Scan() {
+		url = urlRE.FindString(sc.Text())
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }() // the rest of the banner
+	if url == "" {
+		t.Fatal("demo printed no URL")
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "It works.") {
+		t.Errorf("demo page = %q", body)
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
+	select {
+	case c := <-code:
+		if c != exitOK {
+			t.Errorf("demo exited %d after SIGINT, want 0", c)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("demo did not stop within 15s of SIGINT")
+	}
+}

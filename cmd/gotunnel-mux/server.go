@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/gotunnel-mux/gotunnel-mux/config"
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/mux"
+)
+
+func runServer(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "server configuration file (TOML)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: gotunnel-mux server --config server.toml")
+		return exitUsage
+	}
+	cfg, err := config.LoadServer(*path, os.LookupEnv)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	if cfg.TLS != nil {
+		fmt.Fprintf(stderr, "%s: [tls]: TLS is not available in this version yet; remove the table to run plain TCP\n", cfg.Path)
+		return exitUsage
+	}
+	log, err := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	return serve(cfg, log)
+}
+
+// serve runs the server until a signal: the first drains live visitors for
+// up to shutdown_timeout, a second one stops at once.
+func serve(cfg *config.Server, log *slog.Logger) int {
+	ln, err := net.Listen("tcp", cfg.BindAddr)
+	if err != nil {
+		log.Error("cannot listen", "addr", cfg.BindAddr, "err", err)
+		return exitFailure
+	}
+	srv := control.NewServer(serverOptions(cfg, log))
+	stop := newStopper()
+	defer stop.stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		log.Error("server failed", "err", err)
+		_ = srv.Close()
+		return exitFailure
+	case <-stop.ctx.Done():
+	}
+	grace := cfg.ShutdownTimeout.D()
+	log.Info("shutting down; live visitors may finish", "grace", grace.String(), "visitors", srv.ActiveVisitors())
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	var wg sync.WaitGroup
+	wg.Go(func() { // a second signal cuts the grace short
+		select {
+		case <-stop.hard:
+			log.Warn("second signal: stopping now")
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	err = srv.Shutdown(ctx)
+	cancel()
+	wg.Wait()
+	if err != nil {
+		log.Warn("visitor connections cut off at shutdown", "err", err)
+	}
+	if err := <-served; !errors.Is(err, control.ErrServerClosed) {
+		log.Warn("serve ended", "err", err)
+	}
+	log.Info("server stopped")
+	return exitOK
+}
+
+func serverOptions(cfg *config.Server, log *slog.Logger) control.ServerOptions {
+	ranges := make([]control.PortRange, len(cfg.AllowPorts))
+	for i, r := range cfg.AllowPorts {
+		ranges[i] = control.PortRange{Lo: r.Lo, Hi: r.Hi}
+	}
+	return control.ServerOptions{
+		Token:                  cfg.Token,
+		PublicAddr:             cfg.PublicAddr,
+		AllowPorts:             ranges,
+		MaxMappingsPerClient:   cfg.MaxMappingsPerClient,
+		MaxConnsPerMapping:     cfg.MaxConnsPerMapping,
+		LoginTimeout:           cfg.LoginTimeout.D(),
+		StreamOpenTimeout:      cfg.StreamOpenTimeout.D(),
+		HeartbeatTimeout:       cfg.HeartbeatTimeout.D(),
+		HeartbeatCheckInterval: cfg.HeartbeatCheckInterval.D(),
+		Mux:                    muxOptions(cfg.Mux, log),
+		Logger:                 log,
+	}
+}
+
+func muxOptions(m config.Mux, log *slog.Logger) mux.Options {
+	return mux.Options{WindowSize: uint32(m.WindowSize), Logger: log}
+}

@@ -1,0 +1,126 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// checker collects the problems of one configuration after decoding, each
+// at the line of its key when the key came from a file.
+type checker struct {
+	file string
+	pos  *positions // nil for a configuration built in code
+	errs Errors
+}
+
+// add records a problem with key, at the key's line.
+func (c *checker) add(key, format string, args ...any) {
+	c.addAt(c.pos.line(key), key, fmt.Sprintf(format, args...))
+}
+
+// addAt records a problem with key at a given line.
+func (c *checker) addAt(line int, key, msg string) {
+	c.errs = append(c.errs, &Error{File: c.file, Line: line, Key: key, Msg: msg})
+}
+
+// missing records that a required key is absent, or present but empty. A
+// key missing from a table of an array is placed at the table's header.
+func (c *checker) missing(key, table, hint string) {
+	msg := "missing (required)"
+	if c.pos.has(key) {
+		msg = "empty (required)"
+	}
+	if hint != "" {
+		msg += "; " + hint
+	}
+	c.addAt(c.lineIn(key, table), key, msg)
+}
+
+// lineIn returns the line of key, or else of the table that should hold
+// it ("" for the top level, which has no line).
+func (c *checker) lineIn(key, table string) int {
+	if l := c.pos.line(key); l > 0 {
+		return l
+	}
+	return c.pos.line(table)
+}
+
+// positive checks that a duration is more than zero.
+func (c *checker) positive(key string, d Duration) {
+	if d <= 0 {
+		c.add(key, "must be more than 0, got %s", d)
+	}
+}
+
+// atLeast checks that an integer is at least lo.
+func (c *checker) atLeast(key string, v, lo int) {
+	if v < lo {
+		c.add(key, "must be %d or more, got %d", lo, v)
+	}
+}
+
+// port checks a port number against lo..65535.
+func (c *checker) port(key string, p, lo int) {
+	if p < lo || p > 65535 {
+		c.add(key, "port %d is out of range %d..65535", p, lo)
+	}
+}
+
+// hostPort checks a "host:port" address without resolving the host. An
+// empty host is allowed only when hostOptional (a listen address); lo is the
+// lowest port allowed (0 lets the system pick a listening port).
+func (c *checker) hostPort(key, addr string, hostOptional bool, lo int) {
+	if msg := hostPortProblem(addr, hostOptional, lo); msg != "" {
+		c.add(key, "%s", msg)
+	}
+}
+
+// hostPortProblem returns what is wrong with addr as "host:port", or "".
+func hostPortProblem(addr string, hostOptional bool, lo int) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Sprintf("bad address %q: want host:port, such as \"127.0.0.1:22\" or \"[::1]:22\"", addr)
+	}
+	if host == "" && !hostOptional {
+		return fmt.Sprintf("bad address %q: the host is missing", addr)
+	}
+	if host != "" && !validHost(host) {
+		return fmt.Sprintf("bad address %q: %q is not an IP address or host name", addr, host)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < lo || p > 65535 {
+		return fmt.Sprintf("bad address %q: want a port number %d..65535", addr, lo)
+	}
+	return ""
+}
+
+// hostName matches a DNS name, or a name people give hosts on a LAN.
+var hostName = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$`)
+
+// validHost reports whether h is an IP address or looks like a host name.
+func validHost(h string) bool {
+	return net.ParseIP(h) != nil || hostName.MatchString(h)
+}
+
+// nameChars matches a client or mapping name.
+var nameChars = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// name checks a client or mapping name.
+func (c *checker) name(key, v string) {
+	if !nameChars.MatchString(v) {
+		c.add(key, "bad name %q: want 1 to 64 of A-Z a-z 0-9 . _ -", v)
+	}
+}
+
+// oneOf checks that v is one of the allowed values.
+func (c *checker) oneOf(key, what, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	c.add(key, "bad %s %q: want one of %s", what, v, strings.Join(allowed, ", "))
+}

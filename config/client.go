@@ -1,0 +1,266 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+// Reconnect is the client's [reconnect] table: exponential backoff between
+// attempts to reach the server.
+type Reconnect struct {
+	Min        Duration `toml:"min"`         // first wait, > 0
+	Max        Duration `toml:"max"`         // longest wait, >= Min
+	Factor     float64  `toml:"factor"`      // growth per attempt, >= 1
+	Jitter     bool     `toml:"jitter"`      // randomise each wait
+	MaxRetries int      `toml:"max_retries"` // 0: retry forever
+}
+
+// Health is the client's [health] table: the probe of each local_addr.
+type Health struct {
+	Interval Duration `toml:"interval"` // time between probes, > 0
+	Timeout  Duration `toml:"timeout"`  // dial timeout of one probe, > 0
+	Failures int      `toml:"failures"` // consecutive failures before offline, >= 1
+}
+
+// ClientTLS is the client's [tls] table. When the table is present, Enabled
+// defaults to true.
+type ClientTLS struct {
+	Enabled            bool   `toml:"enabled"`              // dial the server with TLS
+	CAFile             string `toml:"ca_file"`              // "": system roots
+	ServerName         string `toml:"server_name"`          // "": host of server_addr
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"` // trust any certificate
+	CertFile           string `toml:"cert_file"`            // client certificate for mTLS; with KeyFile
+	KeyFile            string `toml:"key_file"`             // its key; with CertFile
+}
+
+// Mapping is one [[mappings]] entry: visitors of the server's RemotePort
+// reach LocalAddr on the client's side.
+type Mapping struct {
+	Name        string `toml:"name"`         // default "tcp-<port of local_addr>"; unique
+	LocalAddr   string `toml:"local_addr"`   // host:port the client dials
+	RemotePort  int    `toml:"remote_port"`  // 0: the server picks a port
+	HealthCheck *bool  `toml:"health_check"` // default true; never nil after Load or Validate
+}
+
+// Client is the configuration of `gotunnel-mux client`: client.toml, or
+// quick-mode flags.
+type Client struct {
+	Path              string     `toml:"-"`                  // file it came from ("" if none)
+	ServerAddr        string     `toml:"server_addr"`        // host:port of the server, required
+	Token             string     `toml:"token"`              // required (or GOTUNNEL_TOKEN)
+	Name              string     `toml:"name"`               // the client's identity on the server
+	HeartbeatInterval Duration   `toml:"heartbeat_interval"` // ping period, < HeartbeatTimeout
+	HeartbeatTimeout  Duration   `toml:"heartbeat_timeout"`  // nothing read this long: reconnect
+	DialTimeout       Duration   `toml:"dial_timeout"`       // TCP dial, to the server and to local services
+	HandshakeTimeout  Duration   `toml:"handshake_timeout"`  // TLS + login_resp, and each register_resp
+	Reconnect         Reconnect  `toml:"reconnect"`
+	Health            Health     `toml:"health"`
+	TLS               *ClientTLS `toml:"tls"` // nil: plain TCP
+	Log               Log        `toml:"log"`
+	Mux               Mux        `toml:"mux"`
+	Mappings          []Mapping  `toml:"mappings"`
+}
+
+// DefaultClient returns a Client with every default applied and no
+// mappings, server address or token.
+func DefaultClient() Client {
+	return Client{
+		Name:              defaultClientName(),
+		HeartbeatInterval: Duration(10 * time.Second),
+		HeartbeatTimeout:  Duration(30 * time.Second),
+		DialTimeout:       Duration(5 * time.Second),
+		HandshakeTimeout:  Duration(10 * time.Second),
+		Reconnect: Reconnect{
+			Min:    Duration(time.Second),
+			Max:    Duration(16 * time.Second),
+			Factor: 2,
+			Jitter: true,
+		},
+		Health: Health{
+			Interval: Duration(30 * time.Second),
+			Timeout:  Duration(3 * time.Second),
+			Failures: 3,
+		},
+		Log: defaultLog(),
+		Mux: defaultMux(),
+	}
+}
+
+// defaultClientName is the host name, with characters a name may not hold
+// replaced by '-' and cut to 64 bytes; "client" when there is none.
+func defaultClientName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "client"
+	}
+	h = strings.Map(func(r rune) rune {
+		if r < 128 && nameChars.MatchString(string(r)) {
+			return r
+		}
+		return '-'
+	}, h)
+	return h[:min(len(h), 64)]
+}
+
+// LoadClient reads the client file at path; see ParseClient.
+func LoadClient(path string, env Env) (*Client, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseClient(path, data, env)
+}
+
+// ParseClient decodes a client file strictly over DefaultClient, lets
+// GOTUNNEL_TOKEN from env override token, applies the per-mapping
+// defaults and validates the result. name is the file name used in
+// messages and stored in Path. The error, if any, is an Errors holding
+// every problem found.
+func ParseClient(name string, data []byte, env Env) (*Client, error) {
+	c := DefaultClient()
+	c.Path = name
+	pos, errs, complete := decode(name, data, &c)
+	if !complete {
+		return nil, errs.err()
+	}
+	if c.TLS != nil && !pos.has("tls.enabled") {
+		c.TLS.Enabled = true
+	}
+	c.Token = tokenFromEnv(env, c.Token)
+	errs = append(errs, c.check(pos)...)
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks a Client built or changed in code, such as quick mode's
+// DefaultClient plus flags, and applies the per-mapping defaults (name,
+// health_check). Errors name c.Path, without lines.
+func (c *Client) Validate() error {
+	return c.check(nil).err()
+}
+
+// check applies the per-mapping defaults and returns every problem with c,
+// at the lines pos gives.
+func (c *Client) check(pos *positions) Errors {
+	ck := &checker{file: c.Path, pos: pos}
+	if c.ServerAddr == "" {
+		ck.missing("server_addr", "", `set it, e.g. "tunnel.example.com:7000"`)
+	} else {
+		ck.hostPort("server_addr", c.ServerAddr, false, 1)
+	}
+	if c.Token == "" {
+		ck.missing("token", "", tokenHint)
+	}
+	ck.name("name", c.Name)
+	ck.positive("heartbeat_interval", c.HeartbeatInterval)
+	ck.positive("heartbeat_timeout", c.HeartbeatTimeout)
+	if c.HeartbeatInterval > 0 && c.HeartbeatInterval >= c.HeartbeatTimeout {
+		ck.add("heartbeat_interval", "must be less than heartbeat_timeout (%s), got %s",
+			c.HeartbeatTimeout, c.HeartbeatInterval)
+	}
+	ck.positive("dial_timeout", c.DialTimeout)
+	ck.positive("handshake_timeout", c.HandshakeTimeout)
+	c.Reconnect.check(ck)
+	c.Health.check(ck)
+	if c.TLS != nil {
+		c.TLS.check(ck)
+	}
+	c.Log.check(ck)
+	c.Mux.check(ck)
+	c.checkMappings(ck)
+	return ck.errs
+}
+
+// check checks the [reconnect] table.
+func (r Reconnect) check(c *checker) {
+	c.positive("reconnect.min", r.Min)
+	if r.Max < r.Min {
+		c.add("reconnect.max", "must be at least reconnect.min (%s), got %s", r.Min, r.Max)
+	}
+	if r.Factor < 1 {
+		c.add("reconnect.factor", "must be 1 or more, got %g", r.Factor)
+	}
+	c.atLeast("reconnect.max_retries", r.MaxRetries, 0)
+}
+
+// check checks the [health] table.
+func (h Health) check(c *checker) {
+	c.positive("health.interval", h.Interval)
+	c.positive("health.timeout", h.Timeout)
+	c.atLeast("health.failures", h.Failures, 1)
+}
+
+// check checks the client's [tls] table.
+func (t *ClientTLS) check(c *checker) {
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		c.missing("tls.key_file", "tls", "cert_file needs key_file")
+	case t.CertFile == "" && t.KeyFile != "":
+		c.missing("tls.cert_file", "tls", "key_file needs cert_file")
+	}
+}
+
+// checkMappings applies each mapping's defaults and checks it, and that no
+// two mappings share a name or a remote port.
+func (c *Client) checkMappings(ck *checker) {
+	names := map[string]int{}
+	ports := map[int]int{}
+	for i := range c.Mappings {
+		m := &c.Mappings[i]
+		key := "mappings" + index(i)
+		named := m.Name != ""
+		m.applyDefaults()
+		m.check(ck, key)
+		if j, dup := names[m.Name]; dup && m.Name != "" {
+			ck.addAt(ck.lineIn(key+".name", key), key+".name", duplicateName(m.Name, j, named))
+		} else {
+			names[m.Name] = i
+		}
+		if j, dup := ports[m.RemotePort]; dup && m.RemotePort != 0 {
+			ck.add(key+".remote_port", "port %d is also the remote_port of mappings%s", m.RemotePort, index(j))
+		} else {
+			ports[m.RemotePort] = i
+		}
+	}
+}
+
+// duplicateName says that a mapping's name is also mappings[j]'s; named
+// tells a name set in the file from a default one.
+func duplicateName(name string, j int, named bool) string {
+	if named {
+		return fmt.Sprintf("duplicate name %q (also mappings%s); names must be unique", name, index(j))
+	}
+	return fmt.Sprintf("duplicate name %q, the default from local_addr (also mappings%s); set name to tell them apart", name, index(j))
+}
+
+// applyDefaults fills in the name ("tcp-" and the port of local_addr) and
+// health_check (true).
+func (m *Mapping) applyDefaults() {
+	if m.Name == "" {
+		if _, port, err := net.SplitHostPort(m.LocalAddr); err == nil && port != "" {
+			m.Name = "tcp-" + port
+		}
+	}
+	if m.HealthCheck == nil {
+		on := true
+		m.HealthCheck = &on
+	}
+}
+
+// check checks one mapping; key is its path, "mappings[1]".
+func (m *Mapping) check(ck *checker, key string) {
+	if m.LocalAddr == "" {
+		ck.missing(key+".local_addr", key, `set it, e.g. "127.0.0.1:22"`)
+	} else {
+		ck.hostPort(key+".local_addr", m.LocalAddr, false, 1)
+	}
+	if m.Name != "" || ck.pos.has(key+".name") {
+		ck.name(key+".name", m.Name)
+	}
+	ck.port(key+".remote_port", m.RemotePort, 0)
+}

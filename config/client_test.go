@@ -1,0 +1,286 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultClient(t *testing.T) {
+	c := DefaultClient()
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"path", c.Path, ""},
+		{"server_addr", c.ServerAddr, ""},
+		{"token", c.Token, ""},
+		{"name", c.Name, defaultClientName()},
+		{"heartbeat_interval", c.HeartbeatInterval.D(), 10 * time.Second},
+		{"heartbeat_timeout", c.HeartbeatTimeout.D(), 30 * time.Second},
+		{"dial_timeout", c.DialTimeout.D(), 5 * time.Second},
+		{"handshake_timeout", c.HandshakeTimeout.D(), 10 * time.Second},
+		{"reconnect.min", c.Reconnect.Min.D(), time.Second},
+		{"reconnect.max", c.Reconnect.Max.D(), 16 * time.Second},
+		{"reconnect.factor", c.Reconnect.Factor, 2.0},
+		{"reconnect.jitter", c.Reconnect.Jitter, true},
+		{"reconnect.max_retries", c.Reconnect.MaxRetries, 0},
+		{"health.interval", c.Health.Interval.D(), 30 * time.Second},
+		{"health.timeout", c.Health.Timeout.D(), 3 * time.Second},
+		{"health.failures", c.Health.Failures, 3},
+		{"tls", c.TLS, (*ClientTLS)(nil)},
+		{"log.level", c.Log.Level, "info"},
+		{"log.format", c.Log.Format, "text"},
+		{"mux.window_size", c.Mux.WindowSize, Size(DefaultWindowSize)},
+		{"mappings", len(c.Mappings), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !reflect.DeepEqual(tt.got, tt.want) {
+				t.Errorf("DefaultClient().%s = %v, want %v", tt.name, tt.got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultClientName(t *testing.T) {
+	name := defaultClientName()
+	if !nameChars.MatchString(name) {
+		t.Errorf("defaultClientName() = %q, want 1 to 64 of [A-Za-z0-9._-]", name)
+	}
+	if h, err := os.Hostname(); err == nil && nameChars.MatchString(h) && name != h {
+		t.Errorf("defaultClientName() = %q, want the host name %q", name, h)
+	}
+}
+
+func TestParseClientDefaults(t *testing.T) {
+	doc := "server_addr = \"tunnel.example.com:7000\"\n"
+	c, err := ParseClient("client.toml", []byte(doc), env(map[string]string{"GOTUNNEL_TOKEN": "t0k"}))
+	if err != nil {
+		t.Fatalf("ParseClient(%q) = %v, want no error", doc, err)
+	}
+	want := DefaultClient()
+	want.Path, want.ServerAddr, want.Token = "client.toml", "tunnel.example.com:7000", "t0k"
+	if !reflect.DeepEqual(*c, want) {
+		t.Errorf("ParseClient(%q) = %+v, want %+v", doc, *c, want)
+	}
+}
+
+func TestLoadClientExample(t *testing.T) {
+	c, err := LoadClient("testdata/client.toml", nil)
+	if err != nil {
+		t.Fatalf("LoadClient(testdata/client.toml) = %v", err)
+	}
+	on := true
+	want := DefaultClient()
+	want.Path = "testdata/client.toml"
+	want.ServerAddr = "tunnel.example.com:7000"
+	want.Token = "change-me-use-gotunnel-mux-token"
+	want.Name = "laptop"
+	want.TLS = &ClientTLS{Enabled: true}
+	want.Mappings = []Mapping{
+		{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on},
+		{Name: "tcp-8080", LocalAddr: "localhost:8080", RemotePort: 0, HealthCheck: &on},
+	}
+	if !reflect.DeepEqual(*c, want) {
+		t.Errorf("LoadClient(testdata/client.toml) = %+v, want %+v", *c, want)
+	}
+}
+
+func TestParseClientValues(t *testing.T) {
+	off, on := false, true
+	tests := []struct {
+		name string
+		doc  string
+		get  func(*Client) any
+		want any
+	}{
+		{"tls enabled by default", "[tls]\nca_file = 'ca.pem'", func(c *Client) any { return *c.TLS }, ClientTLS{Enabled: true, CAFile: "ca.pem"}},
+		{"empty tls table", "[tls]", func(c *Client) any { return *c.TLS }, ClientTLS{Enabled: true}},
+		{"tls disabled", "[tls]\nenabled = false", func(c *Client) any { return c.TLS.Enabled }, false},
+		{"tls client cert", "tls = {cert_file = 'c', key_file = 'k', server_name = 's', insecure_skip_verify = true}",
+			func(c *Client) any { return *c.TLS }, ClientTLS{true, "", "s", true, "c", "k"}},
+		{"reconnect", "[reconnect]\nmin = '500ms'\nmax = '1m'\nfactor = 1\njitter = false\nmax_retries = 5",
+			func(c *Client) any { return c.Reconnect }, Reconnect{Duration(500 * time.Millisecond), Duration(time.Minute), 1, false, 5}},
+		{"health", "health.interval = '1s'\nhealth.timeout = '1s'\nhealth.failures = 1",
+			func(c *Client) any { return c.Health }, Health{Duration(time.Second), Duration(time.Second), 1}},
+		{"health_check false", "[[mappings]]\nlocal_addr = '127.0.0.1:22'\nhealth_check = false",
+			func(c *Client) any { return c.Mappings[0].HealthCheck }, &off},
+		{"health_check default", "[[mappings]]\nlocal_addr = '127.0.0.1:22'",
+			func(c *Client) any { return c.Mappings[0].HealthCheck }, &on},
+		{"default mapping name", "[[mappings]]\nlocal_addr = '[::1]:8080'",
+			func(c *Client) any { return c.Mappings[0].Name }, "tcp-8080"},
+		{"inline mappings", "mappings = [{name = 'a', local_addr = 'h:1', remote_port = 2}]",
+			func(c *Client) any { return c.Mappings[0] }, Mapping{"a", "h:1", 2, &on}},
+		{"client name", "name = 'edge-01.lab_2'", func(c *Client) any { return c.Name }, "edge-01.lab_2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := "server_addr = 'h:7000'\ntoken = 't'\n" + tt.doc + "\n"
+			c, err := ParseClient("client.toml", []byte(doc), nil)
+			if err != nil {
+				t.Fatalf("ParseClient(%q) = %v, want no error", doc, err)
+			}
+			if got := tt.get(c); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ParseClient(%q) = %v, want %v", doc, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseClientErrors(t *testing.T) {
+	const head = "server_addr = 'h:7000'\ntoken = 't'\n" // lines 1 and 2
+	tests := []struct {
+		name  string
+		doc   string
+		env   Env
+		wants []want
+	}{
+		{"unknown key in second mapping",
+			head + "[[mappings]]\nlocal_addr = 'h:1'\n[[mappings]]\nlocal_addr = 'h:2'\nremote = 10022\n", nil,
+			[]want{{7, "mappings[1].remote", "unknown key"}}},
+		{"unknown key in reconnect", head + "[reconnect]\nmax_delay = '1s'\n", nil,
+			[]want{{4, "reconnect.max_delay", "unknown key"}}},
+		{"missing server_addr", "token = 't'\n", nil,
+			[]want{{0, "server_addr", "missing (required)"}}},
+		{"server_addr without port", "server_addr = 'tunnel.example.com'\ntoken = 't'\n", nil,
+			[]want{{1, "server_addr", "want host:port"}}},
+		{"server_addr without host", "server_addr = ':7000'\ntoken = 't'\n", nil,
+			[]want{{1, "server_addr", "the host is missing"}}},
+		{"server_addr port 0", "server_addr = 'h:0'\ntoken = 't'\n", nil,
+			[]want{{1, "server_addr", "want a port number 1..65535"}}},
+		{"missing token", "server_addr = 'h:1'\n", noEnv,
+			[]want{{0, "token", "missing (required); set it in the file or GOTUNNEL_TOKEN"}}},
+		{"bad name", head + "name = 'my laptop'\n", nil,
+			[]want{{3, "name", `bad name "my laptop"`}}},
+		{"name too long", head + "name = '" + strings.Repeat("a", 65) + "'\n", nil,
+			[]want{{3, "name", "bad name"}}},
+		{"heartbeat interval not below timeout", head + "heartbeat_interval = '30s'\n", nil,
+			[]want{{3, "heartbeat_interval", "must be less than heartbeat_timeout (30s), got 30s"}}},
+		{"zero durations", head + "heartbeat_interval = '0s'\nheartbeat_timeout = '0s'\ndial_timeout = '0s'\nhandshake_timeout = '0s'\n", nil,
+			[]want{{3, "heartbeat_interval", "more than 0"}, {4, "heartbeat_timeout", "more than 0"},
+				{5, "dial_timeout", "more than 0"}, {6, "handshake_timeout", "more than 0"}}},
+		{"reconnect bounds", head + "[reconnect]\nmin = '0s'\nmax = '-1s'\nfactor = 0.5\nmax_retries = -1\n", nil,
+			[]want{{4, "reconnect.min", "more than 0"}, {5, "reconnect.max", "at least reconnect.min"},
+				{6, "reconnect.factor", "1 or more, got 0.5"}, {7, "reconnect.max_retries", "0 or more"}}},
+		{"reconnect factor as string", head + "[reconnect]\nfactor = '2'\n", nil,
+			[]want{{4, "reconnect.factor", "want a number, got a string"}}},
+		{"jitter as string", head + "[reconnect]\njitter = 'yes'\n", nil,
+			[]want{{4, "reconnect.jitter", "want true or false, got a string"}}},
+		{"health bounds", head + "[health]\ninterval = '0s'\ntimeout = '0s'\nfailures = 0\n", nil,
+			[]want{{4, "health.interval", "more than 0"}, {5, "health.timeout", "more than 0"}, {6, "health.failures", "1 or more"}}},
+		{"cert_file without key_file", head + "[tls]\ncert_file = 'c.pem'\n", nil,
+			[]want{{3, "tls.key_file", "missing (required); cert_file needs key_file"}}},
+		{"key_file without cert_file", head + "[tls]\nkey_file = 'k.pem'\n", nil,
+			[]want{{3, "tls.cert_file", "missing (required); key_file needs cert_file"}}},
+		{"duplicate mapping name",
+			head + "[[mappings]]\nname = 'ssh'\nlocal_addr = 'h:22'\n\n[[mappings]]\nname = 'ssh'\nlocal_addr = 'h:23'\n", nil,
+			[]want{{8, "mappings[1].name", `duplicate name "ssh" (also mappings[0])`}}},
+		{"duplicate default mapping name",
+			head + "[[mappings]]\nlocal_addr = 'a:22'\n[[mappings]]\nlocal_addr = 'b:22'\n", nil,
+			[]want{{5, "mappings[1].name", `duplicate name "tcp-22", the default from local_addr`}}},
+		{"duplicate remote port",
+			head + "[[mappings]]\nlocal_addr = 'a:22'\nremote_port = 2222\n[[mappings]]\nlocal_addr = 'a:23'\nremote_port = 2222\n", nil,
+			[]want{{8, "mappings[1].remote_port", "port 2222 is also the remote_port of mappings[0]"}}},
+		{"local_addr without port", head + "[[mappings]]\nlocal_addr = '127.0.0.1'\n", nil,
+			[]want{{4, "mappings[0].local_addr", `bad address "127.0.0.1": want host:port`}}},
+		{"local_addr port 0", head + "[[mappings]]\nlocal_addr = '127.0.0.1:0'\n", nil,
+			[]want{{4, "mappings[0].local_addr", "want a port number 1..65535"}}},
+		{"missing local_addr", head + "\n[[mappings]]\nname = 'x'\n", nil,
+			[]want{{4, "mappings[0].local_addr", "missing (required)"}}},
+		{"bad mapping name", head + "[[mappings]]\nname = 'a/b'\nlocal_addr = 'h:1'\n", nil,
+			[]want{{4, "mappings[0].name", `bad name "a/b"`}}},
+		{"remote_port out of range", head + "[[mappings]]\nlocal_addr = 'h:1'\nremote_port = 65536\n", nil,
+			[]want{{5, "mappings[0].remote_port", "port 65536 is out of range 0..65535"}}},
+		{"remote_port as string", head + "[[mappings]]\nlocal_addr = 'h:1'\nremote_port = '22'\n", nil,
+			[]want{{5, "mappings[0].remote_port", "want an integer, got a string"}}},
+		{"mappings as a table", head + "[mappings]\nlocal_addr = 'h:1'\n", nil,
+			[]want{{3, "mappings", "want an array of tables, got a table"}}},
+		{"inline mapping problems", head + "mappings = [{local_addr = 'h:1'}, {local_addr = 'h', extra = 1}]\n", nil,
+			[]want{{3, "mappings[1].local_addr", "want host:port"}, {3, "mappings[1].extra", "unknown key"}}},
+		{"several problems in mappings",
+			"token = ''\n[[mappings]]\nlocal_addr = 'h:1'\nport = 1\n[[mappings]]\nremote_port = -1\n[log]\nformat = 'yaml'\n", noEnv,
+			[]want{
+				{0, "server_addr", "missing"},
+				{1, "token", "empty (required)"},
+				{4, "mappings[0].port", "unknown key"},
+				{5, "mappings[1].local_addr", "missing"},
+				{6, "mappings[1].remote_port", "out of range"},
+				{8, "log.format", `bad log format "yaml"`},
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseClient("client.toml", []byte(tt.doc), tt.env)
+			if c != nil {
+				t.Errorf("ParseClient(%q) = %+v, want nil with errors", tt.doc, c)
+			}
+			checkErrors(t, fmt.Sprintf("ParseClient(%q)", tt.doc), err, "client.toml", tt.wants)
+		})
+	}
+}
+
+func TestClientTokenFromEnv(t *testing.T) {
+	doc := "server_addr = 'h:1'\ntoken = 'from-file'\n"
+	c, err := ParseClient("client.toml", []byte(doc), env(map[string]string{"GOTUNNEL_TOKEN": "from-env"}))
+	if err != nil {
+		t.Fatalf("ParseClient(%q) = %v, want no error", doc, err)
+	}
+	if c.Token != "from-env" {
+		t.Errorf("ParseClient(%q).Token = %q, want %q", doc, c.Token, "from-env")
+	}
+}
+
+func TestClientValidateQuickMode(t *testing.T) {
+	c := DefaultClient()
+	c.ServerAddr, c.Token = "tunnel.example.com:7000", "t"
+	for _, spec := range []string{"10022:127.0.0.1:22", "web=0:[::1]:8080"} {
+		m, err := ParseMap(spec)
+		if err != nil {
+			t.Fatalf("ParseMap(%q) = %v", spec, err)
+		}
+		c.Mappings = append(c.Mappings, m)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+	on := true
+	want := []Mapping{
+		{Name: "tcp-22", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on},
+		{Name: "web", LocalAddr: "[::1]:8080", RemotePort: 0, HealthCheck: &on},
+	}
+	if !reflect.DeepEqual(c.Mappings, want) {
+		t.Errorf("Validate() left mappings %+v, want %+v", c.Mappings, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("second Validate() = %v, want nil", err)
+	}
+}
+
+func TestClientValidateErrors(t *testing.T) {
+	c := DefaultClient()
+	c.Mappings = []Mapping{{LocalAddr: "h:1"}, {LocalAddr: "h:1"}, {}}
+	err := c.Validate()
+	checkErrors(t, "Validate()", err, "", []want{
+		{0, "server_addr", "missing (required)"},
+		{0, "token", "missing (required); set it in the file or GOTUNNEL_TOKEN"},
+		{0, "mappings[1].name", "duplicate name"},
+		{0, "mappings[2].local_addr", "missing (required)"},
+	})
+	if strings.Contains(err.Error(), ".toml") || strings.Contains(err.Error(), ":0:") {
+		t.Errorf("Validate() = %v, want no file and no line", err)
+	}
+}
+
+func TestLoadClientMissingFile(t *testing.T) {
+	_, err := LoadClient("testdata/nope.toml", nil)
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("LoadClient(nope) = %v, want fs.ErrNotExist", err)
+	}
+	checkErrors(t, "LoadClient(nope)", err, "testdata/nope.toml", []want{{0, "", "cannot read: no such file or directory"}})
+}

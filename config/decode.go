@@ -1,0 +1,260 @@
+package config
+
+import (
+	"bytes"
+	"encoding"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
+)
+
+// decode strictly decodes the TOML document data, read from file name, over
+// target: a pointer to a struct that already holds the defaults. It returns
+// the positions of the document's keys and every problem found. complete is
+// false when a syntax, type or value error stopped the decoder: target is
+// then only partly filled and is not worth validating. Unknown keys do not
+// stop it.
+func decode(name string, data []byte, target any) (pos *positions, errs Errors, complete bool) {
+	pos, serr := scanPositions(data)
+	if serr != nil {
+		serr.File = name
+		return pos, Errors{serr}, false
+	}
+	unknown, bad := checkTypes(pos, reflect.TypeOf(target).Elem())
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	moreUnknown, moreBad := decodeErrors(pos, dec.Decode(target), bad)
+	errs = append(append(append(unknown, moreUnknown...), bad...), moreBad...)
+	for _, e := range errs {
+		e.File = name
+	}
+	return pos, errs, len(bad)+len(moreBad) == 0
+}
+
+// decodeErrors converts the decoder's error into problems: unknown keys,
+// which leave the rest of the document decoded, and the others. A problem
+// on a line that seen already covers is left out.
+func decodeErrors(pos *positions, err error, seen Errors) (unknown, bad Errors) {
+	var strictErr *toml.StrictMissingError
+	var decErr *toml.DecodeError
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.As(err, &strictErr):
+		for i := range strictErr.Errors {
+			e := positioned(pos, &strictErr.Errors[i])
+			e.Msg = "unknown key"
+			if pos.kind(e.Key) == unstable.Table {
+				e.Msg = "unknown table"
+			}
+			unknown = append(unknown, e)
+		}
+		return unknown, nil
+	case errors.As(err, &decErr):
+		e := positioned(pos, decErr)
+		for _, s := range seen {
+			if s.Line == e.Line {
+				return nil, nil
+			}
+		}
+		e.Msg = strings.TrimPrefix(decErr.Error(), "toml: ")
+		if e.Key == "token" {
+			e.Msg = "cannot decode (the decoder's message is not shown: it could quote the token)"
+		}
+		return nil, Errors{e}
+	case len(seen) > 0:
+		return nil, nil // an unplaced error after a value error is the same one
+	default:
+		return nil, Errors{{Msg: strings.TrimPrefix(err.Error(), "toml: ")}}
+	}
+}
+
+// positioned returns an Error at the line of a decoder error, named with
+// the indexed path of its key when the positions know it.
+func positioned(pos *positions, de *toml.DecodeError) *Error {
+	line, col := de.Position()
+	key := pos.at(line, col)
+	if key == "" {
+		key = joinPath(de.Key())
+	}
+	return &Error{Line: line, Key: key}
+}
+
+// checkTypes checks the value of every key of the document against the Go
+// type it decodes into, before the decoder runs, so that every wrong type
+// and every bad duration, size or port range is reported at once, in the
+// user's terms. unknown holds keys that differ from a known key only in
+// case (the decoder would accept them); keys unknown in every case are left
+// to the decoder.
+func checkTypes(pos *positions, root reflect.Type) (unknown, bad Errors) {
+	for _, s := range pos.spots {
+		t, near := typeAt(root, s.parts)
+		if near != "" {
+			unknown = append(unknown, &Error{Line: s.line, Key: s.path,
+				Msg: fmt.Sprintf("unknown key; keys are case-sensitive: did you mean %q?", near)})
+		}
+		if t == nil {
+			continue
+		}
+		if msg := checkValue(t, s); msg != "" {
+			bad = append(bad, &Error{Line: s.line, Key: s.path, Msg: msg})
+		}
+	}
+	return unknown, bad
+}
+
+// typeAt returns the type that the key path parts decodes into, or nil when
+// no field has that key. near is the right spelling when the last part
+// matches a field only if case is ignored.
+func typeAt(root reflect.Type, parts []string) (t reflect.Type, near string) {
+	t = root
+	for i, part := range parts {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch {
+		case strings.HasPrefix(part, "["):
+			if t.Kind() != reflect.Slice {
+				return nil, ""
+			}
+			t = t.Elem()
+			continue
+		case t.Kind() != reflect.Struct || isText(t):
+			return nil, ""
+		}
+		ft, fold := field(t, part)
+		if ft == nil {
+			if i < len(parts)-1 {
+				fold = ""
+			}
+			return nil, fold
+		}
+		t = ft
+	}
+	return t, ""
+}
+
+// field returns the type of the field of struct t tagged key, or, when none
+// is, the tag of a field that matches key with case ignored.
+func field(t reflect.Type, key string) (reflect.Type, string) {
+	fold := ""
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+		switch {
+		case name == "-" || name == "":
+		case name == key:
+			return t.Field(i).Type, ""
+		case strings.EqualFold(name, key):
+			fold = name
+		}
+	}
+	return nil, fold
+}
+
+var (
+	durationType  = reflect.TypeFor[Duration]()
+	sizeType      = reflect.TypeFor[Size]()
+	portRangeType = reflect.TypeFor[PortRange]()
+)
+
+// isText reports whether t is read from a string by UnmarshalText.
+func isText(t reflect.Type) bool {
+	return reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]())
+}
+
+// checkValue returns what is wrong with the value at s for type t, or "".
+func checkValue(t reflect.Type, s spot) string {
+	if !accepts(t, s.kind) {
+		return fmt.Sprintf("want %s, got %s", describeType(t), describeKind(s.kind))
+	}
+	if !isText(t) || (t == sizeType && s.kind == unstable.Integer) {
+		return "" // the decoder stores a Size integer as it is
+	}
+	u := reflect.New(t).Interface().(encoding.TextUnmarshaler)
+	if err := u.UnmarshalText([]byte(s.text)); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// accepts reports whether a TOML value of kind k decodes into type t.
+func accepts(t reflect.Type, k unstable.Kind) bool {
+	switch t {
+	case durationType:
+		return k == unstable.String
+	case sizeType, portRangeType:
+		return k == unstable.String || k == unstable.Integer
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return k == unstable.String
+	case reflect.Int, reflect.Int64:
+		return k == unstable.Integer
+	case reflect.Float64:
+		return k == unstable.Float || k == unstable.Integer
+	case reflect.Bool:
+		return k == unstable.Bool
+	case reflect.Slice:
+		return k == unstable.Array || k == unstable.ArrayTable
+	case reflect.Struct:
+		return k == unstable.Table || k == unstable.InlineTable
+	case reflect.Pointer:
+		return accepts(t.Elem(), k)
+	}
+	return false
+}
+
+// describeType says in a user's words what a value of type t looks like.
+func describeType(t reflect.Type) string {
+	switch t {
+	case durationType:
+		return `a duration string such as "10s"`
+	case sizeType:
+		return `a size: an integer of bytes or a string such as "4MiB"`
+	case portRangeType:
+		return `a port range string such as "2222" or "10000-20000"`
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int64:
+		return "an integer"
+	case reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Struct && !isText(t.Elem()) {
+			return "an array of tables"
+		}
+		return "an array"
+	case reflect.Pointer:
+		return describeType(t.Elem())
+	}
+	return "a table"
+}
+
+// describeKind names a kind of TOML value.
+func describeKind(k unstable.Kind) string {
+	switch k {
+	case unstable.String:
+		return "a string"
+	case unstable.Integer:
+		return "an integer"
+	case unstable.Float:
+		return "a float"
+	case unstable.Bool:
+		return "a boolean"
+	case unstable.Array:
+		return "an array"
+	case unstable.ArrayTable:
+		return "an array of tables"
+	case unstable.Table, unstable.InlineTable:
+		return "a table"
+	}
+	return "a date or time"
+}

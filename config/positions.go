@@ -1,0 +1,300 @@
+package config
+
+import (
+	"errors"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2/unstable"
+)
+
+// positions records where each key of one TOML document is, so that a
+// problem found after decoding can still name its line. Keys are full
+// paths: "bind_addr", "reconnect.min", "allow_ports[1]",
+// "mappings[1].local_addr". Array tables and arrays are indexed from 0.
+//
+// A nil *positions stands for a configuration built in code: it has no
+// keys and every line is 0.
+type positions struct {
+	spots []spot         // in document order
+	index map[string]int // path -> first spot with that path
+}
+
+// spot is one key (or array element) of the document.
+type spot struct {
+	path  string
+	parts []string      // path split into keys; array indexes read "[1]"
+	line  int           // 1-based
+	col   int           // 1-based, in bytes
+	kind  unstable.Kind // kind of the value; Table for a table header or an implicit table
+	text  string        // the value of a string or an integer, for type checks
+}
+
+// has reports whether path is a key of the document.
+func (p *positions) has(path string) bool {
+	if p == nil {
+		return false
+	}
+	_, ok := p.index[path]
+	return ok
+}
+
+// line returns the line of path, or 0 when it is not in the document.
+func (p *positions) line(path string) int {
+	if !p.has(path) {
+		return 0
+	}
+	return p.spots[p.index[path]].line
+}
+
+// kind returns the kind of the value at path; Invalid when absent.
+func (p *positions) kind(path string) unstable.Kind {
+	if !p.has(path) {
+		return unstable.Invalid
+	}
+	return p.spots[p.index[path]].kind
+}
+
+// at returns the path of the key nearest before (line, col): the key whose
+// value holds that position, for an error that points into a value.
+func (p *positions) at(line, col int) string {
+	best := ""
+	for _, s := range p.spots {
+		if s.line < line || (s.line == line && s.col <= col) {
+			best = s.path
+		}
+	}
+	return best
+}
+
+// scanner walks a document with go-toml's unstable.Parser, expression by
+// expression, to build its positions.
+type scanner struct {
+	p       unstable.Parser
+	pos     *positions
+	table   []string       // parts of the current table header
+	counts  map[string]int // array table path -> elements seen so far
+	lastEnd int            // offset just after the last complete expression
+}
+
+// scanPositions returns the positions of every key of data. On a syntax
+// error it returns the positions found before it and an *Error for it
+// (without File).
+func scanPositions(data []byte) (*positions, *Error) {
+	s := &scanner{
+		pos:    &positions{index: map[string]int{}},
+		counts: map[string]int{},
+	}
+	s.p.Reset(data)
+	for s.p.NextExpression() {
+		s.expression(s.p.Expression())
+	}
+	if err := s.p.Error(); err != nil {
+		return s.pos, s.syntaxError(err)
+	}
+	return s.pos, nil
+}
+
+// expression records one top-level expression: a key = value, a [table]
+// or an [[array.table]].
+func (s *scanner) expression(n *unstable.Node) {
+	switch n.Kind {
+	case unstable.KeyValue:
+		s.keyValue(s.table, n)
+		s.lastEnd = int(n.Raw.Offset + n.Raw.Length)
+	case unstable.Table, unstable.ArrayTable:
+		s.header(n)
+	}
+}
+
+// header records a [table] or [[array.table]] header, which becomes the
+// table of the keys that follow it. Each [[array.table]] adds an element.
+func (s *scanner) header(n *unstable.Node) {
+	keys, first, last := keyParts(n)
+	s.lastEnd = int(last.Offset + last.Length)
+	parts := s.resolve(keys)
+	if n.Kind == unstable.ArrayTable {
+		path := joinPath(parts)
+		s.add(parts, first, unstable.ArrayTable, "")
+		parts = append(parts, index(s.counts[path]))
+		s.counts[path]++
+	}
+	s.table = parts
+	s.add(parts, first, unstable.Table, "")
+}
+
+// keyParts returns the key of a table header or key = value, with the
+// ranges of its first and last parts.
+func keyParts(n *unstable.Node) (keys []string, first, last unstable.Range) {
+	it := n.Key()
+	for it.Next() {
+		if len(keys) == 0 {
+			first = it.Node().Raw
+		}
+		last = it.Node().Raw
+		keys = append(keys, string(it.Node().Data))
+	}
+	return keys, first, last
+}
+
+// resolve turns the key of a table header into a path: every part but the
+// last that names an array table refers to its latest element.
+func (s *scanner) resolve(keys []string) []string {
+	var parts []string
+	for i, k := range keys {
+		parts = append(parts, k)
+		if n, ok := s.counts[joinPath(parts)]; ok && i < len(keys)-1 {
+			parts = append(parts, index(n-1))
+		}
+	}
+	return parts
+}
+
+// keyValue records a key = value under base, the implicit tables its dotted
+// key creates, and what its value contains.
+func (s *scanner) keyValue(base []string, n *unstable.Node) {
+	keys, first, _ := keyParts(n)
+	parts := append([]string(nil), base...)
+	for i, k := range keys {
+		parts = append(parts, k)
+		if i < len(keys)-1 {
+			s.add(parts, first, unstable.Table, "")
+		}
+	}
+	s.value(parts, n.Value(), first)
+}
+
+// value records the value at parts, located at r, then its elements or keys.
+func (s *scanner) value(parts []string, v *unstable.Node, r unstable.Range) {
+	text := ""
+	if v.Kind == unstable.String || v.Kind == unstable.Integer {
+		text = string(v.Data)
+	}
+	s.add(parts, r, v.Kind, text)
+	switch v.Kind {
+	case unstable.Array:
+		it := v.Children()
+		for i := 0; it.Next(); i++ {
+			er := it.Node().Raw
+			if er.Length == 0 { // a nested array has no range of its own
+				er = r
+			}
+			s.value(append(parts[:len(parts):len(parts)], index(i)), it.Node(), er)
+		}
+	case unstable.InlineTable:
+		it := v.Children()
+		for it.Next() {
+			s.keyValue(parts, it.Node())
+		}
+	}
+}
+
+// add records a key at the start of range r, unless it is already known
+// (a table defined by several dotted keys keeps its first line).
+func (s *scanner) add(parts []string, r unstable.Range, kind unstable.Kind, text string) {
+	path := joinPath(parts)
+	if _, ok := s.pos.index[path]; ok {
+		return
+	}
+	start := s.p.Shape(r).Start
+	s.pos.index[path] = len(s.pos.spots)
+	s.pos.spots = append(s.pos.spots, spot{
+		path:  path,
+		parts: append([]string(nil), parts...),
+		line:  start.Line,
+		col:   start.Column,
+		kind:  kind,
+		text:  text,
+	})
+}
+
+// syntaxError turns the parser's error into an *Error naming the line and,
+// when it can be read, the key of the expression that failed. The parser's
+// message may quote a character of the value: for the token it is replaced.
+func (s *scanner) syntaxError(err error) *Error {
+	var perr *unstable.ParserError
+	if !errors.As(err, &perr) {
+		return &Error{Msg: "syntax error: " + err.Error()}
+	}
+	data := s.p.Data()
+	off := offsetIn(data, perr.Highlight)
+	start := s.p.Shape(unstable.Range{Offset: uint32(off)}).Start
+	key := failingKey(data[min(s.lastEnd, off):off])
+	if key != "" && len(s.table) > 0 {
+		key = joinPath(s.table) + "." + key
+	}
+	msg := "syntax error: " + perr.Message
+	if key == "token" || strings.HasSuffix(key, ".token") {
+		msg = "syntax error in the value (not shown: the token is secret)"
+	}
+	return &Error{Line: start.Line, Key: key, Msg: msg}
+}
+
+// offsetIn returns the offset of b within data, which it is a subslice of
+// (they share their backing array); the end of data when it is not.
+func offsetIn(data, b []byte) int {
+	off := cap(data) - cap(b)
+	if b == nil || off < 0 || off+len(b) > len(data) {
+		return len(data)
+	}
+	return off
+}
+
+// keyPart matches one part of a key: bare, "basic" or 'literal'.
+const keyPartRE = `[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*'`
+
+var (
+	keyPart = regexp.MustCompile(keyPartRE)
+	// keyValueStart matches the key at the start of a key = value expression.
+	keyValueStart = regexp.MustCompile(`^((?:` + keyPartRE + `)(?:[ \t]*\.[ \t]*(?:` + keyPartRE + `))*)[ \t]*=`)
+)
+
+// failingKey reads the key of the expression that starts the unparsed text
+// rest, skipping blanks, comments and the end of a table header. It
+// returns "" when rest does not start with a key = value.
+func failingKey(rest []byte) string {
+	text := string(rest)
+	for {
+		text = strings.TrimLeft(text, " \t\r\n]")
+		if !strings.HasPrefix(text, "#") {
+			break
+		}
+		_, text, _ = strings.Cut(text, "\n")
+	}
+	m := keyValueStart.FindStringSubmatch(text)
+	if m == nil {
+		return ""
+	}
+	parts := keyPart.FindAllString(m[1], -1)
+	for i, k := range parts {
+		parts[i] = strings.Trim(k, `"'`)
+	}
+	return joinPath(parts)
+}
+
+// bareKey matches a key that needs no quotes in a path.
+var bareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// joinPath renders key parts as one path: a.b[1].c, quoting odd keys.
+func joinPath(parts []string) string {
+	var b strings.Builder
+	for i, k := range parts {
+		switch {
+		case strings.HasPrefix(k, "["):
+			b.WriteString(k)
+			continue
+		case i > 0:
+			b.WriteByte('.')
+		}
+		if bareKey.MatchString(k) {
+			b.WriteString(k)
+		} else {
+			b.WriteString(strconv.Quote(k))
+		}
+	}
+	return b.String()
+}
+
+// index renders an array index as a path part.
+func index(i int) string { return "[" + strconv.Itoa(i) + "]" }

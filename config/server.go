@@ -1,0 +1,148 @@
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// ServerTLS is the server's [tls] table. When it is present, cert_file and
+// key_file are required; client_ca_file, when set, makes the server require
+// client certificates (mTLS). The files are not opened here.
+type ServerTLS struct {
+	CertFile     string `toml:"cert_file"`
+	KeyFile      string `toml:"key_file"`
+	ClientCAFile string `toml:"client_ca_file"`
+}
+
+// Server is the configuration of `gotunnel-mux server`: server.toml.
+type Server struct {
+	Path                   string      `toml:"-"`                        // file it came from ("" if none)
+	BindAddr               string      `toml:"bind_addr"`                // host:port clients dial; port 0 picks one
+	Token                  string      `toml:"token"`                    // required (or GOTUNNEL_TOKEN)
+	PublicAddr             string      `toml:"public_addr"`              // IP or host the mapping listeners bind, no port
+	AllowPorts             []PortRange `toml:"allow_ports"`              // remote ports clients may ask for
+	MaxMappingsPerClient   int         `toml:"max_mappings_per_client"`  // >= 1
+	MaxConnsPerMapping     int         `toml:"max_conns_per_mapping"`    // 0: no limit
+	LoginTimeout           Duration    `toml:"login_timeout"`            // accept to valid login
+	StreamOpenTimeout      Duration    `toml:"stream_open_timeout"`      // data stream open to its ack
+	HeartbeatTimeout       Duration    `toml:"heartbeat_timeout"`        // nothing read this long: drop the session
+	HeartbeatCheckInterval Duration    `toml:"heartbeat_check_interval"` // sweep period, < HeartbeatTimeout
+	ShutdownTimeout        Duration    `toml:"shutdown_timeout"`         // grace for visitors on SIGTERM; 0 closes at once
+	TLS                    *ServerTLS  `toml:"tls"`                      // nil: plain TCP
+	Log                    Log         `toml:"log"`
+	Mux                    Mux         `toml:"mux"`
+}
+
+// DefaultServer returns a Server with every default applied. It has no
+// token: a token must come from the file or GOTUNNEL_TOKEN.
+func DefaultServer() Server {
+	return Server{
+		BindAddr:               "0.0.0.0:7000",
+		PublicAddr:             "0.0.0.0",
+		AllowPorts:             []PortRange{{Lo: 1024, Hi: 65535}},
+		MaxMappingsPerClient:   16,
+		MaxConnsPerMapping:     0,
+		LoginTimeout:           Duration(10 * time.Second),
+		StreamOpenTimeout:      Duration(10 * time.Second),
+		HeartbeatTimeout:       Duration(30 * time.Second),
+		HeartbeatCheckInterval: Duration(5 * time.Second),
+		ShutdownTimeout:        Duration(10 * time.Second),
+		Log:                    defaultLog(),
+		Mux:                    defaultMux(),
+	}
+}
+
+// LoadServer reads the server file at path; see ParseServer.
+func LoadServer(path string, env Env) (*Server, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseServer(path, data, env)
+}
+
+// ParseServer decodes a server file strictly over DefaultServer, lets
+// GOTUNNEL_TOKEN from env override token, and validates the result. name is
+// the file name used in messages and stored in Path. The error, if any, is
+// an Errors holding every problem found.
+func ParseServer(name string, data []byte, env Env) (*Server, error) {
+	s := DefaultServer()
+	s.Path = name
+	pos, errs, complete := decode(name, data, &s)
+	if !complete {
+		return nil, errs.err()
+	}
+	s.Token = tokenFromEnv(env, s.Token)
+	errs = append(errs, s.check(pos)...)
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Validate checks a Server built or changed in code. Errors name s.Path,
+// without lines.
+func (s *Server) Validate() error {
+	return s.check(nil).err()
+}
+
+// check returns every problem with s, at the lines pos gives.
+func (s *Server) check(pos *positions) Errors {
+	c := &checker{file: s.Path, pos: pos}
+	c.hostPort("bind_addr", s.BindAddr, true, 0)
+	if s.Token == "" {
+		c.missing("token", "", tokenHint)
+	}
+	s.checkPublicAddr(c)
+	s.checkAllowPorts(c)
+	c.atLeast("max_mappings_per_client", s.MaxMappingsPerClient, 1)
+	c.atLeast("max_conns_per_mapping", s.MaxConnsPerMapping, 0)
+	c.positive("login_timeout", s.LoginTimeout)
+	c.positive("stream_open_timeout", s.StreamOpenTimeout)
+	c.positive("heartbeat_timeout", s.HeartbeatTimeout)
+	c.positive("heartbeat_check_interval", s.HeartbeatCheckInterval)
+	if s.HeartbeatCheckInterval > 0 && s.HeartbeatCheckInterval >= s.HeartbeatTimeout {
+		c.add("heartbeat_check_interval", "must be less than heartbeat_timeout (%s), got %s",
+			s.HeartbeatTimeout, s.HeartbeatCheckInterval)
+	}
+	if s.ShutdownTimeout < 0 {
+		c.add("shutdown_timeout", "must be 0 or more, got %s", s.ShutdownTimeout)
+	}
+	if s.TLS != nil {
+		if s.TLS.CertFile == "" {
+			c.missing("tls.cert_file", "tls", "[tls] needs cert_file and key_file")
+		}
+		if s.TLS.KeyFile == "" {
+			c.missing("tls.key_file", "tls", "[tls] needs cert_file and key_file")
+		}
+	}
+	s.Log.check(c)
+	s.Mux.check(c)
+	return c.errs
+}
+
+// checkPublicAddr checks that public_addr is an IP or a host, with no port.
+func (s *Server) checkPublicAddr(c *checker) {
+	switch {
+	case s.PublicAddr == "":
+		c.missing("public_addr", "", `use "0.0.0.0" for every interface`)
+	case validHost(s.PublicAddr):
+	case strings.Contains(s.PublicAddr, ":"):
+		c.add("public_addr", "bad address %q: want an IP address or host name without a port", s.PublicAddr)
+	default:
+		c.add("public_addr", "bad address %q: not an IP address or host name", s.PublicAddr)
+	}
+}
+
+// checkAllowPorts checks allow_ports, which ParsePortRange has checked
+// already when they came from a file.
+func (s *Server) checkAllowPorts(c *checker) {
+	if len(s.AllowPorts) == 0 {
+		c.add("allow_ports", `is empty, so no mapping could bind a port; the default is ["1024-65535"]`)
+	}
+	for i, r := range s.AllowPorts {
+		if r.Lo < 1 || r.Hi > 65535 || r.Lo > r.Hi {
+			c.add("allow_ports"+index(i), "bad port range %d-%d: want 1 <= low <= high <= 65535", r.Lo, r.Hi)
+		}
+	}
+}

@@ -1,0 +1,286 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestDefaultServer(t *testing.T) {
+	s := DefaultServer()
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"path", s.Path, ""},
+		{"bind_addr", s.BindAddr, "0.0.0.0:7000"},
+		{"token", s.Token, ""},
+		{"public_addr", s.PublicAddr, "0.0.0.0"},
+		{"allow_ports", s.AllowPorts, []PortRange{{1024, 65535}}},
+		{"max_mappings_per_client", s.MaxMappingsPerClient, 16},
+		{"max_conns_per_mapping", s.MaxConnsPerMapping, 0},
+		{"login_timeout", s.LoginTimeout.D(), 10 * time.Second},
+		{"stream_open_timeout", s.StreamOpenTimeout.D(), 10 * time.Second},
+		{"heartbeat_timeout", s.HeartbeatTimeout.D(), 30 * time.Second},
+		{"heartbeat_check_interval", s.HeartbeatCheckInterval.D(), 5 * time.Second},
+		{"shutdown_timeout", s.ShutdownTimeout.D(), 10 * time.Second},
+		{"tls", s.TLS, (*ServerTLS)(nil)},
+		{"log.level", s.Log.Level, "info"},
+		{"log.format", s.Log.Format, "text"},
+		{"mux.window_size", s.Mux.WindowSize, Size(1 << 20)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !reflect.DeepEqual(tt.got, tt.want) {
+				t.Errorf("DefaultServer().%s = %v, want %v", tt.name, tt.got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseServerDefaults(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		env  Env
+	}{
+		{"empty file, token from env", "", env(map[string]string{"GOTUNNEL_TOKEN": "t0k"})},
+		{"only a token", "token = 't0k'\n", noEnv},
+		{"only comments and a token", "# nothing\n\ntoken = \"t0k\" # secret\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseServer("server.toml", []byte(tt.doc), tt.env)
+			if err != nil {
+				t.Fatalf("ParseServer(%q) = %v, want no error", tt.doc, err)
+			}
+			want := DefaultServer()
+			want.Path, want.Token = "server.toml", "t0k"
+			if !reflect.DeepEqual(*got, want) {
+				t.Errorf("ParseServer(%q) = %+v, want %+v", tt.doc, *got, want)
+			}
+		})
+	}
+}
+
+func TestLoadServerExample(t *testing.T) {
+	s, err := LoadServer("testdata/server.toml", nil)
+	if err != nil {
+		t.Fatalf("LoadServer(testdata/server.toml) = %v", err)
+	}
+	want := DefaultServer()
+	want.Path = "testdata/server.toml"
+	want.Token = "change-me-use-gotunnel-mux-token"
+	want.AllowPorts = []PortRange{{10000, 20000}, {2222, 2222}}
+	want.TLS = &ServerTLS{CertFile: "server.crt", KeyFile: "server.key"}
+	if !reflect.DeepEqual(*s, want) {
+		t.Errorf("LoadServer(testdata/server.toml) = %+v, want %+v", *s, want)
+	}
+}
+
+func TestParseServerValues(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		get  func(*Server) any
+		want any
+	}{
+		{"bind_addr port 0", `bind_addr = "127.0.0.1:0"`, func(s *Server) any { return s.BindAddr }, "127.0.0.1:0"},
+		{"bind_addr no host", `bind_addr = ":7000"`, func(s *Server) any { return s.BindAddr }, ":7000"},
+		{"bind_addr ipv6", `bind_addr = "[::]:7000"`, func(s *Server) any { return s.BindAddr }, "[::]:7000"},
+		{"public_addr ipv6", `public_addr = "::1"`, func(s *Server) any { return s.PublicAddr }, "::1"},
+		{"public_addr host", `public_addr = "edge.example.com"`, func(s *Server) any { return s.PublicAddr }, "edge.example.com"},
+		{"allow_ports replace default", `allow_ports = ["2222"]`, func(s *Server) any { return s.AllowPorts }, []PortRange{{2222, 2222}}},
+		{"allow_ports integer", `allow_ports = [2222, "3000-3001"]`, func(s *Server) any { return s.AllowPorts }, []PortRange{{2222, 2222}, {3000, 3001}}},
+		{"window_size integer", "[mux]\nwindow_size = 262144", func(s *Server) any { return s.Mux.WindowSize }, Size(256 << 10)},
+		{"window_size string", "[mux]\nwindow_size = \"4MiB\"", func(s *Server) any { return s.Mux.WindowSize }, Size(4 << 20)},
+		{"window_size dotted", `mux.window_size = "64MiB"`, func(s *Server) any { return s.Mux.WindowSize }, Size(64 << 20)},
+		{"shutdown 0", `shutdown_timeout = "0s"`, func(s *Server) any { return s.ShutdownTimeout.D() }, time.Duration(0)},
+		{"tls empty ca", "[tls]\ncert_file = 'c'\nkey_file = 'k'", func(s *Server) any { return *s.TLS }, ServerTLS{CertFile: "c", KeyFile: "k"}},
+		{"tls inline", "tls = {cert_file = 'c', key_file = 'k', client_ca_file = 'ca'}", func(s *Server) any { return *s.TLS }, ServerTLS{"c", "k", "ca"}},
+		{"log json debug", "[log]\nlevel = 'debug'\nformat = 'json'", func(s *Server) any { return s.Log }, Log{"debug", "json"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := "token = 't'\n" + tt.doc + "\n"
+			s, err := ParseServer("server.toml", []byte(doc), nil)
+			if err != nil {
+				t.Fatalf("ParseServer(%q) = %v, want no error", doc, err)
+			}
+			if got := tt.get(s); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ParseServer(%q) = %v, want %v", doc, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseServerErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		doc   string
+		env   Env
+		wants []want
+	}{
+		{"unknown key at top level", "token = 't'\nbind_adr = ':1'\n", nil,
+			[]want{{2, "bind_adr", "unknown key"}}},
+		{"unknown key in log", "token = 't'\n[log]\nlevel = 'info'\ncolour = true\n", nil,
+			[]want{{4, "log.colour", "unknown key"}}},
+		{"unknown table", "token = 't'\n[admin]\nport = 1\n", nil,
+			[]want{{2, "admin", "unknown table"}}},
+		{"unknown key in inline table", "token = 't'\nlog = { level = 'info', colour = true }\n", nil,
+			[]want{{2, "log.colour", "unknown key"}}},
+		{"key in wrong case", "token = 't'\nBind_Addr = ':1'\n", nil,
+			[]want{{2, "Bind_Addr", `did you mean "bind_addr"`}}},
+		{"string for int", "token = 't'\nmax_mappings_per_client = \"16\"\n", nil,
+			[]want{{2, "max_mappings_per_client", "want an integer, got a string"}}},
+		{"int for duration", "token = 't'\n\nlogin_timeout = 10\n", nil,
+			[]want{{3, "login_timeout", `want a duration string such as "10s", got an integer`}}},
+		{"bad duration", "token = 't'\nheartbeat_timeout = \"30 seconds\"\n", nil,
+			[]want{{2, "heartbeat_timeout", `bad duration "30 seconds"`}}},
+		{"bad size", "token = 't'\n[mux]\nwindow_size = \"1MB/s\"\n", nil,
+			[]want{{3, "mux.window_size", `bad size "1MB/s"`}}},
+		{"float size", "token = 't'\n[mux]\nwindow_size = 1.5\n", nil,
+			[]want{{3, "mux.window_size", "got a float"}}},
+		{"window too small", "token = 't'\n[mux]\nwindow_size = \"64KiB\"\n", nil,
+			[]want{{3, "mux.window_size", "64KiB is out of range 256KiB..64MiB"}}},
+		{"window too large", "token = 't'\nmux.window_size = \"1GiB\"\n", nil,
+			[]want{{2, "mux.window_size", "out of range"}}},
+		{"bad port range", "token = 't'\nallow_ports = [\n  \"2222\",\n  \"10-x\",\n]\n", nil,
+			[]want{{4, "allow_ports[1]", `bad port range "10-x": "x" is not a port number`}}},
+		{"port range backwards", "token = 't'\nallow_ports = [\"20-10\"]\n", nil,
+			[]want{{2, "allow_ports[0]", "20 is above 10"}}},
+		{"port out of range in range", "token = 't'\nallow_ports = [\"1-70000\"]\n", nil,
+			[]want{{2, "allow_ports[0]", "port 70000 is out of range 1..65535"}}},
+		{"allow_ports empty", "token = 't'\nallow_ports = []\n", nil,
+			[]want{{2, "allow_ports", "is empty"}}},
+		{"allow_ports not an array", "token = 't'\nallow_ports = \"1-2\"\n", nil,
+			[]want{{2, "allow_ports", "want an array, got a string"}}},
+		{"bind_addr port out of range", "token = 't'\nbind_addr = \"0.0.0.0:70000\"\n", nil,
+			[]want{{2, "bind_addr", "want a port number 0..65535"}}},
+		{"bind_addr without port", "token = 't'\nbind_addr = \"0.0.0.0\"\n", nil,
+			[]want{{2, "bind_addr", "want host:port"}}},
+		{"bind_addr bad host", "token = 't'\nbind_addr = \"a b:1\"\n", nil,
+			[]want{{2, "bind_addr", `"a b" is not an IP address or host name`}}},
+		{"public_addr with port", "token = 't'\npublic_addr = \"1.2.3.4:80\"\n", nil,
+			[]want{{2, "public_addr", "without a port"}}},
+		{"public_addr bad", "token = 't'\npublic_addr = \"a/b\"\n", nil,
+			[]want{{2, "public_addr", "not an IP address or host name"}}},
+		{"public_addr empty", "token = 't'\npublic_addr = \"\"\n", nil,
+			[]want{{2, "public_addr", "empty (required)"}}},
+		{"bad log level", "token = 't'\n[log]\nlevel = \"verbose\"\n", nil,
+			[]want{{3, "log.level", `bad log level "verbose": want one of debug, info, warn, error`}}},
+		{"bad log format", "token = 't'\nlog.format = \"xml\"\n", nil,
+			[]want{{2, "log.format", "want one of text, json"}}},
+		{"missing token", "bind_addr = ':7000'\n", noEnv,
+			[]want{{0, "token", "missing (required); set it in the file or GOTUNNEL_TOKEN"}}},
+		{"empty token", "token = ''\n", noEnv,
+			[]want{{1, "token", "empty (required); set it in the file or GOTUNNEL_TOKEN"}}},
+		{"empty GOTUNNEL_TOKEN does not help", "token = ''\n", env(map[string]string{"GOTUNNEL_TOKEN": ""}),
+			[]want{{1, "token", "set it in the file or GOTUNNEL_TOKEN"}}},
+		{"limits", "token = 't'\nmax_mappings_per_client = 0\nmax_conns_per_mapping = -1\n", nil,
+			[]want{{2, "max_mappings_per_client", "must be 1 or more, got 0"}, {3, "max_conns_per_mapping", "must be 0 or more, got -1"}}},
+		{"zero timeouts", "token = 't'\nlogin_timeout = '0s'\nstream_open_timeout = '-1s'\nshutdown_timeout = '-1s'\n", nil,
+			[]want{{2, "login_timeout", "must be more than 0, got 0s"}, {3, "stream_open_timeout", "more than 0"}, {4, "shutdown_timeout", "0 or more"}}},
+		{"check interval not below timeout", "token = 't'\nheartbeat_timeout = '5s'\nheartbeat_check_interval = '5s'\n", nil,
+			[]want{{3, "heartbeat_check_interval", "must be less than heartbeat_timeout (5s), got 5s"}}},
+		{"zero heartbeat", "token = 't'\nheartbeat_timeout = '0s'\nheartbeat_check_interval = '0s'\n", nil,
+			[]want{{2, "heartbeat_timeout", "more than 0"}, {3, "heartbeat_check_interval", "more than 0"}}},
+		{"tls without cert_file", "token = 't'\n\n[tls]\nkey_file = 'k'\n", nil,
+			[]want{{3, "tls.cert_file", "missing (required); [tls] needs cert_file and key_file"}}},
+		{"empty tls table", "token = 't'\n[tls]\n", nil,
+			[]want{{2, "tls.cert_file", "missing"}, {2, "tls.key_file", "missing"}}},
+		{"tls with empty key_file", "token = 't'\n[tls]\ncert_file = 'c'\nkey_file = ''\n", nil,
+			[]want{{4, "tls.key_file", "empty (required)"}}},
+		{"syntax error", "token = 't'\nbind_addr = \"0.0.0.0:7000\n", nil,
+			[]want{{2, "bind_addr", "syntax error"}}},
+		{"syntax error in a table", "token = 't'\n[log]\nlevel = info\n", nil,
+			[]want{{3, "log.level", "syntax error"}}},
+		{"syntax error without a key", "token = 't'\n[log\n", nil,
+			[]want{{2, "", "syntax error"}}},
+		{"duplicate key", "token = 't'\nbind_addr = ':1'\nbind_addr = ':2'\n", nil,
+			[]want{{3, "bind_addr", "already"}}},
+		{"integer too large", "token = 't'\nmax_conns_per_mapping = 99999999999999999999\n", nil,
+			[]want{{2, "max_conns_per_mapping", "too large"}}},
+		{"several problems", "bind_adr = ':1'\n[log]\nlevel = 'loud'\n[tls]\ncert_file = 'c'\n", noEnv,
+			[]want{
+				{1, "bind_adr", "unknown key"},
+				{3, "log.level", "bad log level"},
+				{4, "tls.key_file", "missing"},
+				{0, "token", "missing"},
+			}},
+		{"several type errors", "token = 't'\nlogin_timeout = 1\nallow_ports = ['x', 'y']\nlog = 'debug'\n", nil,
+			[]want{
+				{2, "login_timeout", "want a duration"},
+				{3, "allow_ports[0]", "bad port range"},
+				{3, "allow_ports[1]", "bad port range"},
+				{4, "log", "want a table, got a string"},
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := ParseServer("server.toml", []byte(tt.doc), tt.env)
+			if s != nil {
+				t.Errorf("ParseServer(%q) = %+v, want nil with errors", tt.doc, s)
+			}
+			checkErrors(t, fmt.Sprintf("ParseServer(%q)", tt.doc), err, "server.toml", tt.wants)
+		})
+	}
+}
+
+func TestServerTokenFromEnv(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		env  Env
+		want string
+	}{
+		{"env overrides file", "token = 'file'\n", env(map[string]string{"GOTUNNEL_TOKEN": "env"}), "env"},
+		{"env fills missing", "", env(map[string]string{"GOTUNNEL_TOKEN": "env"}), "env"},
+		{"env fills empty", "token = ''\n", env(map[string]string{"GOTUNNEL_TOKEN": "env"}), "env"},
+		{"empty env ignored", "token = 'file'\n", env(map[string]string{"GOTUNNEL_TOKEN": ""}), "file"},
+		{"other vars ignored", "token = 'file'\n", env(map[string]string{"TOKEN": "x"}), "file"},
+		{"nil env", "token = 'file'\n", nil, "file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := ParseServer("server.toml", []byte(tt.doc), tt.env)
+			if err != nil {
+				t.Fatalf("ParseServer(%q) = %v, want no error", tt.doc, err)
+			}
+			if s.Token != tt.want {
+				t.Errorf("ParseServer(%q).Token = %q, want %q", tt.doc, s.Token, tt.want)
+			}
+		})
+	}
+}
+
+func TestServerValidate(t *testing.T) {
+	s := DefaultServer()
+	if err := s.Validate(); err == nil {
+		t.Fatalf("DefaultServer().Validate() = nil, want a missing token")
+	}
+	s.Token = "t"
+	if err := s.Validate(); err != nil {
+		t.Fatalf("DefaultServer()+token .Validate() = %v, want nil", err)
+	}
+	s.AllowPorts = []PortRange{{0, 10}, {5, 4}, {1, 70000}}
+	s.TLS = &ServerTLS{CertFile: "c"}
+	err := s.Validate()
+	checkErrors(t, "Validate()", err, "", []want{
+		{0, "allow_ports[0]", "bad port range 0-10"},
+		{0, "allow_ports[1]", "bad port range 5-4"},
+		{0, "allow_ports[2]", "bad port range 1-70000"},
+		{0, "tls.key_file", "missing (required)"},
+	})
+}
+
+func TestLoadServerMissingFile(t *testing.T) {
+	_, err := LoadServer("testdata/nope.toml", nil)
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("LoadServer(nope) = %v, want fs.ErrNotExist", err)
+	}
+	checkErrors(t, "LoadServer(nope)", err, "testdata/nope.toml", []want{{0, "", "cannot read: no such file or directory"}})
+}
