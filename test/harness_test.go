@@ -23,20 +23,20 @@ const testToken = "test-token-0123456789abcdef"
 
 // leakCheck registers the goroutine-leak check; call it first in a test so
 // that it runs after every other cleanup.
-func leakCheck(t *testing.T) {
+func leakCheck(t testing.TB) {
 	t.Helper()
 	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) })
 }
 
 // testLogger writes to the test log when -v, else discards.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if !testing.Verbose() && os.Getenv("TEST_LOG") == "" {
 		return slog.New(slog.DiscardHandler)
 	}
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p[:len(p)-1]))
@@ -44,7 +44,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 // listen returns a loopback listener on a port the kernel picks.
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -59,7 +59,7 @@ type server struct {
 }
 
 // startServer runs a server on a fresh loopback port until the test ends.
-func startServer(t *testing.T, opts control.ServerOptions) *server {
+func startServer(t testing.TB, opts control.ServerOptions) *server {
 	t.Helper()
 	if opts.Token == "" {
 		opts.Token = testToken
@@ -91,12 +91,12 @@ type client struct {
 }
 
 // startClient runs a client until the test ends (or stop is called).
-func startClient(t *testing.T, addr, name string, maps ...control.Mapping) *client {
+func startClient(t testing.TB, addr, name string, maps ...control.Mapping) *client {
 	t.Helper()
 	return startClientOpts(t, control.ClientOptions{ServerAddr: addr, Name: name, Mappings: maps})
 }
 
-func startClientOpts(t *testing.T, opts control.ClientOptions) *client {
+func startClientOpts(t testing.TB, opts control.ClientOptions) *client {
 	t.Helper()
 	if opts.Token == "" {
 		opts.Token = testToken
@@ -127,7 +127,7 @@ func startClientOpts(t *testing.T, opts control.ClientOptions) *client {
 }
 
 // stop ends the client's Run and waits for it.
-func (c *client) stop(t *testing.T) error {
+func (c *client) stop(t testing.TB) error {
 	t.Helper()
 	c.cancel()
 	select {
@@ -145,7 +145,7 @@ func (c *client) stop(t *testing.T) error {
 
 // waitEvent waits for the next event of kind for mapping (any mapping when
 // ""), skipping others.
-func (c *client) waitEvent(t *testing.T, kind control.EventKind, mapping string) control.Event {
+func (c *client) waitEvent(t testing.TB, kind control.EventKind, mapping string) control.Event {
 	t.Helper()
 	timeout := time.After(15 * time.Second)
 	for {
@@ -161,7 +161,7 @@ func (c *client) waitEvent(t *testing.T, kind control.EventKind, mapping string)
 }
 
 // waitUp waits until every named mapping is up and returns their ports.
-func (c *client) waitUp(t *testing.T, names ...string) map[string]int {
+func (c *client) waitUp(t testing.TB, names ...string) map[string]int {
 	t.Helper()
 	ports := map[string]int{}
 	timeout := time.After(15 * time.Second)
@@ -185,7 +185,7 @@ type backend struct {
 	addr string
 }
 
-func startBackend(t *testing.T, h func(net.Conn)) *backend {
+func startBackend(t testing.TB, h func(net.Conn)) *backend {
 	t.Helper()
 	b := &backend{ln: listen(t)}
 	b.addr = b.ln.Addr().String()
@@ -245,7 +245,7 @@ func drain(r io.Reader) (int64, [32]byte, error) {
 	return n, sum, err
 }
 
-func dialPort(t *testing.T, port int) *net.TCPConn {
+func dialPort(t testing.TB, port int) *net.TCPConn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 5*time.Second)
 	if err != nil {
