@@ -17,7 +17,6 @@ import (
 
 // Reasons a client session ends, besides the connection dying.
 var (
-	errNoPong        = errors.New("heartbeat timeout: nothing read from the server")
 	errRegisterReply = errors.New("no register reply within handshake_timeout")
 )
 
@@ -152,7 +151,7 @@ func (cs *clientSession) heartbeatLoop() {
 			return
 		case now := <-t.C:
 			if now.Sub(cs.mux.LastRead()) > o.HeartbeatTimeout {
-				cs.cancel(errNoPong)
+				cs.cancel(fmt.Errorf("%w: nothing read from the server for %s", ErrHeartbeatTimeout, o.HeartbeatTimeout))
 				return
 			}
 			if now.Sub(lastPing) >= o.HeartbeatInterval {

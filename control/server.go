@@ -266,7 +266,7 @@ func (s *Server) sweepLoop() {
 		case now := <-t.C:
 			for _, ss := range s.reg.sessions() {
 				if idle := now.Sub(ss.mux.LastRead()); idle > s.opts.HeartbeatTimeout {
-					ss.kill(fmt.Errorf("%w: nothing read for %s", errHeartbeat, idle.Round(time.Millisecond)))
+					ss.kill(fmt.Errorf("%w: nothing read for %s", ErrHeartbeatTimeout, idle.Round(time.Millisecond)))
 				}
 			}
 		}

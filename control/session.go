@@ -15,11 +15,12 @@ import (
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
 
-// Reasons a server session ends, besides the connection dying.
-var (
-	errHeartbeat = errors.New("heartbeat timeout")
-	errReplaced  = errors.New("replaced by a new login with the same name")
-)
+// ErrHeartbeatTimeout ends a session from which nothing at all was read for
+// heartbeat_timeout, on either side.
+var ErrHeartbeatTimeout = errors.New("control: heartbeat timeout")
+
+// errReplaced ends a server session taken over by a new login.
+var errReplaced = errors.New("replaced by a new login with the same name")
 
 // serverSession is one logged-in client on the server.
 type serverSession struct {

@@ -36,6 +36,7 @@ const (
 	DefaultStreamCloseTimeout = 30 * time.Second
 	DefaultStreamOpenTimeout  = 75 * time.Second
 	DefaultMaxStrayStreams    = 4
+	DefaultNotSentLowat       = 128 << 10
 )
 
 // Options tune a session. The zero value works.
@@ -68,6 +69,11 @@ type Options struct {
 	// stream a server session closes before it cancels its Context with
 	// ErrStrayStreams.
 	MaxStrayStreams int
+	// NotSentLowat caps the bytes waiting unsent in the kernel's send
+	// buffer of a TCP connection (TCP_NOTSENT_LOWAT), so that on a slow
+	// uplink a heartbeat or a new stream's first frame does not queue behind
+	// megabytes of bulk data. Negative: leave the kernel's default.
+	NotSentLowat int
 }
 
 func (o *Options) yamuxConfig() (*yamux.Config, error) {
@@ -131,6 +137,7 @@ func newSession(c net.Conn, opts Options, client bool) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	setNotSentLowat(c, cmp(opts.NotSentLowat, DefaultNotSentLowat))
 	wc := newConn(c)
 	s := &Session{
 		conn:     wc,

@@ -22,10 +22,10 @@ type faultProxy struct {
 	uplinkBps atomic.Int64 // bytes per second client->server; 0: unlimited
 	latency   atomic.Int64 // one-way delay in nanoseconds, each direction
 
-	mu    sync.Mutex // guards links and closed
-	links map[*proxyLink]struct{}
+	mu     sync.Mutex // guards links and closed
+	links  map[*proxyLink]struct{}
 	closed bool
-	wg    sync.WaitGroup
+	wg     sync.WaitGroup
 }
 
 type proxyLink struct {
@@ -87,6 +87,7 @@ func (p *faultProxy) pump(l *proxyLink, dst, src net.Conn, uplink bool) {
 		}
 	}
 	line := make(chan chunk, depth)
+	silent := false // a black hole swallows the close too
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { // the writer end of the delay line
@@ -110,7 +111,7 @@ func (p *faultProxy) pump(l *proxyLink, dst, src net.Conn, uplink bool) {
 				return
 			}
 		}
-		if tc, ok := dst.(*net.TCPConn); ok {
+		if tc, ok := dst.(*net.TCPConn); ok && !silent {
 			_ = tc.CloseWrite()
 		}
 	})
@@ -121,7 +122,8 @@ func (p *faultProxy) pump(l *proxyLink, dst, src net.Conn, uplink bool) {
 			line <- chunk{at: time.Now().Add(time.Duration(p.latency.Load())), data: buf[:n]}
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
+			silent = p.blackhole.Load()
+			if !errors.Is(err, io.EOF) && !silent {
 				p.cut(l)
 			}
 			close(line)

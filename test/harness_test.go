@@ -56,10 +56,17 @@ func listen(t testing.TB) net.Listener {
 type server struct {
 	*control.Server
 	addr string
+	done chan error
 }
 
 // startServer runs a server on a fresh loopback port until the test ends.
 func startServer(t testing.TB, opts control.ServerOptions) *server {
+	t.Helper()
+	return startServerOn(t, listen(t), opts)
+}
+
+// startServerOn runs a server on ln until the test ends or stop is called.
+func startServerOn(t testing.TB, ln net.Listener, opts control.ServerOptions) *server {
 	t.Helper()
 	if opts.Token == "" {
 		opts.Token = testToken
@@ -70,17 +77,23 @@ func startServer(t testing.TB, opts control.ServerOptions) *server {
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t).With("side", "server")
 	}
-	ln := listen(t)
 	srv := control.NewServer(opts)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		if err := <-done; !errors.Is(err, control.ErrServerClosed) {
+	s := &server{Server: srv, addr: ln.Addr().String(), done: make(chan error, 1)}
+	go func() { s.done <- srv.Serve(ln) }()
+	t.Cleanup(func() { s.stop(t) })
+	return s
+}
+
+// stop closes the server abruptly and waits for Serve to return.
+func (s *server) stop(t testing.TB) {
+	t.Helper()
+	_ = s.Close()
+	if err, ok := <-s.done; ok {
+		close(s.done)
+		if !errors.Is(err, control.ErrServerClosed) {
 			t.Errorf("Serve = %v, want ErrServerClosed", err)
 		}
-	})
-	return &server{Server: srv, addr: ln.Addr().String()}
+	}
 }
 
 type client struct {
@@ -189,20 +202,22 @@ func startBackend(t testing.TB, h func(net.Conn)) *backend {
 	t.Helper()
 	b := &backend{ln: listen(t)}
 	b.addr = b.ln.Addr().String()
-	b.wg.Go(func() {
-		for {
-			c, err := b.ln.Accept()
-			if err != nil {
-				return
-			}
-			b.wg.Go(func() {
-				defer c.Close()
-				h(c)
-			})
-		}
-	})
+	b.wg.Go(func() { b.serve(h) })
 	t.Cleanup(b.close)
 	return b
+}
+
+func (b *backend) serve(h func(net.Conn)) {
+	for {
+		c, err := b.ln.Accept()
+		if err != nil {
+			return
+		}
+		b.wg.Go(func() {
+			defer c.Close()
+			h(c)
+		})
+	}
 }
 
 func (b *backend) close() {

@@ -114,18 +114,23 @@ func assertRefused(t *testing.T, port int) {
 	}
 }
 
-// waitRefused polls until nothing listens on port, for up to d.
+// waitRefused polls until connecting to port is refused, for up to d. A
+// SYN that races the listener's close is dropped by the kernel and would
+// be retried only after a second, so each dial is short and a dial that
+// times out is simply tried again.
 func waitRefused(t *testing.T, port int, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
-		if err != nil {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 50*time.Millisecond)
+		if errors.Is(err, syscall.ECONNREFUSED) {
 			return
 		}
-		c.Close()
+		if err == nil {
+			c.Close()
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("port %d still accepts after %s", port, d)
+			t.Fatalf("port %d still not refused after %s (last: %v)", port, d, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -201,4 +206,23 @@ func pollFor(d time.Duration, cond func() bool) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// waitFreed polls until port can be bound on 127.0.0.1 again, for up to
+// d, and returns how long that took. Binding, unlike dialing, does not
+// create visitors that the server must then tear down.
+func waitFreed(t *testing.T, port int, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			ln.Close()
+			return time.Since(start)
+		}
+		if time.Since(start) > d {
+			t.Fatalf("port %d still bound after %s: %v", port, d, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
