@@ -41,7 +41,8 @@ type clientSession struct {
 	ctl     *mux.Stream
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
-	outbox  chan Message // owned by writeLoop
+	w       *ctlWriter   // owns writes on ctl
+	streams *streamTable // live data streams, for data_channel_reset
 	wg      sync.WaitGroup
 	healthy atomic.Bool
 
@@ -51,14 +52,15 @@ type clientSession struct {
 
 func newClientSession(c *Client, ms *mux.Session, lr *loginResult) *clientSession {
 	cs := &clientSession{
-		c:      c,
-		log:    c.log.With("session", lr.sessionID),
-		mux:    ms,
-		ctl:    lr.ctl,
-		outbox: make(chan Message, 64),
-		regs:   make(map[string]*regState, len(c.mappings)),
+		c:       c,
+		log:     c.log.With("session", lr.sessionID),
+		mux:     ms,
+		ctl:     lr.ctl,
+		streams: newStreamTable(),
+		regs:    make(map[string]*regState, len(c.mappings)),
 	}
 	cs.ctx, cs.cancel = context.WithCancelCause(context.Background())
+	cs.w = newCtlWriter(lr.ctl, ms.Done(), cs.cancel)
 	for _, m := range c.mappings {
 		cs.regs[m.Name] = &regState{}
 	}
@@ -73,7 +75,7 @@ func (cs *clientSession) serve(ctx context.Context) error {
 	stopMux := context.AfterFunc(cs.mux.Context(), func() { cs.cancel(context.Cause(cs.mux.Context())) })
 	defer stopMux()
 	cs.log.Info("connected", "server", cs.c.opts.ServerAddr, "client", cs.c.opts.Name)
-	cs.wg.Go(cs.writeLoop)
+	cs.wg.Go(cs.w.run)
 	cs.wg.Go(cs.readLoop)
 	cs.wg.Go(cs.acceptLoop)
 	cs.wg.Go(cs.heartbeatLoop)
@@ -86,31 +88,8 @@ func (cs *clientSession) serve(ctx context.Context) error {
 	<-cs.ctx.Done()
 	_ = cs.mux.Close()
 	cs.wg.Wait()
+	cs.w.wait()
 	return context.Cause(cs.ctx)
-}
-
-// send queues a control frame for writeLoop; it gives up when the session
-// ends.
-func (cs *clientSession) send(m Message) {
-	select {
-	case cs.outbox <- m:
-	case <-cs.ctx.Done():
-	}
-}
-
-// writeLoop owns writes on the control stream.
-func (cs *clientSession) writeLoop() {
-	for {
-		select {
-		case <-cs.ctx.Done():
-			return
-		case m := <-cs.outbox:
-			if err := WriteFrame(cs.ctl, m); err != nil {
-				cs.cancel(fmt.Errorf("write control: %w", err))
-				return
-			}
-		}
-	}
 }
 
 // readLoop handles the server's control frames until an error.
@@ -125,6 +104,8 @@ func (cs *clientSession) readLoop() {
 		case *Pong:
 		case *RegisterResp:
 			cs.registered(m)
+		case *DataChannelReset:
+			cs.streams.reset(m.Stream)
 		case *ErrorMsg:
 			cs.cancel(&RejectError{Code: m.Code, Reason: m.Reason})
 			return
@@ -154,12 +135,8 @@ func (cs *clientSession) heartbeatLoop() {
 				cs.cancel(fmt.Errorf("%w: nothing read from the server for %s", ErrHeartbeatTimeout, o.HeartbeatTimeout))
 				return
 			}
-			if now.Sub(lastPing) >= o.HeartbeatInterval {
-				select {
-				case cs.outbox <- &Ping{Time: now.UnixMilli()}:
-					lastPing = now
-				default: // the outbox is full; the next tick tries again
-				}
+			if now.Sub(lastPing) >= o.HeartbeatInterval && cs.w.trySend(&Ping{Time: now.UnixMilli()}) {
+				lastPing = now // else the queue is full; the next tick tries again
 			}
 			if err := cs.checkRegs(now); err != nil {
 				cs.cancel(err)
@@ -191,13 +168,7 @@ func (cs *clientSession) sendRegisterLocked(m *clientMapping, now time.Time) {
 	r := cs.regs[m.Name]
 	online := m.online.Load()
 	*r = regState{sent: true, sentAt: now, sentOnline: online, answered: r.answered, retryWait: r.retryWait}
-	msg := &Register{Name: m.Name, Protocol: ProtocolTCP, RemotePort: m.RemotePort, LocalAddr: m.LocalAddr, Online: online}
-	select {
-	case cs.outbox <- msg:
-	default:
-		// Never block under mu: queue from a goroutine of the session.
-		cs.wg.Go(func() { cs.send(msg) })
-	}
+	cs.w.queue(&Register{Name: m.Name, Protocol: ProtocolTCP, RemotePort: m.RemotePort, LocalAddr: m.LocalAddr, Online: online})
 }
 
 // markHealthyLocked marks the session healthy once every mapping's first
@@ -264,14 +235,10 @@ func (cs *clientSession) healthChanged(m *clientMapping, on bool) {
 // reportLocked queues online_port or offline_port. cs.mu is held.
 func (cs *clientSession) reportLocked(m *clientMapping, r *regState, on bool) {
 	r.sentOnline = on
-	var msg Message = &OfflinePort{Name: m.Name, Port: r.port}
 	if on {
-		msg = &OnlinePort{Name: m.Name, Port: r.port}
-	}
-	select {
-	case cs.outbox <- msg:
-	default:
-		cs.wg.Go(func() { cs.send(msg) })
+		cs.w.queue(&OnlinePort{Name: m.Name, Port: r.port})
+	} else {
+		cs.w.queue(&OfflinePort{Name: m.Name, Port: r.port})
 	}
 }
 
@@ -290,6 +257,9 @@ func (cs *clientSession) acceptLoop() {
 // serveStream reads a data stream's header, dials the local service,
 // acks, and relays. It owns st.
 func (cs *clientSession) serveStream(st *mux.Stream) {
+	ds := &dataStream{streamConn: st, id: st.StreamID(), send: cs.w.queue}
+	ctx := cs.streams.add(cs.ctx, ds)
+	defer cs.streams.remove(ds)
 	start := time.Now()
 	o := &cs.c.opts
 	_ = st.SetReadDeadline(start.Add(o.HandshakeTimeout))
@@ -306,8 +276,8 @@ func (cs *clientSession) serveStream(st *mux.Stream) {
 		cs.nack(st, CodeLocalUnreachable, "no mapping named "+hdr.Name)
 		return
 	}
-	ctx, cancel := context.WithTimeout(cs.ctx, o.DialTimeout)
-	local, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.LocalAddr)
+	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
+	local, err := (&net.Dialer{}).DialContext(dctx, "tcp", m.LocalAddr)
 	cancel()
 	if err != nil {
 		cs.log.Warn("local service unreachable", "mapping", m.Name, "local_addr", m.LocalAddr, "visitor", hdr.Visitor, "code", int(CodeLocalUnreachable), "err", err)
@@ -319,7 +289,7 @@ func (cs *clientSession) serveStream(st *mux.Stream) {
 		_ = st.Close()
 		return
 	}
-	res := dataplane.Relay(st, local)
+	res := dataplane.Relay(ctx, ds, local)
 	attrs := []any{"mapping", m.Name, "visitor", hdr.Visitor, "bytes_in", res.AToB, "bytes_out", res.BToA,
 		"duration", time.Since(start).Round(time.Microsecond).String()}
 	if res.Err != nil {

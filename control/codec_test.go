@@ -39,6 +39,7 @@ var wireCases = []struct {
 	{"data_channel_ack ok", &DataChannelAck{Status: "ok"}, `{"type":"data_channel_ack","status":"ok"}`},
 	{"data_channel_ack fail", &DataChannelAck{Status: "fail", Code: 2001, Reason: "local service unreachable"},
 		`{"type":"data_channel_ack","status":"fail","code":2001,"reason":"local service unreachable"}`},
+	{"data_channel_reset", &DataChannelReset{Stream: 42}, `{"type":"data_channel_reset","stream":42}`},
 }
 
 func frame(body string) []byte {
@@ -149,6 +150,8 @@ func TestReadFrameRejects(t *testing.T) {
 		{"bad status", frame(`{"type":"data_channel_ack","status":"maybe"}`), ErrMalformed},
 		{"offline port 0", frame(`{"type":"offline_port","name":"a","port":0}`), ErrMalformed},
 		{"online bad name", frame(`{"type":"online_port","name":"","port":5}`), ErrMalformed},
+		{"reset stream 0", frame(`{"type":"data_channel_reset","stream":0}`), ErrMalformed},
+		{"reset stream negative", frame(`{"type":"data_channel_reset","stream":-1}`), ErrMalformed},
 		{"header port 0", frame(`{"type":"open_data_channel","name":"a","remote_port":0,"visitor":"v"}`), ErrMalformed},
 		{"long reason", frame(`{"type":"error","code":1,"reason":"` + strings.Repeat("r", 2000) + `"}`), ErrMalformed},
 		{"resp bad name", frame(`{"type":"register_resp","status":"ok","name":"","remote_port":1}`), ErrMalformed},

@@ -106,6 +106,15 @@ type DataChannelAck struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// DataChannelReset aborts a data stream, in either direction: the sender
+// has reset its end (visitor or local connection) and will discard what
+// still arrives on the stream; the receiver resets its end too and closes
+// the stream. Stream is the yamux stream ID, the same on both sides.
+// yamux v0.1.2 cannot reset a stream itself.
+type DataChannelReset struct {
+	Stream uint32 `json:"stream"`
+}
+
 // Type implements Message.
 func (*Login) Type() string { return "login" }
 
@@ -139,19 +148,23 @@ func (*OpenDataChannel) Type() string { return "open_data_channel" }
 // Type implements Message.
 func (*DataChannelAck) Type() string { return "data_channel_ack" }
 
+// Type implements Message.
+func (*DataChannelReset) Type() string { return "data_channel_reset" }
+
 // catalog maps a wire type to a constructor of its empty message.
 var catalog = map[string]func() Message{
-	"login":             func() Message { return new(Login) },
-	"login_resp":        func() Message { return new(LoginResp) },
-	"register":          func() Message { return new(Register) },
-	"register_resp":     func() Message { return new(RegisterResp) },
-	"ping":              func() Message { return new(Ping) },
-	"pong":              func() Message { return new(Pong) },
-	"offline_port":      func() Message { return new(OfflinePort) },
-	"online_port":       func() Message { return new(OnlinePort) },
-	"error":             func() Message { return new(ErrorMsg) },
-	"open_data_channel": func() Message { return new(OpenDataChannel) },
-	"data_channel_ack":  func() Message { return new(DataChannelAck) },
+	"login":              func() Message { return new(Login) },
+	"login_resp":         func() Message { return new(LoginResp) },
+	"register":           func() Message { return new(Register) },
+	"register_resp":      func() Message { return new(RegisterResp) },
+	"ping":               func() Message { return new(Ping) },
+	"pong":               func() Message { return new(Pong) },
+	"offline_port":       func() Message { return new(OfflinePort) },
+	"online_port":        func() Message { return new(OnlinePort) },
+	"error":              func() Message { return new(ErrorMsg) },
+	"open_data_channel":  func() Message { return new(OpenDataChannel) },
+	"data_channel_ack":   func() Message { return new(DataChannelAck) },
+	"data_channel_reset": func() Message { return new(DataChannelReset) },
 }
 
 // Limits on string fields, so that one frame cannot smuggle unbounded text
@@ -284,4 +297,11 @@ func (m *DataChannelAck) validate() error {
 		return err
 	}
 	return checkStatus(m.Status, m.Code)
+}
+
+func (m *DataChannelReset) validate() error {
+	if m.Stream == 0 {
+		return fmt.Errorf("stream: 0 is not a stream")
+	}
+	return nil
 }

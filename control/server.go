@@ -215,7 +215,7 @@ func (s *Server) login(c net.Conn) (*serverSession, error) {
 		return nil, re
 	}
 	sess := newServerSession(s, ms, ctl, login)
-	if err := sess.write(&LoginResp{Status: StatusOK, SessionID: sess.id}); err != nil {
+	if err := WriteFrame(ctl, &LoginResp{Status: StatusOK, SessionID: sess.id}); err != nil {
 		_ = ms.Close()
 		return nil, err
 	}

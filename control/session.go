@@ -37,7 +37,8 @@ type serverSession struct {
 	cancel   context.CancelCauseFunc
 	started  time.Time
 
-	wmu sync.Mutex // serializes writes on ctl
+	w       *ctlWriter   // owns writes on ctl once run starts
+	streams *streamTable // live data streams, for data_channel_reset
 
 	mu       sync.Mutex // guards mappings and unbound
 	mappings map[string]*mapping
@@ -63,9 +64,11 @@ func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *Login) *se
 		ctl:      ctl,
 		started:  time.Now(),
 		mappings: make(map[string]*mapping),
+		streams:  newStreamTable(),
 	}
 	ss.log = s.log.With("session", ss.id, "client", ss.name)
 	ss.ctx, ss.cancel = context.WithCancelCause(context.Background())
+	ss.w = newCtlWriter(ctl, ms.Done(), ss.cancel)
 	return ss
 }
 
@@ -82,18 +85,17 @@ func (ss *serverSession) run() {
 	ss.log.Info("client logged in", "remote", ss.remote, "client_id", ss.clientID)
 	stop := context.AfterFunc(ss.mux.Context(), func() { ss.cancel(context.Cause(ss.mux.Context())) })
 	defer stop()
-	done := make(chan struct{})
-	go func() { // joined below
-		defer close(done)
-		ss.readLoop()
-	}()
+	var wg sync.WaitGroup
+	wg.Go(ss.w.run)
+	wg.Go(ss.readLoop)
 	<-ss.ctx.Done()
 	cause := context.Cause(ss.ctx)
 	if errors.Is(cause, mux.ErrStrayStreams) {
 		ss.sendError(CodeMalformed, "client opened streams besides control")
 	}
 	ss.teardown()
-	<-done
+	wg.Wait()
+	ss.w.wait()
 	ss.logEnd(cause)
 }
 
@@ -154,18 +156,10 @@ func (ss *serverSession) logEnd(cause error) {
 	}
 }
 
-// write sends one control frame; writes from several goroutines are
-// serialized.
-func (ss *serverSession) write(m Message) error {
-	ss.wmu.Lock()
-	defer ss.wmu.Unlock()
-	return WriteFrame(ss.ctl, m)
-}
-
-// sendError tells the client why the server is about to close its session.
+// sendError tells the client why the server is about to close its
+// session, waiting up to a second for the frame to go out.
 func (ss *serverSession) sendError(code Code, reason string) {
-	_ = ss.ctl.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = ss.write(&ErrorMsg{Code: code, Reason: reason})
+	ss.w.flush(&ErrorMsg{Code: code, Reason: reason}, time.Second)
 }
 
 // readLoop handles the client's control frames until an error.
@@ -189,13 +183,15 @@ func (ss *serverSession) readLoop() {
 func (ss *serverSession) handle(m Message) error {
 	switch m := m.(type) {
 	case *Register:
-		return ss.write(ss.register(m))
+		ss.w.send(ss.register(m))
 	case *Ping:
-		return ss.write(&Pong{Time: m.Time})
+		ss.w.send(&Pong{Time: m.Time})
 	case *OfflinePort:
 		ss.setOnline(m.Name, m.Port, false)
 	case *OnlinePort:
 		ss.setOnline(m.Name, m.Port, true)
+	case *DataChannelReset:
+		ss.streams.reset(m.Stream)
 	default:
 		ss.sendError(CodeMalformed, "unexpected "+m.Type())
 		return fmt.Errorf("%w: unexpected %s", ErrMalformed, m.Type())

@@ -32,7 +32,10 @@ func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 			ss.log.Debug("visitor reset", "mapping", m.name, "visitor", visitor.RemoteAddr().String(), "err", err)
 			return
 		}
-		res := dataplane.Relay(visitor, &ackConn{Stream: st, deadline: deadline})
+		ds := &dataStream{streamConn: &ackConn{Stream: st, deadline: deadline}, id: st.StreamID(), send: ss.w.queue}
+		rctx := ss.streams.add(ctx, ds)
+		res := dataplane.Relay(rctx, visitor, ds)
+		ss.streams.remove(ds)
 		attrs := []any{"mapping", m.name, "visitor", visitor.RemoteAddr().String(),
 			"bytes_in", res.AToB, "bytes_out", res.BToA,
 			"duration", time.Since(start).Round(time.Microsecond).String()}

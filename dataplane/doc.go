@@ -7,7 +7,7 @@
 //
 //	l := dataplane.Serve(ln, func(ctx context.Context, visitor net.Conn) {
 //		stream := open(ctx) // a net.Conn
-//		res := dataplane.Relay(visitor, stream)
+//		res := dataplane.Relay(ctx, visitor, stream)
 //		log.Debug("visitor done", "bytes_in", res.AToB, "bytes_out", res.BToA)
 //	}, dataplane.Options{MaxConns: 100})
 //	defer l.Close()

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -25,57 +26,84 @@ type Result struct {
 	Err error
 }
 
+// Aborter is a connection with its own way to abort. A data stream cannot
+// carry a reset, so its Abort tells the peer another way and leaves the
+// stream readable: the relay then drains it until the peer closes, so the
+// peer's writes never block on a reader that is gone.
+type Aborter interface {
+	Abort()
+}
+
 // Relay copies a to b and b to a until both directions are done, then
 // closes both. When one direction reads EOF it half-closes the far side
-// (CloseWrite) and the other direction goes on. On any read or write error
-// it aborts: both ends are closed at once, and a TCP end is reset
-// (SO_LINGER 0) so that its peer cannot take a truncated transfer for a
-// complete one.
+// (CloseWrite) and the other direction goes on. On any read or write error,
+// or when ctx ends, it aborts: each end that is an Aborter is aborted its
+// own way, every other end is reset (a TCP end gets SO_LINGER 0, so that
+// its peer cannot take a truncated transfer for a complete one); then each
+// direction drains what its source still delivers, until the source ends.
 //
 // Relay owns a and b: they are closed when it returns.
-func Relay(a, b net.Conn) Result {
-	r := &relay{a: a, b: b}
+func Relay(ctx context.Context, a, b net.Conn) Result {
+	r := &relay{a: a, b: b, aborted: make(chan struct{})}
+	stop := context.AfterFunc(ctx, func() { r.abort(context.Cause(ctx)) })
 	var wg sync.WaitGroup
 	wg.Go(r.copyBToA)
 	r.res.AToB = r.copyHalf(b, a)
 	wg.Wait()
+	stop()
 	_ = a.Close()
 	_ = b.Close()
 	return r.res
 }
 
 type relay struct {
-	a, b net.Conn
-	once sync.Once
-	res  Result // AToB owned by Relay's goroutine, BToA by copyBToA, Err by once
+	a, b    net.Conn
+	once    sync.Once
+	aborted chan struct{} // closed by abort
+	res     Result        // AToB owned by Relay's goroutine, BToA by copyBToA, Err by once
 }
 
 func (r *relay) copyBToA() { r.res.BToA = r.copyHalf(r.a, r.b) }
 
 // copyHalf copies src to dst with a pooled buffer; at src's EOF it
-// half-closes dst, on an error it aborts the relay.
+// half-closes dst, on an error it aborts the relay. Once the relay is
+// aborted it drains src until src ends.
 func (r *relay) copyHalf(dst, src net.Conn) int64 {
 	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
 	// Hide ReadFrom/WriteTo: for a stream on one side the net package's
 	// fallbacks would allocate a fresh buffer per call.
 	n, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
-	bufPool.Put(bp)
 	if err == nil {
 		err = closeWrite(dst)
 	}
 	if err != nil {
 		r.abort(err)
 	}
+	select {
+	case <-r.aborted:
+		_, _ = io.CopyBuffer(io.Discard, readerOnly{src}, *bp)
+	default:
+	}
 	return n
 }
 
-// abort records the first error and resets both ends.
+// abort records the first error and aborts both ends.
 func (r *relay) abort(err error) {
 	r.once.Do(func() {
 		r.res.Err = err
-		Reset(r.a)
-		Reset(r.b)
+		abortConn(r.a)
+		abortConn(r.b)
+		close(r.aborted)
 	})
+}
+
+func abortConn(c net.Conn) {
+	if a, ok := c.(Aborter); ok {
+		a.Abort()
+		return
+	}
+	Reset(c)
 }
 
 // Reset closes c at once; a TCP connection is reset (RST) instead of shut

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -51,7 +52,7 @@ func relayed(t *testing.T) (visitor, backend *net.TCPConn, done chan Result) {
 	visitor, a := tcpPair(t)
 	b, backend := tcpPair(t)
 	done = make(chan Result, 1)
-	go func() { done <- Relay(a, b) }()
+	go func() { done <- Relay(context.Background(), a, b) }()
 	return visitor, backend, done
 }
 
@@ -149,7 +150,7 @@ func TestRelayWithoutCloseWrite(t *testing.T) {
 	p1, p2 := net.Pipe()
 	visitor, a := tcpPair(t)
 	done := make(chan Result, 1)
-	go func() { done <- Relay(a, p1) }()
+	go func() { done <- Relay(context.Background(), a, p1) }()
 	var wg sync.WaitGroup
 	var got []byte
 	wg.Go(func() { got, _ = io.ReadAll(p2) })
@@ -174,5 +175,53 @@ func TestReset(t *testing.T) {
 	Reset(p1) // not TCP: a plain close
 	if _, err := p2.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("pipe read after Reset = %v, want EOF", err)
+	}
+}
+
+// abortRecorder is an Aborter: like a data stream, its abort leaves it
+// readable and tells the peer out of band (here: a channel).
+type abortRecorder struct {
+	*net.TCPConn
+	aborted chan struct{}
+}
+
+func (a *abortRecorder) Abort() { close(a.aborted) }
+
+// TestRelayCancelAbortsAndDrains: ctx ends; the TCP end is reset, the
+// Aborter end is aborted its own way and drained until its peer closes, so
+// the peer's writes never block.
+func TestRelayCancelAbortsAndDrains(t *testing.T) {
+	visitor, a := tcpPair(t)
+	b, peer := tcpPair(t)
+	ab := &abortRecorder{TCPConn: b, aborted: make(chan struct{})}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan Result, 1)
+	go func() { done <- Relay(ctx, a, ab) }()
+	if _, err := visitor.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	cause := errors.New("peer said reset")
+	cancel(cause)
+	select {
+	case <-ab.aborted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Abort not called after ctx ended")
+	}
+	readReset(t, visitor)
+	// The peer goes on writing far more than socket buffers hold: the
+	// relay must drain it, or this blocks.
+	_ = peer.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	for range 64 {
+		if _, err := peer.Write(make([]byte, 256<<10)); err != nil {
+			t.Fatalf("peer write after abort: %v (the relay stopped draining)", err)
+		}
+	}
+	_ = peer.CloseWrite()
+	r := wait(t, done)
+	if !errors.Is(r.Err, cause) {
+		t.Errorf("Relay.Err = %v, want the ctx cause", r.Err)
 	}
 }

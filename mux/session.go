@@ -30,13 +30,12 @@ var (
 
 // Defaults applied to zero Options fields.
 const (
-	DefaultWindowSize         = 1 << 20
-	DefaultAcceptBacklog      = 256
-	DefaultWriteTimeout       = 75 * time.Second
-	DefaultStreamCloseTimeout = 30 * time.Second
-	DefaultStreamOpenTimeout  = 75 * time.Second
-	DefaultMaxStrayStreams    = 4
-	DefaultNotSentLowat       = 128 << 10
+	DefaultWindowSize        = 1 << 20
+	DefaultAcceptBacklog     = 256
+	DefaultWriteTimeout      = 75 * time.Second
+	DefaultStreamOpenTimeout = 75 * time.Second
+	DefaultMaxStrayStreams   = 4
+	DefaultNotSentLowat      = 128 << 10
 )
 
 // Options tune a session. The zero value works.
@@ -55,8 +54,11 @@ type Options struct {
 	// above the heartbeat timeout: on a slow uplink frames queue behind bulk
 	// data, and the heartbeat, not this, decides that a session is dead.
 	WriteTimeout time.Duration
-	// StreamCloseTimeout bounds how long a stream closed on this side waits
-	// for the peer's close before it is reset.
+	// StreamCloseTimeout, when positive, bounds how long a stream closed on
+	// this side waits for the peer's close before yamux resets it. 0 (the
+	// default) means never: a close here is a half-close, and the other
+	// direction may rightly go on for hours (a download after the request).
+	// Aborted streams are ended by the control protocol instead.
 	StreamCloseTimeout time.Duration
 	// StreamOpenTimeout bounds how long an opened stream waits for the
 	// peer's acknowledgement before yamux declares the whole session dead.
@@ -83,7 +85,7 @@ func (o *Options) yamuxConfig() (*yamux.Config, error) {
 	c.MaxStreamWindowSize = cmp(o.WindowSize, DefaultWindowSize)
 	c.AcceptBacklog = cmp(o.AcceptBacklog, DefaultAcceptBacklog)
 	c.ConnectionWriteTimeout = cmp(o.WriteTimeout, DefaultWriteTimeout)
-	c.StreamCloseTimeout = cmp(o.StreamCloseTimeout, DefaultStreamCloseTimeout)
+	c.StreamCloseTimeout = o.StreamCloseTimeout
 	c.StreamOpenTimeout = cmp(o.StreamOpenTimeout, DefaultStreamOpenTimeout)
 	c.EnableKeepAlive = o.KeepAlive > 0
 	if o.KeepAlive > 0 {

@@ -1,0 +1,62 @@
+package control
+
+import (
+	"context"
+	"net"
+	"testing"
+)
+
+func TestStreamTableReset(t *testing.T) {
+	tab := newStreamTable()
+	var sent []Message
+	mk := func(id uint32) *dataStream {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return &dataStream{streamConn: pipeConn{a}, id: id, send: func(m Message) { sent = append(sent, m) }}
+	}
+
+	live := mk(2)
+	ctx := tab.add(context.Background(), live)
+	tab.reset(2)
+	if ctx.Err() == nil || !live.peerReset.Load() {
+		t.Fatal("reset of a live stream did not cancel its relay")
+	}
+	live.Abort() // the relay aborts in turn: it must not reset back
+	if len(sent) != 0 {
+		t.Errorf("Abort after a peer reset sent %v", sent)
+	}
+	tab.remove(live)
+
+	// A reset that overtakes its stream is applied when the stream appears.
+	tab.reset(4)
+	tab.reset(4)
+	early := mk(4)
+	if ctx := tab.add(context.Background(), early); ctx.Err() == nil {
+		t.Error("a stream reset before it was registered started live")
+	}
+	tab.remove(early)
+
+	// An own abort tells the peer.
+	own := mk(6)
+	tab.add(context.Background(), own)
+	own.Abort()
+	if len(sent) != 1 || sent[0].(*DataChannelReset).Stream != 6 {
+		t.Errorf("own Abort sent %v, want data_channel_reset 6", sent)
+	}
+	tab.remove(own)
+
+	// Tombstones are bounded.
+	for id := uint32(100); id < 100+2*maxTombs; id++ {
+		tab.reset(id)
+	}
+	if len(tab.tombs) != maxTombs || len(tab.order) != maxTombs {
+		t.Errorf("%d tombstones (%d in order), want %d", len(tab.tombs), len(tab.order), maxTombs)
+	}
+	if len(tab.live) != 0 {
+		t.Errorf("%d live streams left", len(tab.live))
+	}
+}
+
+type pipeConn struct{ net.Conn }
+
+func (pipeConn) CloseWrite() error { return nil }
