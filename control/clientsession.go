@@ -280,7 +280,10 @@ func (cs *clientSession) serveStream(st *mux.Stream) {
 	local, err := (&net.Dialer{}).DialContext(dctx, "tcp", m.LocalAddr)
 	cancel()
 	if err != nil {
-		cs.log.Warn("local service unreachable", "mapping", m.Name, "local_addr", m.LocalAddr, "visitor", hdr.Visitor, "code", int(CodeLocalUnreachable), "err", err)
+		if n, ok := m.dialWarn.allow(10 * time.Second); ok {
+			cs.log.Warn("local service unreachable", "mapping", m.Name, "local_addr", m.LocalAddr, "visitor", hdr.Visitor,
+				"code", int(CodeLocalUnreachable), "err", err, "count", n)
+		}
 		cs.nack(st, CodeLocalUnreachable, "local service unreachable")
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 )
 
 func TestStreamTableReset(t *testing.T) {
@@ -60,3 +61,19 @@ func TestStreamTableReset(t *testing.T) {
 type pipeConn struct{ net.Conn }
 
 func (pipeConn) CloseWrite() error { return nil }
+
+func TestEvery(t *testing.T) {
+	var e every
+	if n, ok := e.allow(time.Hour); !ok || n != 1 {
+		t.Fatalf("first allow = %d, %v; want 1, true", n, ok)
+	}
+	for i := 2; i <= 4; i++ {
+		if n, ok := e.allow(time.Hour); ok || n != i-1 {
+			t.Errorf("allow %d within the interval = %d, %v; want %d, false", i, n, ok, i-1)
+		}
+	}
+	e.next = time.Now().Add(-time.Second)
+	if n, ok := e.allow(time.Hour); !ok || n != 4 {
+		t.Errorf("allow after the interval = %d, %v; want 4 (this and 3 suppressed), true", n, ok)
+	}
+}

@@ -57,7 +57,8 @@ type proc struct {
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(buildBinary(t), args...), lines: make(chan map[string]any, 1024), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
+	// The race runtime sleeps a second at exit unless told not to.
+	p.cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), env...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -278,3 +280,125 @@ func counts() (goroutines, fds int) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestFailedAttemptsLoggedAndBounded: a server that hangs up at once, and
+// one that accepts TCP but never answers, are failed attempts like any
+// other: each is logged once with its code and the next wait, and
+// max_retries ends the loop.
+func TestFailedAttemptsLoggedAndBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hold bool
+	}{{"hangs up", false}, {"never answers", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakCheck(t)
+			ln := listen(t)
+			var held []net.Conn
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					if !tc.hold {
+						c.Close()
+						continue
+					}
+					mu.Lock()
+					held = append(held, c)
+					mu.Unlock()
+				}
+			})
+			t.Cleanup(func() {
+				ln.Close()
+				wg.Wait()
+				for _, c := range held {
+					c.Close()
+				}
+			})
+			logger, rec := recordingLogger(t)
+			opts := fastClient(ln.Addr().String(), "doomed")
+			opts.HandshakeTimeout = 100 * time.Millisecond
+			opts.Reconnect = control.ReconnectOptions{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, Factor: 2, MaxRetries: 5}
+			opts.Logger = logger
+			cl := startClientOpts(t, opts)
+			select {
+			case err := <-cl.done:
+				close(cl.done)
+				if err == nil || !strings.Contains(err.Error(), "gave up after 6 attempts") {
+					t.Errorf("Run = %v, want it to give up after 6 attempts", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("client still retrying after 10s with max_retries = 5")
+			}
+			if n := rec.count("disconnected", "code", "1001"); n != 5 {
+				t.Errorf("%d 'disconnected' lines with code 1001, want one per retried failure (5)", n)
+			}
+			for _, r := range rec.recs {
+				if r.Msg == "disconnected" && r.Attrs["retry_in"] == "" {
+					t.Errorf("failure logged without the next wait: %v", r.Attrs)
+				}
+			}
+			if n := rec.count("giving up", "code", "1001"); n != 1 {
+				t.Errorf("%d 'giving up' lines, want 1", n)
+			}
+		})
+	}
+}
+
+// TestLocalServiceUnreachableWithoutProbe: with the health check off, a
+// visitor of a mapping whose local service is down is still reset at once
+// (the client answers the data stream with 2001), and the client's warning
+// is rate-limited.
+func TestLocalServiceUnreachableWithoutProbe(t *testing.T) {
+	leakCheck(t)
+	dead := listen(t)
+	addr := dead.Addr().String()
+	dead.Close() // a port where nothing listens: the dial is refused
+	srv := startServer(t, fastServer())
+	logger, rec := recordingLogger(t)
+	opts := fastClient(srv.addr, "noprobe", control.Mapping{Name: "gone", LocalAddr: addr})
+	opts.Logger = logger
+	cl := startClientOpts(t, opts)
+	port := cl.waitUp(t, "gone")["gone"]
+	for range 3 {
+		start := time.Now()
+		visitorReset(t, port)
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("visitor reset after %s, want at once", took)
+		}
+	}
+	if n := rec.count("local service unreachable", "code", "2001"); n != 1 {
+		t.Errorf("%d 'local service unreachable' lines for 3 visitors within 10s, want 1", n)
+	}
+}
+
+// TestPortInUseRetriedWhileSessionLives: the wanted port is held by another
+// program; the mapping is refused with 1004 and registered again, by
+// itself, once the port is free.
+func TestPortInUseRetriedWhileSessionLives(t *testing.T) {
+	leakCheck(t)
+	squatter := listen(t)
+	port := squatter.Addr().(*net.TCPAddr).Port
+	be := startBackend(t, echo)
+	srv := startServer(t, fastServer())
+	cl := startClientOpts(t, fastClient(srv.addr, "patient", control.Mapping{Name: "p", LocalAddr: be.addr, RemotePort: port}))
+	e := cl.waitEvent(t, control.EventMappingFailed, "p")
+	var re *control.RejectError
+	if !errors.As(e.Err, &re) || re.Code != control.CodePortInUse {
+		t.Fatalf("mapping failed with %v, want 1004", e.Err)
+	}
+	cl.waitEvent(t, control.EventMappingFailed, "p") // it tries again
+	squatter.Close()
+	if got := cl.waitUp(t, "p")["p"]; got != port {
+		t.Fatalf("mapping came up on %d, want %d", got, port)
+	}
+	if n := countEvents(cl.events, control.EventSessionDown); n != 0 {
+		t.Errorf("the session went down %d times while retrying a registration", n)
+	}
+	if err := echoRoundTrip(port, 4, 4<<10); err != nil {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,193 @@
+package test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+)
+
+// serverBinary starts the server binary on 127.0.0.1 (port 0 unless addr
+// is given) with JSON logs and returns it with the address it bound.
+func serverBinary(t *testing.T, addr string, extra string) (*proc, string) {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	cfg := writeFile(t, "server.toml", fmt.Sprintf(`
+bind_addr = %q
+token = %q
+public_addr = "127.0.0.1"
+heartbeat_timeout = "2s"
+heartbeat_check_interval = "200ms"
+%s
+[log]
+level = "debug"
+format = "json"
+`, addr, testToken, extra))
+	p := startProc(t, nil, "server", "--config", cfg)
+	return p, p.waitLog(t, "server listening", msgIs("server listening"))["addr"].(string)
+}
+
+// mappingLine matches the client's "NAME  tcp://HOST:PORT -> LOCAL" line.
+func mappingLine(name string) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		msg, _ := m["msg"].(string)
+		return m["mapping"] == name && strings.HasPrefix(msg, name+"  tcp://")
+	}
+}
+
+// TestBinaryServerKilledAndRestarted: the server process is killed with
+// SIGKILL and a new one starts on the same port, twice; the client process
+// comes back by itself each time and the mapping works.
+func TestBinaryServerKilledAndRestarted(t *testing.T) {
+	leakCheck(t)
+	be := startBackend(t, echo)
+	srv, addr := serverBinary(t, "", "")
+	cfg := writeFile(t, "client.toml", fmt.Sprintf(`
+server_addr = %q
+token = %q
+name = "survivor"
+heartbeat_interval = "200ms"
+heartbeat_timeout = "2s"
+[reconnect]
+min = "50ms"
+max = "500ms"
+[log]
+format = "json"
+[[mappings]]
+name = "echo"
+local_addr = %q
+`, addr, testToken, be.addr))
+	cli := startProc(t, nil, "client", "--config", cfg)
+	for round := range 3 {
+		port := int(cli.waitLog(t, "mapping echo up", mappingLine("echo"))["remote_port"].(float64))
+		if err := echoRoundTrip(port, uint64(round), 256<<10); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if round == 2 {
+			break
+		}
+		_ = srv.cmd.Process.Signal(syscall.SIGKILL)
+		if code := srv.exitCode(t, 5*time.Second); code != -1 {
+			t.Fatalf("killed server exit code %d, want -1 (signal)", code)
+		}
+		cli.waitLog(t, "disconnected", func(m map[string]any) bool { return m["msg"] == "disconnected" && m["code"] == float64(1001) })
+		srv, _ = serverBinary(t, addr, "")
+	}
+	_ = cli.cmd.Process.Signal(syscall.SIGTERM)
+	if code := cli.exitCode(t, 10*time.Second); code != 0 {
+		t.Errorf("client exit code after SIGTERM = %d, want 0", code)
+	}
+}
+
+// TestBinarySIGTERMDrainsLiveTransfer: SIGTERM while a visitor downloads
+// 256 MiB at a pace far slower than the path: far more than any socket
+// buffer holds is still to come. The transfer must finish intact, the
+// port must refuse new visitors at once, and the server must exit 0 within
+// shutdown_timeout, after the transfer.
+func TestBinarySIGTERMDrainsLiveTransfer(t *testing.T) {
+	leakCheck(t)
+	const size, rate = 256 << 20, 48 << 20 // bytes, bytes per second
+	be := startBackend(t, func(c net.Conn) {
+		_, _ = stream(c, 21, size)
+		_ = c.(*net.TCPConn).CloseWrite()
+		_, _ = io.Copy(io.Discard, c)
+	})
+	srv, addr := serverBinary(t, "", `shutdown_timeout = "30s"`)
+	cl := startClientOpts(t, fastClient(addr, "drain", control.Mapping{Name: "big", LocalAddr: be.addr}))
+	port := cl.waitUp(t, "big")["big"]
+
+	v := dialPort(t, port)
+	defer v.Close()
+	_ = v.SetReadBuffer(64 << 10)
+	want, _ := stream(discard{}, 21, size)
+	var got struct {
+		n   int64
+		sum [32]byte
+		err error
+	}
+	var wg sync.WaitGroup
+	readDone := make(chan time.Time, 1)
+	pr := &pacedReader{r: v, rate: rate, start: time.Now()}
+	wg.Go(func() {
+		got.n, got.sum, got.err = drain(pr)
+		readDone <- time.Now()
+		v.Close() // done, as a visitor would be
+	})
+	// SIGTERM once a tenth has arrived.
+	if err := pollFor(20*time.Second, func() bool { return pr.count.Load() >= size/10 }); err != nil {
+		t.Fatal("the transfer did not get going")
+	}
+	sigterm := time.Now()
+	_ = srv.cmd.Process.Signal(syscall.SIGTERM)
+	srv.waitLog(t, "shutting down", func(m map[string]any) bool { return strings.HasPrefix(m["msg"].(string), "shutting down") })
+	waitRefused(t, port, 2*time.Second)
+
+	code := srv.exitCode(t, 40*time.Second)
+	exited := time.Now()
+	wg.Wait()
+	done := <-readDone
+	if code != 0 {
+		t.Errorf("server exit code %d, want 0", code)
+	}
+	if got.err != nil || got.n != size || got.sum != want {
+		t.Fatalf("visitor got %d of %d bytes (sum match %v, err %v)", got.n, size, got.sum == want, got.err)
+	}
+	if done.After(exited) {
+		t.Errorf("server exited %s before the transfer finished", done.Sub(exited))
+	}
+	t.Logf("SIGTERM at %d MiB of %d; transfer finished %s later; server exited %s after SIGTERM",
+		size/10>>20, size>>20, done.Sub(sigterm).Round(time.Millisecond), exited.Sub(sigterm).Round(time.Millisecond))
+}
+
+// pacedReader reads at most rate bytes per second on average.
+type pacedReader struct {
+	r     io.Reader
+	rate  int64
+	start time.Time
+	n     int64
+	count atomic.Int64 // n, for other goroutines
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	if ahead := time.Duration(p.n*int64(time.Second)/p.rate) - time.Since(p.start); ahead > 0 {
+		time.Sleep(ahead) // the pace of a slow visitor
+	}
+	n, err := p.r.Read(b[:min(len(b), 64<<10)])
+	p.n += int64(n)
+	p.count.Store(p.n)
+	return n, err
+}
+
+// TestBinarySecondSignalStopsAtOnce: a live visitor holds the graceful
+// stop; a second SIGTERM ends it at once.
+func TestBinarySecondSignalStopsAtOnce(t *testing.T) {
+	leakCheck(t)
+	be := startBackend(t, echo)
+	srv, addr := serverBinary(t, "", `shutdown_timeout = "60s"`)
+	cl := startClientOpts(t, fastClient(addr, "hold", control.Mapping{Name: "e", LocalAddr: be.addr}))
+	v := dialPort(t, cl.waitUp(t, "e")["e"])
+	defer v.Close()
+	if _, err := v.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(v, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.cmd.Process.Signal(syscall.SIGTERM)
+	srv.waitLog(t, "shutting down", func(m map[string]any) bool { return strings.HasPrefix(m["msg"].(string), "shutting down") })
+	start := time.Now()
+	_ = srv.cmd.Process.Signal(syscall.SIGTERM)
+	if code := srv.exitCode(t, 5*time.Second); code != 0 {
+		t.Errorf("exit code after a second SIGTERM = %d, want 0", code)
+	}
+	t.Logf("stopped %s after the second signal", time.Since(start).Round(time.Millisecond))
+}
