@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -222,12 +223,22 @@ func (c *Client) reconnectLoop(ctx context.Context) error {
 			c.log.Error("giving up", "attempts", failures, "code", int(connectCode(err)), "err", err)
 			return fmt.Errorf("control: gave up after %d attempts: %w", failures, err)
 		}
-		wait := b.Duration()
+		wait := spread(b.Duration(), r)
 		c.log.Warn("disconnected", "code", int(connectCode(err)), "err", err, "retry_in", wait.Round(time.Millisecond).String())
 		if !sleepCtx(ctx, wait) {
 			return nil
 		}
 	}
+}
+
+// spread keeps clients from coming back in lock-step after a long outage:
+// with jitter, jpillora/backoff caps most waits at exactly Max once the
+// outage is long, so a capped wait is drawn again from [Max/2, Max].
+func spread(wait time.Duration, r ReconnectOptions) time.Duration {
+	if !r.Jitter || wait < r.Max || r.Max < 2 {
+		return wait
+	}
+	return r.Max/2 + rand.N(r.Max-r.Max/2)
 }
 
 // connectCode is the code logged for a failed or ended attempt.

@@ -77,3 +77,25 @@ func TestEvery(t *testing.T) {
 		t.Errorf("allow after the interval = %d, %v; want 4 (this and 3 suppressed), true", n, ok)
 	}
 }
+
+func TestSpreadAtMax(t *testing.T) {
+	r := ReconnectOptions{Min: time.Second, Max: 16 * time.Second, Factor: 2, Jitter: true}
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		w := spread(r.Max, r)
+		if w < r.Max/2 || w > r.Max {
+			t.Fatalf("spread(Max) = %s, want within [%s, %s]", w, r.Max/2, r.Max)
+		}
+		seen[w] = true
+	}
+	if len(seen) < 100 {
+		t.Errorf("spread(Max) gave %d distinct waits in 200 draws: clients would return in lock-step", len(seen))
+	}
+	if w := spread(3*time.Second, r); w != 3*time.Second {
+		t.Errorf("spread below Max = %s, want it unchanged", w)
+	}
+	r.Jitter = false
+	if w := spread(r.Max, r); w != r.Max {
+		t.Errorf("spread without jitter = %s, want Max", w)
+	}
+}
