@@ -2,8 +2,10 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -55,8 +57,11 @@ type ClientOptions struct {
 	Mux               mux.Options
 	Logger            *slog.Logger // nil discards
 	// Dial opens the connection to the server; nil dials TCP with
-	// DialTimeout. Transports (TLS, proxies) plug in here.
+	// DialTimeout. Transports (proxies, WebSocket) plug in here.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// TLS, when set, runs TLS over the dialled connection, within
+	// HandshakeTimeout. An empty ServerName is the host of ServerAddr.
+	TLS *tls.Config
 	// OnEvent, when set, is called for session and mapping changes, in
 	// order, from the client's goroutines; it must not block.
 	OnEvent func(Event)
@@ -162,6 +167,10 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	case !ValidName(opts.Name):
 		return nil, fmt.Errorf("control: client name %q: want 1-64 of [A-Za-z0-9._-]", opts.Name)
 	}
+	if opts.TLS != nil && opts.TLS.ServerName == "" && !opts.TLS.InsecureSkipVerify {
+		opts.TLS = opts.TLS.Clone()
+		opts.TLS.ServerName = host
+	}
 	c := &Client{opts: opts, log: opts.Logger, id: randomID(), host: host, byName: make(map[string]*clientMapping)}
 	for _, m := range opts.Mappings {
 		if !ValidName(m.Name) || c.byName[m.Name] != nil {
@@ -246,6 +255,10 @@ func connectCode(err error) Code {
 	if code := CodeOf(err); code != 0 {
 		return code
 	}
+	var te *TLSError
+	if errors.As(err, &te) {
+		return CodeTLS
+	}
 	return CodeCannotReachServer
 }
 
@@ -257,6 +270,9 @@ func (c *Client) connectOnce(ctx context.Context) (healthy bool, err error) {
 	cancel()
 	if err != nil {
 		return false, fmt.Errorf("dial %s: %w", c.opts.ServerAddr, err)
+	}
+	if conn, err = c.secure(ctx, conn); err != nil {
+		return false, err
 	}
 	cs, err := c.handshake(ctx, conn)
 	if err != nil {
@@ -288,6 +304,25 @@ func (c *Client) emit(e Event) {
 	}
 }
 
+// secure runs the TLS handshake over conn when TLS is configured, within
+// handshake_timeout. On failure conn is closed and the error explains.
+func (c *Client) secure(ctx context.Context, conn net.Conn) (net.Conn, error) {
+	if c.opts.TLS == nil {
+		return conn, nil
+	}
+	tc := tls.Client(conn, c.opts.TLS)
+	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		_ = conn.Close()
+		if te := tlsFailure(err, c.opts.TLS.ServerName); te != nil {
+			return nil, te
+		}
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	return tc, nil
+}
+
 // handshake logs in over conn under handshake_timeout. It owns conn: on
 // failure conn is closed, on success it belongs to the session.
 func (c *Client) handshake(ctx context.Context, conn net.Conn) (*clientSession, error) {
@@ -302,6 +337,14 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn) (*clientSession, 
 	defer stop()
 	resp, err := c.login(ms, deadline)
 	if err != nil {
+		if rerr := ms.ReadErr(); c.opts.TLS != nil && rerr != nil {
+			// With TLS 1.3 the server refuses a client certificate
+			// after the client's side of the handshake is done: the
+			// alert ends the connection while login waits.
+			if te := tlsFailure(rerr, c.opts.TLS.ServerName); te != nil && !errors.Is(rerr, io.EOF) {
+				err = te
+			}
+		}
 		_ = ms.Close()
 		return nil, err
 	}

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -37,8 +39,11 @@ type ServerOptions struct {
 	StreamOpenTimeout      time.Duration
 	HeartbeatTimeout       time.Duration
 	HeartbeatCheckInterval time.Duration
-	Mux                    mux.Options
-	Logger                 *slog.Logger // nil discards
+	// TLS, when set, is required of every client (with ClientAuth for
+	// mTLS); nil serves plain TCP.
+	TLS    *tls.Config
+	Mux    mux.Options
+	Logger *slog.Logger // nil discards
 }
 
 func (o *ServerOptions) setDefaults() {
@@ -172,13 +177,18 @@ func (s *Server) handleConn(c net.Conn) {
 	sess.run()
 }
 
-// login runs the handshake under login_timeout: a yamux session, the
-// control stream, a valid login frame and the reply. On success the
-// connection belongs to the returned session; on failure it is closed.
+// login runs the handshake under login_timeout: TLS when configured, a
+// yamux session, the control stream, a valid login frame and the reply. On
+// success the connection belongs to the returned session; on failure it is
+// closed.
 func (s *Server) login(c net.Conn) (*serverSession, error) {
 	remote := c.RemoteAddr().String()
 	deadline := time.Now().Add(s.opts.LoginTimeout)
 	_ = c.SetDeadline(deadline)
+	c, refusal, err := s.secure(c, deadline)
+	if err != nil {
+		return nil, err
+	}
 	ms, err := mux.Server(c, s.opts.Mux)
 	if err != nil {
 		_ = c.Close()
@@ -192,7 +202,29 @@ func (s *Server) login(c net.Conn) (*serverSession, error) {
 		_ = ms.Close()
 		return nil, err
 	}
+	if refusal != nil {
+		s.log.Warn("login refused", "remote", remote, "code", int(refusal.Code), "reason", refusal.Reason)
+		s.refuse(ms, ctl, &ErrorMsg{Code: refusal.Code, Reason: refusal.Reason})
+		return nil, refusal
+	}
 	_ = ctl.SetDeadline(deadline)
+	login, err := s.readLogin(ms, ctl, remote)
+	if err != nil {
+		return nil, err
+	}
+	sess := newServerSession(s, ms, ctl, login)
+	if err := WriteFrame(ctl, &LoginResp{Status: StatusOK, SessionID: sess.id}); err != nil {
+		_ = ms.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	_ = ctl.SetDeadline(time.Time{})
+	return sess, nil
+}
+
+// readLogin reads and checks the login frame; on failure it answers and
+// closes the session.
+func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*Login, error) {
 	m, err := ReadFrame(ctl)
 	if err != nil {
 		code := CodeOf(err)
@@ -214,14 +246,45 @@ func (s *Server) login(c net.Conn) (*serverSession, error) {
 		s.refuse(ms, ctl, &LoginResp{Status: StatusFail, Code: re.Code, Reason: re.Reason})
 		return nil, re
 	}
-	sess := newServerSession(s, ms, ctl, login)
-	if err := WriteFrame(ctl, &LoginResp{Status: StatusOK, SessionID: sess.id}); err != nil {
-		_ = ms.Close()
-		return nil, err
+	return login, nil
+}
+
+// secure reads the connection's first byte to tell a TLS client from a
+// plain one. With TLS configured it runs the handshake, or returns a
+// refusal for a plain client (told over yamux, so that it reads a clear
+// reason); without TLS it turns TLS clients away. On error c is closed.
+func (s *Server) secure(c net.Conn, deadline time.Time) (net.Conn, *RejectError, error) {
+	remote := c.RemoteAddr().String()
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(c, first); err != nil {
+		s.log.Warn("login failed", "remote", remote, "code", int(CodeLoginTimeout), "err", err)
+		_ = c.Close()
+		return nil, nil, err
 	}
-	_ = c.SetDeadline(time.Time{})
-	_ = ctl.SetDeadline(time.Time{})
-	return sess, nil
+	pc := &prefixConn{Conn: c, prefix: first}
+	switch {
+	case first[0] == firstTLS && s.opts.TLS != nil:
+		tc := tls.Server(pc, s.opts.TLS)
+		ctx, cancel := context.WithDeadline(s.ctx, deadline)
+		defer cancel()
+		if err := tc.HandshakeContext(ctx); err != nil {
+			s.log.Warn("tls handshake failed", "remote", remote, "code", int(CodeTLS), "err", err)
+			_ = c.Close()
+			return nil, nil, err
+		}
+		return tc, nil, nil
+	case first[0] == firstTLS:
+		s.log.Warn("login failed: the client speaks TLS and this server has no [tls]", "remote", remote, "code", int(CodeTLS))
+		_ = c.Close()
+		return nil, nil, &RejectError{Code: CodeTLS, Reason: "TLS client, plain server"}
+	case first[0] != firstYamux:
+		s.log.Warn("login failed: not the gotunnel-mux protocol", "remote", remote, "code", int(CodeMalformed), "first_byte", int(first[0]))
+		_ = c.Close()
+		return nil, nil, ErrMalformed
+	case s.opts.TLS != nil:
+		return pc, &RejectError{Code: CodeTLS, Reason: "this server requires TLS; set [tls] enabled = true on the client"}, nil
+	}
+	return pc, nil, nil
 }
 
 // checkLogin returns the refusal for a login that must be refused, or nil.

@@ -9,10 +9,12 @@ import (
 // epoch anchors the monotonic clock readings kept in conn.
 var epoch = time.Now()
 
-// conn wraps the session's connection to remember when a byte last arrived.
+// conn wraps the session's connection to remember when a byte last arrived
+// and why reading stopped.
 type conn struct {
 	net.Conn
-	last atomic.Int64 // nanoseconds since epoch, monotonic
+	last    atomic.Int64 // nanoseconds since epoch, monotonic
+	readErr atomic.Pointer[error]
 }
 
 func newConn(c net.Conn) *conn {
@@ -27,7 +29,18 @@ func (c *conn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.last.Store(int64(time.Since(epoch)))
 	}
+	if err != nil {
+		c.readErr.CompareAndSwap(nil, &err)
+	}
 	return n, err
+}
+
+// err is the first error a read returned, or nil.
+func (c *conn) err() error {
+	if p := c.readErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (c *conn) lastRead() time.Time {

@@ -160,14 +160,30 @@ func newSession(c net.Conn, opts Options, client bool) (*Session, error) {
 	return s, nil
 }
 
-// watch ends the session's Context when yamux shuts the session down.
+// watch ends the session's Context when yamux shuts the session down,
+// with the read error that killed the connection when there was one.
 func (s *Session) watch() {
 	select {
 	case <-s.ys.CloseChan():
-		s.cancel(ErrSessionClosed)
+		s.cancel(s.closedErr())
 	case <-s.ctx.Done():
 	}
 }
+
+// closedErr is ErrSessionClosed, wrapping the connection's read error
+// unless the connection was closed on purpose or ended cleanly.
+func (s *Session) closedErr() error {
+	err := s.conn.err()
+	if err == nil || errors.Is(err, net.ErrClosed) {
+		return ErrSessionClosed
+	}
+	return fmt.Errorf("%w: %w", ErrSessionClosed, err)
+}
+
+// ReadErr is the first error a read of the connection returned (io.EOF
+// when the peer closed it), or nil while it reads fine. A failed TLS
+// handshake alert, a reset, a deadline show up here, not in stream reads.
+func (s *Session) ReadErr() error { return s.conn.err() }
 
 // Context is done when the session has ended or broken the stream-role
 // rule; context.Cause tells which (ErrSessionClosed, ErrStrayStreams).

@@ -15,7 +15,11 @@ import (
 // all of them; with it the queue stays in yamux, where frames of different
 // streams take turns.
 func setNotSentLowat(c net.Conn, n int) {
-	if nc, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS and similar wrappers
+	for { // TLS and similar wrappers
+		nc, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
 		c = nc.NetConn()
 	}
 	sc, ok := c.(interface {

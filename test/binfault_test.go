@@ -191,3 +191,61 @@ func TestBinarySecondSignalStopsAtOnce(t *testing.T) {
 	}
 	t.Logf("stopped %s after the second signal", time.Since(start).Round(time.Millisecond))
 }
+
+// TestBinaryTLS drives the binaries with real certificate files: a client
+// with ca_file works, one with insecure_skip_verify works and warns, and a
+// SIGHUP after the files were replaced serves the new certificate.
+func TestBinaryTLS(t *testing.T) {
+	leakCheck(t)
+	dir := t.TempDir()
+	ca1, ca2 := newCA(t, "first CA"), newCA(t, "second CA")
+	certFile, keyFile := ca1.issue(t, "server", false, time.Time{}).files(t, dir, "server")
+	ca1File, ca2File := writeFile(t, "ca1.pem", string(ca1.pem)), writeFile(t, "ca2.pem", string(ca2.pem))
+	srv, addr := serverBinary(t, "", fmt.Sprintf("[tls]\ncert_file = %q\nkey_file = %q\n", certFile, keyFile))
+	be := startBackend(t, echo)
+
+	client := func(name, tlsTable string) *proc {
+		cfg := writeFile(t, name+".toml", fmt.Sprintf(`
+server_addr = %q
+token = %q
+name = %q
+[reconnect]
+min = "50ms"
+max = "200ms"
+[log]
+format = "json"
+[tls]
+%s
+[[mappings]]
+name = "e"
+local_addr = %q
+`, addr, testToken, name, tlsTable, be.addr))
+		return startProc(t, nil, "client", "--config", cfg)
+	}
+	useMapping := func(p *proc, seed uint64) {
+		t.Helper()
+		port := int(p.waitLog(t, "mapping e up", mappingLine("e"))["remote_port"].(float64))
+		if err := echoRoundTrip(port, seed, 256<<10); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		if code := p.exitCode(t, 10*time.Second); code != 0 {
+			t.Errorf("client exit code %d after SIGTERM", code)
+		}
+	}
+
+	useMapping(client("verified", fmt.Sprintf("ca_file = %q", ca1File)), 1)
+
+	insecure := client("insecure", "insecure_skip_verify = true")
+	insecure.waitLog(t, "insecure warning", func(m map[string]any) bool {
+		msg, _ := m["msg"].(string)
+		return m["level"] == "WARN" && strings.Contains(msg, "NOT VERIFIED")
+	})
+	useMapping(insecure, 2)
+
+	// Rotate: a certificate from the second CA, then SIGHUP.
+	ca2.issue(t, "server", false, time.Time{}).files(t, dir, "server")
+	_ = srv.cmd.Process.Signal(syscall.SIGHUP)
+	srv.waitLog(t, "reloaded", func(m map[string]any) bool { return m["msg"] == "TLS certificate reloaded" })
+	useMapping(client("rotated", fmt.Sprintf("ca_file = %q", ca2File)), 3)
+}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/gotunnel-mux/gotunnel-mux/config"
@@ -34,11 +35,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	kind, err := config.Kind(*path, data)
 	if err == nil {
-		if kind == "server" {
-			_, err = config.ParseServer(*path, data, os.LookupEnv)
-		} else {
-			_, err = config.ParseClient(*path, data, os.LookupEnv)
-		}
+		err = checkKind(kind, *path, data)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -46,6 +43,28 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: ok (%s configuration)\n", *path, kind)
 	return exitOK
+}
+
+// checkKind parses the file as a server or client configuration and loads
+// the TLS files it names, as starting would.
+func checkKind(kind, path string, data []byte) error {
+	quiet := slog.New(slog.DiscardHandler)
+	if kind == "server" {
+		cfg, err := config.ParseServer(path, data, os.LookupEnv)
+		if err == nil && cfg.TLS != nil {
+			if _, _, err = serverTLS(cfg.TLS, quiet); err != nil {
+				err = fmt.Errorf("%s: %w", path, err)
+			}
+		}
+		return err
+	}
+	cfg, err := config.ParseClient(path, data, os.LookupEnv)
+	if err == nil {
+		if _, err = clientTLS(cfg.TLS, quiet); err != nil {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return err
 }
 
 // tokenBytes is the entropy of a generated token: 256 bits.

@@ -90,25 +90,28 @@ func runClient(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	if cfg.TLS != nil && cfg.TLS.Enabled {
-		fmt.Fprintf(stderr, "%s: [tls]: TLS is not available in this version yet; remove the table to run plain TCP\n", cfg.Path)
-		return exitUsage
-	}
 	log, err := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
+	opts := clientOptions(cfg, log)
+	if opts.TLS, err = clientTLS(cfg.TLS, log); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cfg.Path, err)
+		return exitUsage
+	}
 	if len(cfg.Mappings) == 0 {
 		log.Warn("no mappings configured: the client will connect but expose nothing")
 	}
-	cl, err := control.NewClient(clientOptions(cfg, log))
+	cl, err := control.NewClient(opts)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
 	stop := newStopper()
 	defer stop.stop()
+	hup := onSIGHUP(func() { log.Info("SIGHUP ignored: the client does not reload its configuration yet") })
+	defer hup()
 	err = cl.Run(stop.ctx)
 	var re *control.RejectError
 	switch {

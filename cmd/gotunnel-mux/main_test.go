@@ -83,6 +83,8 @@ func TestCheck(t *testing.T) {
 	client := writeFile(t, "client.toml", "server_addr = \"h:7000\"\ntoken = \"abc\"\n[[mappings]]\nlocal_addr = \"127.0.0.1:22\"\nremote_port = 2222\n")
 	bad := writeFile(t, "bad.toml", "bind_addr = \"127.0.0.1:7000\"\ntoken = \"abc\"\nallow_ports = [\"10-x\"]\n")
 	neither := writeFile(t, "neither.toml", "token = \"abc\"\n")
+	badTLS := writeFile(t, "tls.toml", "bind_addr = \"127.0.0.1:7000\"\ntoken = \"abc\"\n[tls]\ncert_file = \"/nonexistent.crt\"\nkey_file = \"/nonexistent.key\"\n")
+	badCA := writeFile(t, "ca.toml", "server_addr = \"h:7000\"\ntoken = \"abc\"\n[tls]\nca_file = \"/nonexistent-ca.pem\"\n")
 	cases := []struct {
 		path string
 		code int
@@ -92,6 +94,8 @@ func TestCheck(t *testing.T) {
 		{client, exitOK, "ok (client configuration)"},
 		{bad, exitUsage, "bad.toml:3"},
 		{neither, exitUsage, "neither.toml"},
+		{badTLS, exitUsage, "nonexistent.crt"},
+		{badCA, exitUsage, "nonexistent-ca.pem"},
 	}
 	for _, tc := range cases {
 		code, out, errOut := runCmd("check", "--config", tc.path)

@@ -32,29 +32,41 @@ func runServer(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	if cfg.TLS != nil {
-		fmt.Fprintf(stderr, "%s: [tls]: TLS is not available in this version yet; remove the table to run plain TCP\n", cfg.Path)
-		return exitUsage
-	}
 	log, err := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	return serve(cfg, log)
+	opts := serverOptions(cfg, log)
+	var certs *certReloader
+	if cfg.TLS != nil {
+		if opts.TLS, certs, err = serverTLS(cfg.TLS, log); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", cfg.Path, err)
+			return exitUsage
+		}
+	}
+	return serve(cfg, opts, certs, log)
 }
 
 // serve runs the server until a signal: the first drains live visitors for
 // up to shutdown_timeout, a second one stops at once.
-func serve(cfg *config.Server, log *slog.Logger) int {
+func serve(cfg *config.Server, opts control.ServerOptions, certs *certReloader, log *slog.Logger) int {
 	ln, err := net.Listen("tcp", cfg.BindAddr)
 	if err != nil {
 		log.Error("cannot listen", "addr", cfg.BindAddr, "err", err)
 		return exitFailure
 	}
-	srv := control.NewServer(serverOptions(cfg, log))
+	srv := control.NewServer(opts)
 	stop := newStopper()
 	defer stop.stop()
+	hup := onSIGHUP(func() {
+		if certs == nil {
+			log.Info("SIGHUP: nothing to reload (no [tls])")
+			return
+		}
+		certs.Reload()
+	})
+	defer hup()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

@@ -51,3 +51,27 @@ func (s *stopper) stop() {
 	s.wg.Wait()
 	s.cancel()
 }
+
+// onSIGHUP calls f on every SIGHUP (instead of the default: exit) until
+// the returned stop func is called; stop waits for a running f.
+func onSIGHUP(f func()) (stop func()) {
+	sig := make(chan os.Signal, 1)
+	done := make(chan struct{})
+	signal.Notify(sig, syscall.SIGHUP)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-sig:
+				f()
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() {
+		signal.Stop(sig)
+		close(done)
+		wg.Wait()
+	}
+}
