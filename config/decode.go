@@ -139,11 +139,21 @@ func typeAt(root reflect.Type, parts []string) (t reflect.Type, near string) {
 }
 
 // field returns the type of the field of struct t tagged key, or, when none
-// is, the tag of a field that matches key with case ignored.
+// is, the tag of a field that matches key with case ignored. The fields of
+// an embedded struct count as t's own, as they do for go-toml.
 func field(t reflect.Type, key string) (reflect.Type, string) {
 	fold := ""
 	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			if ft, ffold := field(f.Type, key); ft != nil {
+				return ft, ""
+			} else if ffold != "" {
+				fold = ffold
+			}
+			continue
+		}
 		switch {
 		case name == "-" || name == "":
 		case name == key:

@@ -28,9 +28,10 @@ type Server struct {
 	HeartbeatTimeout       Duration    `toml:"heartbeat_timeout"`        // nothing read this long: drop the session
 	HeartbeatCheckInterval Duration    `toml:"heartbeat_check_interval"` // sweep period, < HeartbeatTimeout
 	ShutdownTimeout        Duration    `toml:"shutdown_timeout"`         // grace for visitors on SIGTERM; 0 closes at once
-	TLS                    *ServerTLS  `toml:"tls"`                      // nil: plain TCP
-	Log                    Log         `toml:"log"`
-	Mux                    Mux         `toml:"mux"`
+	Limits
+	TLS *ServerTLS `toml:"tls"` // nil: plain TCP
+	Log Log        `toml:"log"`
+	Mux Mux        `toml:"mux"`
 }
 
 // DefaultServer returns a Server with every default applied. It has no
@@ -47,6 +48,7 @@ func DefaultServer() Server {
 		HeartbeatTimeout:       Duration(30 * time.Second),
 		HeartbeatCheckInterval: Duration(5 * time.Second),
 		ShutdownTimeout:        Duration(10 * time.Second),
+		Limits:                 defaultLimits(),
 		Log:                    defaultLog(),
 		Mux:                    defaultMux(),
 	}
@@ -116,6 +118,7 @@ func (s *Server) check(pos *positions) Errors {
 			c.missing("tls.key_file", "tls", "[tls] needs cert_file and key_file")
 		}
 	}
+	s.Limits.check(c)
 	s.Log.check(c)
 	s.Mux.check(c)
 	return c.errs
@@ -145,4 +148,43 @@ func (s *Server) checkAllowPorts(c *checker) {
 			c.add("allow_ports"+index(i), "bad port range %d-%d: want 1 <= low <= high <= 65535", r.Lo, r.Hi)
 		}
 	}
+}
+
+// Limits are the server's guards against hostile or broken peers; every
+// one has a safe default. They are top-level keys of server.toml.
+type Limits struct {
+	MaxUnauthenticated      int      `toml:"max_unauthenticated"`        // connections not logged in yet, at once; >= 1
+	MaxUnauthenticatedPerIP int      `toml:"max_unauthenticated_per_ip"` // the same, from one address; >= 1
+	MaxStrayStreams         int      `toml:"max_stray_streams"`          // client-opened streams besides control before 1007; >= 0
+	MaxFrameSize            Size     `toml:"max_frame_size"`             // largest control frame accepted; 1 KiB..64 KiB
+	BadLoginLimit           int      `toml:"bad_login_limit"`            // wrong tokens from one address before a pause; 0: never pause
+	BadLoginPause           Duration `toml:"bad_login_pause"`            // how long such an address is turned away; > 0
+}
+
+// Bounds and defaults of the limits.
+const (
+	DefaultMaxFrameSize = 64 << 10 // the protocol's own maximum
+	MinMaxFrameSize     = 1 << 10
+)
+
+func defaultLimits() Limits {
+	return Limits{
+		MaxUnauthenticated:      256,
+		MaxUnauthenticatedPerIP: 32,
+		MaxStrayStreams:         4,
+		MaxFrameSize:            DefaultMaxFrameSize,
+		BadLoginLimit:           5,
+		BadLoginPause:           Duration(time.Minute),
+	}
+}
+
+func (l Limits) check(c *checker) {
+	c.atLeast("max_unauthenticated", l.MaxUnauthenticated, 1)
+	c.atLeast("max_unauthenticated_per_ip", l.MaxUnauthenticatedPerIP, 1)
+	c.atLeast("max_stray_streams", l.MaxStrayStreams, 0)
+	if l.MaxFrameSize < MinMaxFrameSize || l.MaxFrameSize > DefaultMaxFrameSize {
+		c.add("max_frame_size", "%s is out of range %s..%s", l.MaxFrameSize, Size(MinMaxFrameSize), Size(DefaultMaxFrameSize))
+	}
+	c.atLeast("bad_login_limit", l.BadLoginLimit, 0)
+	c.positive("bad_login_pause", l.BadLoginPause)
 }

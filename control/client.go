@@ -133,28 +133,6 @@ type clientMapping struct {
 	dialWarn every // rate of "local service unreachable" lines
 }
 
-// every lets one event through per interval and counts the rest.
-type every struct {
-	mu   sync.Mutex
-	next time.Time
-	n    int // events since the last one let through
-}
-
-// allow reports whether an event may be logged now, and how many events
-// (this one included) happened since the last one that was.
-func (e *every) allow(interval time.Duration) (int, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.n++
-	now := time.Now()
-	if now.Before(e.next) {
-		return e.n, false
-	}
-	n := e.n
-	e.n, e.next = 0, now.Add(interval)
-	return n, true
-}
-
 // NewClient checks opts and returns a client ready to Run.
 func NewClient(opts ClientOptions) (*Client, error) {
 	opts.setDefaults()

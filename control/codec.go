@@ -56,13 +56,17 @@ func WriteFrame(w io.Writer, m Message) error {
 // ReadFrame reads exactly one frame from r and decodes it. It never reads
 // past the frame, so bytes that follow (a data stream's payload) stay in r.
 // The length is checked before the body is allocated.
-func ReadFrame(r io.Reader) (Message, error) {
+func ReadFrame(r io.Reader) (Message, error) { return ReadFrameMax(r, MaxFrameSize) }
+
+// ReadFrameMax is ReadFrame with a lower limit than MaxFrameSize (a
+// server's max_frame_size); a larger max is MaxFrameSize.
+func ReadFrameMax(r io.Reader, max int) (Message, error) {
 	var hdr [headerLen]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 || n > MaxFrameSize {
+	if n == 0 || n > uint32(min(max, MaxFrameSize)) {
 		return nil, fmt.Errorf("%w: %d", ErrFrameSize, n)
 	}
 	body := make([]byte, n)

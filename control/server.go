@@ -39,6 +39,12 @@ type ServerOptions struct {
 	StreamOpenTimeout      time.Duration
 	HeartbeatTimeout       time.Duration
 	HeartbeatCheckInterval time.Duration
+	// Guards against hostile peers; see docs/security.md.
+	MaxUnauthenticated      int           // connections not logged in yet, at once; default 256
+	MaxUnauthenticatedPerIP int           // the same from one address; default 32
+	MaxFrameSize            int           // largest control frame accepted; default and at most MaxFrameSize
+	BadLoginLimit           int           // wrong tokens from one address before a pause; 0: never pause
+	BadLoginPause           time.Duration // default 1 minute
 	// TLS, when set, is required of every client (with ClientAuth for
 	// mTLS); nil serves plain TCP.
 	TLS    *tls.Config
@@ -56,6 +62,10 @@ func (o *ServerOptions) setDefaults() {
 	o.StreamOpenTimeout = orDefault(o.StreamOpenTimeout, 10*time.Second)
 	o.HeartbeatTimeout = orDefault(o.HeartbeatTimeout, 30*time.Second)
 	o.HeartbeatCheckInterval = orDefault(o.HeartbeatCheckInterval, 5*time.Second)
+	o.MaxUnauthenticated = orDefault(o.MaxUnauthenticated, 256)
+	o.MaxUnauthenticatedPerIP = orDefault(o.MaxUnauthenticatedPerIP, 32)
+	o.MaxFrameSize = min(orDefault(o.MaxFrameSize, MaxFrameSize), MaxFrameSize)
+	o.BadLoginPause = orDefault(o.BadLoginPause, time.Minute)
 	o.Logger = orDefault(o.Logger, slog.New(slog.DiscardHandler))
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
@@ -78,13 +88,13 @@ type Server struct {
 	log      *slog.Logger
 	tokenSum [sha256.Size]byte
 	reg      *registry
+	guard    *guard
 	ctx      context.Context // ends at Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // acceptLoops, handleConns, sweepLoop
 
-	mu        sync.Mutex // guards listeners, conns, sweeping
+	mu        sync.Mutex // guards listeners and sweeping
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{} // connections not yet logged in
 	sweeping  bool
 }
 
@@ -96,8 +106,8 @@ func NewServer(opts ServerOptions) *Server {
 		log:       opts.Logger,
 		tokenSum:  sha256.Sum256([]byte(opts.Token)),
 		reg:       newRegistry(),
+		guard:     newGuard(&opts),
 		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[net.Conn]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -141,36 +151,18 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		if !s.track(c) {
+		if !s.guard.admit(c) {
 			_ = c.Close()
-			return ErrServerClosed
+			continue
 		}
 		s.wg.Go(func() { s.handleConn(c) })
 	}
 }
 
-// track remembers a connection that is not logged in yet, so that Close
-// can close it; false means the server is closing.
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ctx.Err() != nil {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-}
-
 // handleConn runs one client connection from accept to its end. It owns c.
 func (s *Server) handleConn(c net.Conn) {
 	sess, err := s.login(c)
-	s.untrack(c)
+	s.guard.release(c)
 	if err != nil {
 		return
 	}
@@ -204,14 +196,19 @@ func (s *Server) login(c net.Conn) (*serverSession, error) {
 	}
 	if refusal != nil {
 		s.log.Warn("login refused", "remote", remote, "code", int(refusal.Code), "reason", refusal.Reason)
-		s.refuse(ms, ctl, &ErrorMsg{Code: refusal.Code, Reason: refusal.Reason})
+		s.refuse(ms, ctl, &ErrorMsg{Code: refusal.Code, Reason: refusal.Reason}, true)
 		return nil, refusal
 	}
 	_ = ctl.SetDeadline(deadline)
+	// A client that opens stray streams before it logs in is cut off at
+	// once, not at login_timeout.
+	stop := context.AfterFunc(ms.Context(), func() { _ = ms.Close() })
 	login, err := s.readLogin(ms, ctl, remote)
+	stop()
 	if err != nil {
 		return nil, err
 	}
+	s.guard.goodLogin(ms.RemoteAddr())
 	sess := newServerSession(s, ms, ctl, login)
 	if err := WriteFrame(ctl, &LoginResp{Status: StatusOK, SessionID: sess.id}); err != nil {
 		_ = ms.Close()
@@ -225,25 +222,31 @@ func (s *Server) login(c net.Conn) (*serverSession, error) {
 // readLogin reads and checks the login frame; on failure it answers and
 // closes the session.
 func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*Login, error) {
-	m, err := ReadFrame(ctl)
+	m, err := ReadFrameMax(ctl, s.opts.MaxFrameSize)
 	if err != nil {
 		code := CodeOf(err)
-		if code == 0 {
+		switch {
+		case errors.Is(context.Cause(ms.Context()), mux.ErrStrayStreams):
+			code, err = CodeMalformed, mux.ErrStrayStreams
+		case code == 0:
 			code = CodeLoginTimeout
 		}
 		s.log.Warn("login failed", "remote", remote, "code", int(code), "err", err)
-		s.refuse(ms, ctl, &ErrorMsg{Code: code, Reason: code.String()})
+		s.refuse(ms, ctl, &ErrorMsg{Code: code, Reason: code.String()}, false)
 		return nil, err
 	}
 	login, ok := m.(*Login)
 	if !ok {
 		s.log.Warn("login failed", "remote", remote, "code", int(CodeMalformed), "err", "first frame is "+m.Type())
-		s.refuse(ms, ctl, &ErrorMsg{Code: CodeMalformed, Reason: "first frame must be login"})
+		s.refuse(ms, ctl, &ErrorMsg{Code: CodeMalformed, Reason: "first frame must be login"}, false)
 		return nil, ErrMalformed
 	}
 	if re := s.checkLogin(login); re != nil {
+		if re.Code == CodeBadToken {
+			s.guard.badToken(ms.RemoteAddr())
+		}
 		s.log.Warn("login refused", "remote", remote, "client", login.Name, "code", int(re.Code), "reason", re.Reason)
-		s.refuse(ms, ctl, &LoginResp{Status: StatusFail, Code: re.Code, Reason: re.Reason})
+		s.refuse(ms, ctl, &LoginResp{Status: StatusFail, Code: re.Code, Reason: re.Reason}, true)
 		return nil, re
 	}
 	return login, nil
@@ -299,12 +302,14 @@ func (s *Server) checkLogin(l *Login) *RejectError {
 	return nil
 }
 
-// refuse sends a last frame, gives the client a moment to read it and close
-// first (so that our close cannot turn into a reset that loses the frame),
-// then closes the session.
-func (s *Server) refuse(ms *mux.Session, ctl *mux.Stream, last Message) {
+// refuse sends a last frame and closes the session. With linger, meant
+// for a client that speaks the protocol but is refused (wrong token, plain
+// on a TLS server), it first gives the client up to 2 s to read the frame
+// and close, so that our close cannot turn into a reset that loses the
+// frame; a peer sending garbage gets no such courtesy.
+func (s *Server) refuse(ms *mux.Session, ctl *mux.Stream, last Message, linger bool) {
 	_ = ctl.SetWriteDeadline(time.Now().Add(time.Second))
-	if err := WriteFrame(ctl, last); err == nil {
+	if err := WriteFrame(ctl, last); err == nil && linger {
 		_ = ctl.CloseWrite()
 		t := time.NewTimer(2 * time.Second)
 		select {
@@ -327,6 +332,7 @@ func (s *Server) sweepLoop() {
 		case <-s.ctx.Done():
 			return
 		case now := <-t.C:
+			s.guard.sweep(now)
 			for _, ss := range s.reg.sessions() {
 				if idle := now.Sub(ss.mux.LastRead()); idle > s.opts.HeartbeatTimeout {
 					ss.kill(fmt.Errorf("%w: nothing read for %s", ErrHeartbeatTimeout, idle.Round(time.Millisecond)))
@@ -357,10 +363,8 @@ func (s *Server) Close() error {
 	for ln := range s.listeners {
 		_ = ln.Close()
 	}
-	for c := range s.conns {
-		_ = c.Close()
-	}
 	s.mu.Unlock()
+	s.guard.close()
 	for _, ss := range s.reg.close() {
 		ss.kill(ErrServerClosed)
 	}

@@ -165,7 +165,7 @@ func (ss *serverSession) sendError(code Code, reason string) {
 // readLoop handles the client's control frames until an error.
 func (ss *serverSession) readLoop() {
 	for {
-		m, err := ReadFrame(ss.ctl)
+		m, err := ReadFrameMax(ss.ctl, ss.srv.opts.MaxFrameSize)
 		if err != nil {
 			if code := CodeOf(err); code != 0 {
 				ss.sendError(code, err.Error())

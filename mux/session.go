@@ -69,7 +69,7 @@ type Options struct {
 	KeepAlive time.Duration
 	// MaxStrayStreams is how many client-opened streams beyond the control
 	// stream a server session closes before it cancels its Context with
-	// ErrStrayStreams.
+	// ErrStrayStreams. 0: DefaultMaxStrayStreams; negative: none tolerated.
 	MaxStrayStreams int
 	// NotSentLowat caps the bytes waiting unsent in the kernel's send
 	// buffer of a TCP connection (TCP_NOTSENT_LOWAT), so that on a slow
@@ -144,7 +144,7 @@ func newSession(c net.Conn, opts Options, client bool) (*Session, error) {
 	s := &Session{
 		conn:     wc,
 		client:   client,
-		maxStray: cmp(opts.MaxStrayStreams, DefaultMaxStrayStreams),
+		maxStray: max(cmp(opts.MaxStrayStreams, DefaultMaxStrayStreams), 0),
 		log:      cmp(opts.Logger, discard),
 	}
 	if client {

@@ -15,32 +15,39 @@ import (
 	"time"
 )
 
-// binary is the gotunnel-mux command built once for the tests that drive
-// it as a user would.
-var binary struct {
+// built is the gotunnel-mux command built once per flavour for the tests
+// that drive it as a user would: with the race detector, and plain (for
+// memory figures that mean something).
+type built struct {
 	once sync.Once
 	path string
 	err  error
 }
 
-func buildBinary(t *testing.T) string {
+var raceBinary, plainBinary built
+
+func buildBinary(t *testing.T) string { return raceBinary.get(t, "-race") }
+
+func buildPlainBinary(t *testing.T) string { return plainBinary.get(t) }
+
+func (b *built) get(t *testing.T, flags ...string) string {
 	t.Helper()
-	binary.once.Do(func() {
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "gotunnel-mux-bin")
 		if err != nil {
-			binary.err = err
+			b.err = err
 			return
 		}
-		binary.path = filepath.Join(dir, "gotunnel-mux")
-		out, err := exec.Command("go", "build", "-race", "-o", binary.path, "../cmd/gotunnel-mux").CombinedOutput()
-		if err != nil {
-			binary.err = fmt.Errorf("go build: %w\n%s", err, out)
+		b.path = filepath.Join(dir, "gotunnel-mux")
+		args := append(append([]string{"build"}, flags...), "-o", b.path, "../cmd/gotunnel-mux")
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
-	if binary.err != nil {
-		t.Fatal(binary.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binary.path
+	return b.path
 }
 
 // proc is a running gotunnel-mux process whose stderr is read as JSON log
@@ -56,7 +63,12 @@ type proc struct {
 
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(buildBinary(t), args...), lines: make(chan map[string]any, 1024), done: make(chan struct{})}
+	return startBinary(t, buildBinary(t), env, args...)
+}
+
+func startBinary(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), lines: make(chan map[string]any, 1024), done: make(chan struct{})}
 	// The race runtime sleeps a second at exit unless told not to.
 	p.cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), env...)
 	stderr, err := p.cmd.StderrPipe()

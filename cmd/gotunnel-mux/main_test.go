@@ -209,6 +209,13 @@ func TestServerAndClientInProcess(t *testing.T) {
 	srvCfg := writeFile(t, "s.toml", "bind_addr = \"127.0.0.1:0\"\ntoken = \"in-process\"\npublic_addr = \"127.0.0.1\"\nshutdown_timeout = \"2s\"\n[log]\nformat = \"json\"\n")
 	codes := make(chan [2]int, 2)
 	go func() { codes <- [2]int{0, run([]string{"server", "--config", srvCfg}, io.Discard, srvLog.w)} }()
+	short := srvLog.wait(t, func(m map[string]any) bool {
+		msg, _ := m["msg"].(string)
+		return strings.HasPrefix(msg, "the token is short")
+	})
+	if short["level"] != "WARN" || short["length"] != float64(len("in-process")) {
+		t.Errorf("short token line = %v, want a warning with its length", short)
+	}
 	addr := srvLog.wait(t, func(m map[string]any) bool { return m["msg"] == "server listening" })["addr"].(string)
 
 	t.Setenv("GOTUNNEL_TOKEN", "in-process")

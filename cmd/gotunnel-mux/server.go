@@ -16,6 +16,9 @@ import (
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
 
+// minTokenLen is the length below which the server warns about its token.
+const minTokenLen = 16
+
 func runServer(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -36,6 +39,9 @@ func runServer(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
+	}
+	if len(cfg.Token) < minTokenLen {
+		log.Warn("the token is short and easy to guess; make one with 'gotunnel-mux token'", "length", len(cfg.Token), "recommended_min", minTokenLen)
 	}
 	opts := serverOptions(cfg, log)
 	var certs *certReloader
@@ -107,18 +113,32 @@ func serverOptions(cfg *config.Server, log *slog.Logger) control.ServerOptions {
 		ranges[i] = control.PortRange{Lo: r.Lo, Hi: r.Hi}
 	}
 	return control.ServerOptions{
-		Token:                  cfg.Token,
-		PublicAddr:             cfg.PublicAddr,
-		AllowPorts:             ranges,
-		MaxMappingsPerClient:   cfg.MaxMappingsPerClient,
-		MaxConnsPerMapping:     cfg.MaxConnsPerMapping,
-		LoginTimeout:           cfg.LoginTimeout.D(),
-		StreamOpenTimeout:      cfg.StreamOpenTimeout.D(),
-		HeartbeatTimeout:       cfg.HeartbeatTimeout.D(),
-		HeartbeatCheckInterval: cfg.HeartbeatCheckInterval.D(),
-		Mux:                    muxOptions(cfg.Mux, log),
-		Logger:                 log,
+		Token:                   cfg.Token,
+		PublicAddr:              cfg.PublicAddr,
+		AllowPorts:              ranges,
+		MaxMappingsPerClient:    cfg.MaxMappingsPerClient,
+		MaxConnsPerMapping:      cfg.MaxConnsPerMapping,
+		LoginTimeout:            cfg.LoginTimeout.D(),
+		StreamOpenTimeout:       cfg.StreamOpenTimeout.D(),
+		HeartbeatTimeout:        cfg.HeartbeatTimeout.D(),
+		HeartbeatCheckInterval:  cfg.HeartbeatCheckInterval.D(),
+		MaxUnauthenticated:      cfg.MaxUnauthenticated,
+		MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedPerIP,
+		MaxFrameSize:            int(cfg.MaxFrameSize),
+		BadLoginLimit:           cfg.BadLoginLimit,
+		BadLoginPause:           cfg.BadLoginPause.D(),
+		Mux:                     strays(muxOptions(cfg.Mux, log), cfg.MaxStrayStreams),
+		Logger:                  log,
 	}
+}
+
+// strays sets the stray-stream limit; 0 in the file means none tolerated.
+func strays(o mux.Options, n int) mux.Options {
+	o.MaxStrayStreams = n
+	if n == 0 {
+		o.MaxStrayStreams = -1
+	}
+	return o
 }
 
 func muxOptions(m config.Mux, log *slog.Logger) mux.Options {
