@@ -7,7 +7,7 @@ GOLANGCI_LINT         := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 BINARY                := $(BIN)/gotunnel-mux
 FUZZTIME              ?= 20s
 
-.PHONY: all build run test lint cover fuzz clean
+.PHONY: all build run test lint cover fuzz bench clean
 
 all: lint test
 
@@ -41,6 +41,11 @@ cover:
 	go test -count=1 -coverpkg=./... -coverprofile=$(BIN)/cover.out ./... >/dev/null
 	@go tool cover -func=$(BIN)/cover.out | awk '/^total/ {print "total coverage: " $$3}'
 	@go test -count=1 -cover ./... | sed 's/^ok *//'
+
+## bench: the end-to-end benchmark (real binaries, loopback), plain TCP and TLS;
+## BENCH_FLAGS=-json for JSON lines
+bench: build
+	go run ./test/bench -bin $(BINARY) $(BENCH_FLAGS)
 
 ## fuzz: each fuzz target for FUZZTIME (default 20s)
 fuzz:
