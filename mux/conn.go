@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"encoding/binary"
 	"net"
 	"sync/atomic"
 	"time"
@@ -9,18 +10,66 @@ import (
 // epoch anchors the monotonic clock readings kept in conn.
 var epoch = time.Now()
 
-// conn wraps the session's connection to remember when a byte last arrived
-// and why reading stopped.
+// conn wraps the session's connection to remember when a byte last
+// arrived and why reading stopped, and to write each yamux data frame in
+// one system call.
 type conn struct {
 	net.Conn
 	last    atomic.Int64 // nanoseconds since epoch, monotonic
 	readErr atomic.Pointer[error]
+
+	// owned by yamux's send loop, the only writer
+	tcp  *net.TCPConn         // the same as Conn when it is plain TCP: writev
+	hdr  [yamuxHeaderLen]byte // a data frame's header, waiting for its body
+	held bool                 // hdr is waiting
+	out  []byte               // header and body joined, when not plain TCP
 }
 
 func newConn(c net.Conn) *conn {
 	w := &conn{Conn: c}
+	w.tcp, _ = c.(*net.TCPConn)
 	w.last.Store(int64(time.Since(epoch)))
 	return w
+}
+
+// yamux frame header layout (yamux spec.md): version, type, flags (2),
+// stream ID (4), length (4).
+const (
+	yamuxHeaderLen = 12
+	yamuxTypeData  = 0
+)
+
+// Write implements io.Writer. yamux's send loop writes a frame as its
+// 12-byte header and then, for a data frame, its body in a second call; a
+// data frame's header is held back and written together with the body, in
+// one writev on TCP or one record under TLS. Other frames go out at once.
+func (c *conn) Write(p []byte) (int, error) {
+	if c.held {
+		return c.writeFrame(p)
+	}
+	if len(p) == yamuxHeaderLen && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
+		copy(c.hdr[:], p)
+		c.held = true
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// writeFrame writes the held header and body as one.
+func (c *conn) writeFrame(body []byte) (int, error) {
+	hdr := c.hdr[:]
+	c.held = false
+	if c.tcp != nil {
+		bufs := net.Buffers{hdr, body}
+		n, err := bufs.WriteTo(c.tcp)
+		return max(int(n)-len(hdr), 0), err
+	}
+	c.out = append(append(c.out[:0], hdr...), body...)
+	n, err := c.Conn.Write(c.out)
+	if len(c.out) > 64<<10 {
+		c.out = nil // do not keep a large buffer for an idle session
+	}
+	return max(n-len(hdr), 0), err
 }
 
 // Read implements io.Reader and records the time of any successful read.

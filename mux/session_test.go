@@ -236,3 +236,40 @@ func TestYamuxLogLevels(t *testing.T) {
 	}
 	yamuxLogger{}.Print("no logger: discarded")
 }
+
+// recordConn records each Write call it gets.
+type recordConn struct {
+	net.Conn
+	writes [][]byte
+}
+
+func (r *recordConn) Write(p []byte) (int, error) {
+	r.writes = append(r.writes, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+// TestDataFramesWrittenWhole: a data frame's header is held and written
+// with its body in one call (one TLS record; writev on TCP); other frames
+// go out at once.
+func TestDataFramesWrittenWhole(t *testing.T) {
+	rc := &recordConn{}
+	c := newConn(rc)
+	data := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3}   // data frame, stream 1, 3 bytes
+	window := []byte{0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 0, 0} // window update: no body
+	if n, err := c.Write(data); n != 12 || err != nil {
+		t.Fatalf("Write(header) = %d, %v", n, err)
+	}
+	if len(rc.writes) != 0 {
+		t.Fatal("a data header went out alone")
+	}
+	if n, err := c.Write([]byte("abc")); n != 3 || err != nil {
+		t.Fatalf("Write(body) = %d, %v; want 3 (the body's own length)", n, err)
+	}
+	if _, err := c.Write(window); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]byte{append(append([]byte(nil), data...), "abc"...), window}
+	if len(rc.writes) != 2 || !bytes.Equal(rc.writes[0], want[0]) || !bytes.Equal(rc.writes[1], want[1]) {
+		t.Errorf("writes = %x, want %x", rc.writes, want)
+	}
+}

@@ -44,6 +44,7 @@ type options struct {
 	json       bool
 	serverKeys string
 	clientKeys string
+	procEnv    []string
 }
 
 func main() {
@@ -58,7 +59,12 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print JSON lines instead of tables")
 	flag.StringVar(&o.serverKeys, "server-toml", "", "extra top-level lines for server.toml (tuning experiments)")
 	flag.StringVar(&o.clientKeys, "client-toml", "", "extra top-level lines for client.toml")
+	var procEnv string
+	flag.StringVar(&procEnv, "proc-env", "", "extra environment for the two processes, comma-separated (GOMAXPROCS=1,GOGC=200)")
 	flag.Parse()
+	if procEnv != "" {
+		o.procEnv = strings.Split(procEnv, ",")
+	}
 	o.transports = strings.Split(transports, ",")
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -100,7 +106,7 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 	if err := os.MkdirAll(tdir, 0o700); err != nil {
 		return nil, err
 	}
-	t, err := startTunnel(o.bin, tdir, transport, be, o.serverKeys, o.clientKeys)
+	t, err := startTunnel(o.bin, tdir, transport, be, o.serverKeys, o.clientKeys, o.procEnv)
 	if err != nil {
 		return nil, err
 	}
