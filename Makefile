@@ -6,6 +6,11 @@ BIN                   := $(CURDIR)/.bin
 GOLANGCI_LINT         := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 BINARY                := $(BIN)/gotunnel-mux
 FUZZTIME              ?= 20s
+VERSION               ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# A static binary: nothing to install beside it, and 1.4 MiB less resident
+# memory per process than one linked against libc (docs/performance.md).
+BUILD_ENV             := CGO_ENABLED=0
+BUILD_FLAGS           := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
 .PHONY: all build run test lint cover fuzz bench clean
 
@@ -13,7 +18,7 @@ all: lint test
 
 ## build: the gotunnel-mux binary, in .bin/
 build:
-	go build -o $(BINARY) ./cmd/gotunnel-mux
+	$(BUILD_ENV) go build $(BUILD_FLAGS) -o $(BINARY) ./cmd/gotunnel-mux
 
 ## run: the demo: server, client and a small web service on loopback
 run: build

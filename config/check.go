@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -97,20 +96,36 @@ func hostPortProblem(addr string, hostOptional bool, lo int) string {
 	return ""
 }
 
-// hostName matches a DNS name, or a name people give hosts on a LAN.
-var hostName = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$`)
-
-// validHost reports whether h is an IP address or looks like a host name.
+// validHost reports whether h is an IP address or looks like a host name:
+// a DNS name, or a name people give hosts on a LAN (1 to 253 of
+// A-Z a-z 0-9 _ . -, not starting with . or -).
 func validHost(h string) bool {
-	return net.ParseIP(h) != nil || hostName.MatchString(h)
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	return len(h) >= 1 && len(h) <= 253 && h[0] != '.' && h[0] != '-' && allOf(h, "._-")
 }
 
-// nameChars matches a client or mapping name.
-var nameChars = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+// allOf reports whether every byte of s is an ASCII letter, a digit or one
+// of extra.
+func allOf(s, extra string) bool {
+	for i := range len(s) {
+		c := s[i]
+		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(extra, c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// validName reports whether v is a good client or mapping name: 1 to 64 of
+// A-Z a-z 0-9 . _ -.
+func validName(v string) bool { return len(v) >= 1 && len(v) <= 64 && allOf(v, "._-") }
 
 // name checks a client or mapping name.
 func (c *checker) name(key, v string) {
-	if !nameChars.MatchString(v) {
+	if !validName(v) {
 		c.add(key, "bad name %q: want 1 to 64 of A-Z a-z 0-9 . _ -", v)
 	}
 }

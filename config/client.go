@@ -97,7 +97,7 @@ func defaultClientName() string {
 		return "client"
 	}
 	h = strings.Map(func(r rune) rune {
-		if r < 128 && nameChars.MatchString(string(r)) {
+		if r < 128 && allOf(string(r), "._-") {
 			return r
 		}
 		return '-'

@@ -50,10 +50,10 @@ func TestDefaultClient(t *testing.T) {
 
 func TestDefaultClientName(t *testing.T) {
 	name := defaultClientName()
-	if !nameChars.MatchString(name) {
+	if !validName(name) {
 		t.Errorf("defaultClientName() = %q, want 1 to 64 of [A-Za-z0-9._-]", name)
 	}
-	if h, err := os.Hostname(); err == nil && nameChars.MatchString(h) && name != h {
+	if h, err := os.Hostname(); err == nil && validName(h) && name != h {
 		t.Errorf("defaultClientName() = %q, want the host name %q", name, h)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/pelletier/go-toml/v2/unstable"
 )
@@ -244,10 +245,13 @@ func offsetIn(data, b []byte) int {
 // keyPart matches one part of a key: bare, "basic" or 'literal'.
 const keyPartRE = `[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*'`
 
+// Compiled on first use: only a syntax error needs them.
 var (
-	keyPart = regexp.MustCompile(keyPartRE)
+	keyPart = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(keyPartRE) })
 	// keyValueStart matches the key at the start of a key = value expression.
-	keyValueStart = regexp.MustCompile(`^((?:` + keyPartRE + `)(?:[ \t]*\.[ \t]*(?:` + keyPartRE + `))*)[ \t]*=`)
+	keyValueStart = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^((?:` + keyPartRE + `)(?:[ \t]*\.[ \t]*(?:` + keyPartRE + `))*)[ \t]*=`)
+	})
 )
 
 // failingKey reads the key of the expression that starts the unparsed text
@@ -262,19 +266,19 @@ func failingKey(rest []byte) string {
 		}
 		_, text, _ = strings.Cut(text, "\n")
 	}
-	m := keyValueStart.FindStringSubmatch(text)
+	m := keyValueStart().FindStringSubmatch(text)
 	if m == nil {
 		return ""
 	}
-	parts := keyPart.FindAllString(m[1], -1)
+	parts := keyPart().FindAllString(m[1], -1)
 	for i, k := range parts {
 		parts[i] = strings.Trim(k, `"'`)
 	}
 	return joinPath(parts)
 }
 
-// bareKey matches a key that needs no quotes in a path.
-var bareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+// bareKey reports whether a key needs no quotes in a path.
+func bareKey(k string) bool { return k != "" && allOf(k, "_-") }
 
 // joinPath renders key parts as one path: a.b[1].c, quoting odd keys.
 func joinPath(parts []string) string {
@@ -287,7 +291,7 @@ func joinPath(parts []string) string {
 		case i > 0:
 			b.WriteByte('.')
 		}
-		if bareKey.MatchString(k) {
+		if bareKey(k) {
 			b.WriteString(k)
 		} else {
 			b.WriteString(strconv.Quote(k))

@@ -20,7 +20,7 @@ func ParseMap(spec string) (Mapping, error) {
 	var m Mapping
 	rest := spec
 	if name, after, ok := strings.Cut(spec, "="); ok && !strings.Contains(name, ":") {
-		if !nameChars.MatchString(name) {
+		if !validName(name) {
 			return Mapping{}, mapError(spec, fmt.Sprintf("bad name %q: want 1 to 64 of A-Z a-z 0-9 . _ -", name))
 		}
 		m.Name, rest = name, after

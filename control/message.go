@@ -2,7 +2,6 @@ package control
 
 import (
 	"fmt"
-	"regexp"
 )
 
 // Version is the wire protocol version this build speaks. A login with any
@@ -175,11 +174,23 @@ const (
 	maxAddrLen   = 256
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
 // ValidName reports whether s is acceptable as a client or mapping name:
 // 1 to 64 of A-Z a-z 0-9 . _ -.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
+func ValidName(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for i := range len(s) {
+		if !nameByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func nameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'
+}
 
 func checkName(field, s string) error {
 	if !ValidName(s) {

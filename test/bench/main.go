@@ -80,7 +80,9 @@ func run(o options, out io.Writer) error {
 	defer func() { _ = os.RemoveAll(dir) }()
 	if o.bin == "" {
 		o.bin = filepath.Join(dir, "gotunnel-mux")
-		if b, err := exec.Command("go", "build", "-o", o.bin, "./cmd/gotunnel-mux").CombinedOutput(); err != nil {
+		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", o.bin, "./cmd/gotunnel-mux")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
+		if b, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build: %w\n%s", err, b)
 		}
 	}
