@@ -125,7 +125,7 @@ func (cs *clientSession) heartbeatLoop() {
 	tick := max(min(o.HeartbeatInterval, o.HeartbeatTimeout/10), 10*time.Millisecond)
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	var lastPing time.Time
+	var lastPing, lastShrink time.Time
 	for {
 		select {
 		case <-cs.ctx.Done():
@@ -141,6 +141,10 @@ func (cs *clientSession) heartbeatLoop() {
 			if err := cs.checkRegs(now); err != nil {
 				cs.cancel(err)
 				return
+			}
+			if now.Sub(lastShrink) >= shrinkEvery {
+				lastShrink = now
+				cs.streams.shrink()
 			}
 		}
 	}

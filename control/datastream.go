@@ -14,11 +14,17 @@ import (
 const drainTimeout = 30 * time.Second
 
 // streamConn is a data stream as the relay sees it: a net.Conn that can
-// half-close.
+// half-close and wait for data without a buffer, and whose receive buffer
+// can be released while it is empty.
 type streamConn interface {
 	net.Conn
 	CloseWrite() error
+	WaitRead() error
+	Shrink()
 }
+
+// shrinkEvery is how often idle streams' receive buffers are released.
+const shrinkEvery = 5 * time.Second
 
 // dataStream is one data stream of a session, registered in its
 // streamTable while its relay runs, so that the peer's data_channel_reset
@@ -98,5 +104,21 @@ func (t *streamTable) reset(id uint32) {
 	if len(t.order) > maxTombs {
 		delete(t.tombs, t.order[0])
 		t.order = t.order[1:]
+	}
+}
+
+// shrink releases the receive buffer of every live stream whose buffer is
+// empty: yamux keeps a stream's buffer at its peak size (up to the window)
+// otherwise, so a burst would cost its memory for as long as the stream
+// then stays idle. A busy stream allocates a fresh one on its next frame.
+func (t *streamTable) shrink() {
+	t.mu.Lock()
+	live := make([]*dataStream, 0, len(t.live))
+	for _, d := range t.live {
+		live = append(live, d)
+	}
+	t.mu.Unlock()
+	for _, d := range live {
+		d.Shrink()
 	}
 }

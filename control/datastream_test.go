@@ -62,6 +62,10 @@ type pipeConn struct{ net.Conn }
 
 func (pipeConn) CloseWrite() error { return nil }
 
+func (pipeConn) WaitRead() error { return nil }
+
+func (pipeConn) Shrink() {}
+
 func TestEvery(t *testing.T) {
 	var e every
 	if n, ok := e.allow(time.Hour); !ok || n != 1 {

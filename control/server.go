@@ -323,19 +323,27 @@ func (s *Server) refuse(ms *mux.Session, ctl *mux.Stream, last Message, linger b
 }
 
 // sweepLoop drops sessions from which nothing was read for
-// heartbeat_timeout.
+// heartbeat_timeout, forgets old bad-login records, and releases idle
+// streams' receive buffers.
 func (s *Server) sweepLoop() {
 	t := time.NewTicker(s.opts.HeartbeatCheckInterval)
 	defer t.Stop()
+	var lastShrink time.Time
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case now := <-t.C:
 			s.guard.sweep(now)
+			shrink := now.Sub(lastShrink) >= shrinkEvery
+			if shrink {
+				lastShrink = now
+			}
 			for _, ss := range s.reg.sessions() {
 				if idle := now.Sub(ss.mux.LastRead()); idle > s.opts.HeartbeatTimeout {
 					ss.kill(fmt.Errorf("%w: nothing read for %s", ErrHeartbeatTimeout, idle.Round(time.Millisecond)))
+				} else if shrink {
+					ss.streams.shrink()
 				}
 			}
 		}

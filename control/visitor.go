@@ -87,6 +87,15 @@ func (a *ackConn) Read(p []byte) (int, error) {
 	return a.Stream.Read(p)
 }
 
+// WaitRead waits for the ack, then for data, without a buffer.
+func (a *ackConn) WaitRead() error {
+	a.once.Do(a.readAck)
+	if a.err != nil {
+		return a.err
+	}
+	return a.Stream.WaitRead()
+}
+
 func (a *ackConn) readAck() {
 	_ = a.Stream.SetReadDeadline(a.deadline)
 	m, err := ReadFrame(a.Stream)

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -65,15 +66,27 @@ type relay struct {
 
 func (r *relay) copyBToA() { r.res.BToA = r.copyHalf(r.a, r.b) }
 
-// copyHalf copies src to dst with a pooled buffer; at src's EOF it
-// half-closes dst, on an error it aborts the relay. Once the relay is
-// aborted it drains src until src ends.
+// waiter is an end that can wait until it has something to read without
+// a buffer: a data stream (package mux), or a TCP connection. An error is
+// the end's read error, found while waiting.
+type waiter interface {
+	WaitRead() error
+}
+
+func waiterOf(c net.Conn) waiter {
+	if w, ok := c.(waiter); ok {
+		return w
+	}
+	return newTCPWaiter(c)
+}
+
+// copyHalf copies src to dst; at src's EOF it half-closes dst, on an
+// error it aborts the relay. Once the relay is aborted it drains src until
+// src ends. A pooled buffer is held only while bytes flow: when a read
+// drains src, the buffer goes back to the pool and the next wait happens
+// without it.
 func (r *relay) copyHalf(dst, src net.Conn) int64 {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	// Hide ReadFrom/WriteTo: for a stream on one side the net package's
-	// fallbacks would allocate a fresh buffer per call.
-	n, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+	n, err := r.copyLoop(dst, src, waiterOf(src))
 	if err == nil {
 		err = closeWrite(dst)
 	}
@@ -82,10 +95,51 @@ func (r *relay) copyHalf(dst, src net.Conn) int64 {
 	}
 	select {
 	case <-r.aborted:
+		bp := bufPool.Get().(*[]byte)
 		_, _ = io.CopyBuffer(io.Discard, readerOnly{src}, *bp)
+		bufPool.Put(bp)
 	default:
 	}
 	return n
+}
+
+// copyLoop copies until src's EOF (nil) or an error.
+func (r *relay) copyLoop(dst, src net.Conn, w waiter) (int64, error) {
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+	}()
+	var n int64
+	for {
+		if bp == nil {
+			if w != nil {
+				if err := w.WaitRead(); err != nil {
+					return n, err
+				}
+			}
+			bp = bufPool.Get().(*[]byte)
+		}
+		buf := *bp
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		switch {
+		case errors.Is(rerr, io.EOF):
+			return n, nil
+		case rerr != nil:
+			return n, rerr
+		case nr < len(buf) && w != nil:
+			bufPool.Put(bp)
+			bp = nil
+		}
+	}
 }
 
 // abort records the first error and aborts both ends.
@@ -124,5 +178,3 @@ func closeWrite(c net.Conn) error {
 }
 
 type readerOnly struct{ io.Reader }
-
-type writerOnly struct{ io.Writer }

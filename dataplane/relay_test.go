@@ -17,7 +17,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // tcpPair returns the two ends of a real loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -223,5 +223,29 @@ func TestRelayCancelAbortsAndDrains(t *testing.T) {
 	r := wait(t, done)
 	if !errors.Is(r.Err, cause) {
 		t.Errorf("Relay.Err = %v, want the ctx cause", r.Err)
+	}
+}
+
+// TestRelayResetAfterDataIsNotEOF: the data and the reset are both already
+// queued when the relay starts. Waiting for readability must not swallow
+// the reset (the kernel reports it to one call only), or the far side
+// would see a clean end of a truncated transfer.
+func TestRelayResetAfterDataIsNotEOF(t *testing.T) {
+	visitor, a := tcpPair(t)
+	b, backend := tcpPair(t)
+	if _, err := visitor.Write(make([]byte, 100<<10+123)); err != nil {
+		t.Fatal(err)
+	}
+	_ = visitor.SetLinger(0)
+	_ = visitor.Close()
+	done := make(chan Result, 1)
+	go func() { done <- Relay(context.Background(), a, b) }()
+	_ = backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.Copy(io.Discard, backend)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("backend read %d bytes then %v, want a reset", n, err)
+	}
+	if r := wait(t, done); r.Err == nil {
+		t.Error("Relay.Err = nil after a reset")
 	}
 }

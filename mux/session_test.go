@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // pair runs a client and a server session over a real loopback TCP
 // connection.
-func pair(t *testing.T, opts Options) (cli, srv *Session) {
+func pair(t testing.TB, opts Options) (cli, srv *Session) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

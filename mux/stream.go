@@ -32,3 +32,11 @@ func (s *Stream) CloseWrite() error { return s.Stream.Close() }
 
 // Session is the session the stream belongs to.
 func (s *Stream) Session() *Session { return s.sess }
+
+// WaitRead waits until the stream has data to read, or has ended, without
+// taking any buffer: a relay waits here while the stream is idle. The
+// stream's end is left for the next Read to report; WaitRead returns nil.
+func (s *Stream) WaitRead() error {
+	_, _ = s.Stream.Read(nil)
+	return nil
+}

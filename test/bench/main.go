@@ -44,7 +44,8 @@ type options struct {
 	json       bool
 	serverKeys string
 	clientKeys string
-	procEnv    []string
+	serverEnv  []string
+	clientEnv  []string
 }
 
 func main() {
@@ -59,12 +60,19 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print JSON lines instead of tables")
 	flag.StringVar(&o.serverKeys, "server-toml", "", "extra top-level lines for server.toml (tuning experiments)")
 	flag.StringVar(&o.clientKeys, "client-toml", "", "extra top-level lines for client.toml")
-	var procEnv string
+	var procEnv, serverEnv, clientEnv string
 	flag.StringVar(&procEnv, "proc-env", "", "extra environment for the two processes, comma-separated (GOMAXPROCS=1,GOGC=200)")
+	flag.StringVar(&serverEnv, "server-env", "", "extra environment for the server only")
+	flag.StringVar(&clientEnv, "client-env", "", "extra environment for the client only")
 	flag.Parse()
-	if procEnv != "" {
-		o.procEnv = strings.Split(procEnv, ",")
+	split := func(s string) []string {
+		if s == "" {
+			return nil
+		}
+		return strings.Split(s, ",")
 	}
+	o.serverEnv = append(split(procEnv), split(serverEnv)...)
+	o.clientEnv = append(split(procEnv), split(clientEnv)...)
 	o.transports = strings.Split(transports, ",")
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -108,13 +116,19 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 	if err := os.MkdirAll(tdir, 0o700); err != nil {
 		return nil, err
 	}
-	t, err := startTunnel(o.bin, tdir, transport, be, o.serverKeys, o.clientKeys, o.procEnv)
+	t, err := startTunnel(o.bin, tdir, transport, be, o.serverKeys, o.clientKeys, o.serverEnv, o.clientEnv)
 	if err != nil {
 		return nil, err
 	}
 	defer t.stop()
 	time.Sleep(500 * time.Millisecond) // let the processes settle before the first reading
 	startRSS := t.rssKiB()
+	// Idle connections first, on fresh processes: later, memory that bulk
+	// transfers made resident would hide their cost.
+	perIdle, err := idleCost(t, o.idle)
+	if err != nil {
+		return nil, fmt.Errorf("idle connections: %w", err)
+	}
 
 	direct := map[string]string{"source": be.source.Addr().String(), "echo": be.echo.Addr().String()}
 	tunneled := map[string]string{"source": t.source, "echo": t.echo}
@@ -158,10 +172,6 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 			return nil, err
 		}
 	}
-	perIdle, err := idleCost(t, o.idle)
-	if err != nil {
-		return nil, fmt.Errorf("idle connections: %w", err)
-	}
 	med := func(name string, i int) float64 { return median(samples[name][i]) }
 	ratio := func(name string) float64 { return med(name, 1) / med(name, 0) }
 	return []figure{
@@ -178,7 +188,6 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 // idleCost opens n idle visitor connections through the tunnel and
 // returns the growth of both processes' resident memory per connection.
 func idleCost(t *tunnel, n int) (float64, error) {
-	time.Sleep(300 * time.Millisecond)
 	before := t.rssKiB()
 	conns, err := idleConns(t.echo, n)
 	defer func() {
@@ -189,7 +198,9 @@ func idleCost(t *tunnel, n int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	time.Sleep(500 * time.Millisecond) // let the processes reach a steady state
+	// Idle means a steady state: both processes release an idle stream's
+	// receive buffer every 5 s.
+	time.Sleep(6 * time.Second)
 	return float64(t.rssKiB()-before) / float64(n), nil
 }
 

@@ -121,7 +121,7 @@ type tunnel struct {
 	source, echo   string // the visitor addresses
 }
 
-func startTunnel(bin, dir, transport string, be *backends, extraServer, extraClient string, env []string) (*tunnel, error) {
+func startTunnel(bin, dir, transport string, be *backends, extraServer, extraClient string, serverEnv, clientEnv []string) (*tunnel, error) {
 	const token = "bench-token-0123456789abcdef"
 	serverTLS, clientTLS := "", ""
 	if transport == "tls" {
@@ -142,7 +142,7 @@ format = "json"
 		return nil, err
 	}
 	t := &tunnel{}
-	if t.server, err = startProc(bin, env, "server", "--config", scfg); err != nil {
+	if t.server, err = startProc(bin, serverEnv, "server", "--config", scfg); err != nil {
 		return nil, err
 	}
 	m, err := t.server.waitLog("server listening", func(m map[string]any) bool { return m["msg"] == "server listening" })
@@ -171,7 +171,7 @@ health_check = false
 		t.stop()
 		return nil, err
 	}
-	if t.client, err = startProc(bin, env, "client", "--config", ccfg); err != nil {
+	if t.client, err = startProc(bin, clientEnv, "client", "--config", ccfg); err != nil {
 		t.stop()
 		return nil, err
 	}
