@@ -108,6 +108,7 @@ func runClient(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
+	oneProc()
 	stop := newStopper()
 	defer stop.stop()
 	hup := onSIGHUP(func() { log.Info("SIGHUP ignored: the client does not reload its configuration yet") })
