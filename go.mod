@@ -1,6 +1,6 @@
 module github.com/gotunnel-mux/gotunnel-mux
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/hashicorp/yamux v0.1.2
@@ -11,4 +11,8 @@ require (
 	go.uber.org/goleak v1.3.0
 )
 
-require golang.org/x/sys v0.28.0
+require (
+	github.com/coder/websocket v1.8.15
+	golang.org/x/net v0.62.0
+	golang.org/x/sys v0.49.0
+)

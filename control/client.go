@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,7 +45,13 @@ type HealthOptions struct {
 // ClientOptions configure a Client. Zero durations take the defaults of
 // docs/config.md.
 type ClientOptions struct {
-	ServerAddr        string // host:port; required
+	ServerAddr string // host:port; required
+	Transport  string // TransportTCP (default), TransportTLS, TransportWS or TransportWSS
+	WSPath     string // the server's WebSocket path, for ws and wss; default DefaultWSPath
+	// Proxy, when set, is an http:// (HTTP CONNECT, basic auth from its
+	// user) or socks5:// proxy every connection to the server goes through.
+	// The environment is package main's business, not this one's.
+	Proxy             *url.URL
 	Token             string // required
 	Name              string // required; the client's identity on the server
 	Mappings          []Mapping
@@ -56,11 +63,12 @@ type ClientOptions struct {
 	Health            HealthOptions
 	Mux               mux.Options
 	Logger            *slog.Logger // nil discards
-	// Dial opens the connection to the server; nil dials TCP with
-	// DialTimeout. Transports (proxies, WebSocket) plug in here.
+	// Dial opens the TCP connection to the server; nil dials directly or
+	// through Proxy, within DialTimeout.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
-	// TLS, when set, runs TLS over the dialled connection, within
-	// HandshakeTimeout. An empty ServerName is the host of ServerAddr.
+	// TLS runs TLS over the dialled connection, within HandshakeTimeout;
+	// required for TransportTLS and TransportWSS, and it makes a plain
+	// "tcp" transport TLS. An empty ServerName is the host of ServerAddr.
 	TLS *tls.Config
 	// OnEvent, when set, is called for session and mapping changes, in
 	// order, from the client's goroutines; it must not block.
@@ -82,12 +90,8 @@ func (o *ClientOptions) setDefaults() {
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
 	}
-	if o.Dial == nil {
-		d := &net.Dialer{Timeout: o.DialTimeout}
-		o.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", addr)
-		}
-	}
+	o.Transport = orDefault(o.Transport, TransportTCP)
+	o.WSPath = orDefault(o.WSPath, DefaultWSPath)
 }
 
 // EventKind tells what an Event reports.
@@ -144,12 +148,21 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		return nil, errors.New("control: empty token")
 	case !ValidName(opts.Name):
 		return nil, fmt.Errorf("control: client name %q: want 1-64 of [A-Za-z0-9._-]", opts.Name)
+	case (opts.Transport == TransportTLS || opts.Transport == TransportWSS) && opts.TLS == nil:
+		return nil, fmt.Errorf("control: transport %s needs a TLS configuration", opts.Transport)
+	case opts.Transport == TransportWS && opts.TLS != nil:
+		return nil, errors.New("control: transport ws is plain; use wss for TLS")
+	case opts.Transport != TransportTCP && opts.Transport != TransportTLS && opts.Transport != TransportWS && opts.Transport != TransportWSS:
+		return nil, fmt.Errorf("control: unknown transport %q", opts.Transport)
 	}
 	if opts.TLS != nil && opts.TLS.ServerName == "" && !opts.TLS.InsecureSkipVerify {
 		opts.TLS = opts.TLS.Clone()
 		opts.TLS.ServerName = host
 	}
 	c := &Client{opts: opts, log: opts.Logger, id: randomID(), host: host, byName: make(map[string]*clientMapping)}
+	if c.opts.Dial == nil {
+		c.opts.Dial = c.dialTCP
+	}
 	for _, m := range opts.Mappings {
 		if !ValidName(m.Name) || c.byName[m.Name] != nil {
 			return nil, fmt.Errorf("control: mapping name %q is invalid or repeated", m.Name)
@@ -233,9 +246,15 @@ func connectCode(err error) Code {
 	if code := CodeOf(err); code != 0 {
 		return code
 	}
-	var te *TLSError
-	if errors.As(err, &te) {
+	var (
+		te *TLSError
+		pe *ProxyError
+	)
+	switch {
+	case errors.As(err, &te):
 		return CodeTLS
+	case errors.As(err, &pe):
+		return pe.Code
 	}
 	return CodeCannotReachServer
 }
@@ -243,13 +262,8 @@ func connectCode(err error) Code {
 // connectOnce runs one session from dial to its end. healthy reports that
 // it logged in and every registration was answered.
 func (c *Client) connectOnce(ctx context.Context) (healthy bool, err error) {
-	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
-	conn, err := c.opts.Dial(dctx, c.opts.ServerAddr)
-	cancel()
+	conn, err := c.dialServer(ctx)
 	if err != nil {
-		return false, fmt.Errorf("dial %s: %w", c.opts.ServerAddr, err)
-	}
-	if conn, err = c.secure(ctx, conn); err != nil {
 		return false, err
 	}
 	cs, err := c.handshake(ctx, conn)

@@ -12,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -46,10 +48,16 @@ type ServerOptions struct {
 	BadLoginLimit           int           // wrong tokens from one address before a pause; 0: never pause
 	BadLoginPause           time.Duration // default 1 minute
 	// TLS, when set, is required of every client (with ClientAuth for
-	// mTLS); nil serves plain TCP.
-	TLS    *tls.Config
-	Mux    mux.Options
-	Logger *slog.Logger // nil discards
+	// mTLS) unless AllowPlain; nil serves plain TCP.
+	TLS        *tls.Config
+	AllowPlain bool
+	// WSPath is where HTTP clients upgrade to a WebSocket session; any
+	// other HTTP request gets 404. Default DefaultWSPath.
+	WSPath string
+	// TrustedProxies are the addresses whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	Mux            mux.Options
+	Logger         *slog.Logger // nil discards
 }
 
 func (o *ServerOptions) setDefaults() {
@@ -66,6 +74,7 @@ func (o *ServerOptions) setDefaults() {
 	o.MaxUnauthenticatedPerIP = orDefault(o.MaxUnauthenticatedPerIP, 32)
 	o.MaxFrameSize = min(orDefault(o.MaxFrameSize, MaxFrameSize), MaxFrameSize)
 	o.BadLoginPause = orDefault(o.BadLoginPause, time.Minute)
+	o.WSPath = orDefault(o.WSPath, DefaultWSPath)
 	o.Logger = orDefault(o.Logger, slog.New(slog.DiscardHandler))
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
@@ -96,6 +105,10 @@ type Server struct {
 	mu        sync.Mutex // guards listeners and sweeping
 	listeners map[net.Listener]struct{}
 	sweeping  bool
+
+	httpOnce sync.Once // starts the HTTP side: WebSocket upgrades
+	httpQ    *connQueue
+	httpSrv  *http.Server
 }
 
 // NewServer returns a server that is ready to Serve.
@@ -124,6 +137,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.listeners[ln] = struct{}{}
+	s.startHTTP(ln.Addr())
 	if !s.sweeping {
 		s.sweeping = true
 		s.wg.Go(s.sweepLoop)
@@ -161,26 +175,35 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 
 // handleConn runs one client connection from accept to its end. It owns c.
 func (s *Server) handleConn(c net.Conn) {
-	sess, err := s.login(c)
+	deadline := time.Now().Add(s.opts.LoginTimeout)
+	_ = c.SetDeadline(deadline)
+	conn, refusal, err := s.secure(c, deadline)
+	if err != nil {
+		s.guard.release(c)
+		return
+	}
+	if h, ok := conn.(*handoff); ok {
+		if !s.httpQ.push(h) {
+			_ = h.Close()
+		}
+		return
+	}
+	sess, err := s.loginOver(conn, deadline, refusal)
 	s.guard.release(c)
 	if err != nil {
 		return
 	}
+	_ = c.SetDeadline(time.Time{})
 	sess.run()
 }
 
-// login runs the handshake under login_timeout: TLS when configured, a
-// yamux session, the control stream, a valid login frame and the reply. On
-// success the connection belongs to the returned session; on failure it is
-// closed.
-func (s *Server) login(c net.Conn) (*serverSession, error) {
+// loginOver runs the rest of the handshake on c (TLS and WebSocket are done
+// by now) until deadline: a yamux session, the control stream, a valid
+// login frame and the reply; or, with a refusal, the refusal. On success
+// the connection belongs to the returned session; on failure it is closed.
+func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *RejectError) (*serverSession, error) {
 	remote := c.RemoteAddr().String()
-	deadline := time.Now().Add(s.opts.LoginTimeout)
 	_ = c.SetDeadline(deadline)
-	c, refusal, err := s.secure(c, deadline)
-	if err != nil {
-		return nil, err
-	}
 	ms, err := mux.Server(c, s.opts.Mux)
 	if err != nil {
 		_ = c.Close()
@@ -252,43 +275,84 @@ func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*Lo
 	return login, nil
 }
 
-// secure reads the connection's first byte to tell a TLS client from a
-// plain one. With TLS configured it runs the handshake, or returns a
-// refusal for a plain client (told over yamux, so that it reads a clear
-// reason); without TLS it turns TLS clients away. On error c is closed.
+// secure reads the connection's first byte to tell yamux, TLS and HTTP
+// apart (protocol.md 1.2). TLS is run to its end and the first byte inside
+// it read the same way. It returns the connection to log in over, a
+// *handoff for the HTTP side, or a refusal to tell a plain client on a
+// TLS server; on error c is closed.
 func (s *Server) secure(c net.Conn, deadline time.Time) (net.Conn, *RejectError, error) {
 	remote := c.RemoteAddr().String()
-	first := make([]byte, 1)
-	if _, err := io.ReadFull(c, first); err != nil {
+	first, err := readFirst(c)
+	if err != nil {
 		s.log.Warn("login failed", "remote", remote, "code", int(CodeLoginTimeout), "err", err)
 		_ = c.Close()
 		return nil, nil, err
 	}
-	pc := &prefixConn{Conn: c, prefix: first}
+	pc := &prefixConn{Conn: c, prefix: []byte{first}}
 	switch {
-	case first[0] == firstTLS && s.opts.TLS != nil:
-		tc := tls.Server(pc, s.opts.TLS)
-		ctx, cancel := context.WithDeadline(s.ctx, deadline)
-		defer cancel()
-		if err := tc.HandshakeContext(ctx); err != nil {
-			s.log.Warn("tls handshake failed", "remote", remote, "code", int(CodeTLS), "err", err)
-			_ = c.Close()
-			return nil, nil, err
-		}
-		return tc, nil, nil
-	case first[0] == firstTLS:
+	case first == firstTLS && s.opts.TLS != nil:
+		return s.secureTLS(c, pc, deadline)
+	case first == firstTLS:
 		s.log.Warn("login failed: the client speaks TLS and this server has no [tls]", "remote", remote, "code", int(CodeTLS))
 		_ = c.Close()
 		return nil, nil, &RejectError{Code: CodeTLS, Reason: "TLS client, plain server"}
-	case first[0] != firstYamux:
-		s.log.Warn("login failed: not the gotunnel-mux protocol", "remote", remote, "code", int(CodeMalformed), "first_byte", int(first[0]))
+	case isHTTP(first):
+		return &handoff{Conn: pc, raw: c, deadline: deadline, release: s.releaser(c)}, nil, nil
+	case first != firstYamux:
+		s.log.Warn("login failed: not the gotunnel-mux protocol", "remote", remote, "code", int(CodeMalformed), "first_byte", int(first))
 		_ = c.Close()
 		return nil, nil, ErrMalformed
-	case s.opts.TLS != nil:
+	case s.opts.TLS != nil && !s.opts.AllowPlain:
 		return pc, &RejectError{Code: CodeTLS, Reason: "this server requires TLS; set [tls] enabled = true on the client"}, nil
 	}
 	return pc, nil, nil
 }
+
+// secureTLS runs the TLS handshake, then tells yamux from HTTP (wss) by
+// the first byte inside.
+func (s *Server) secureTLS(c, pc net.Conn, deadline time.Time) (net.Conn, *RejectError, error) {
+	remote := c.RemoteAddr().String()
+	tc := tls.Server(pc, s.opts.TLS)
+	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		s.log.Warn("tls handshake failed", "remote", remote, "code", int(CodeTLS), "err", err)
+		_ = c.Close()
+		return nil, nil, err
+	}
+	first, err := readFirst(tc)
+	if err != nil {
+		s.log.Warn("login failed", "remote", remote, "code", int(CodeLoginTimeout), "err", err)
+		_ = c.Close()
+		return nil, nil, err
+	}
+	inner := &prefixConn{Conn: tc, prefix: []byte{first}}
+	switch {
+	case isHTTP(first):
+		return &handoff{Conn: inner, raw: c, tls: true, deadline: deadline, release: s.releaser(c)}, nil, nil
+	case first != firstYamux:
+		s.log.Warn("login failed: not the gotunnel-mux protocol", "remote", remote, "code", int(CodeMalformed), "first_byte", int(first))
+		_ = c.Close()
+		return nil, nil, ErrMalformed
+	}
+	return inner, nil, nil
+}
+
+// releaser frees c's admission slot, once.
+func (s *Server) releaser(c net.Conn) func() {
+	var once sync.Once
+	return func() { once.Do(func() { s.guard.release(c) }) }
+}
+
+func readFirst(c net.Conn) (byte, error) {
+	var b [1]byte
+	_, err := io.ReadFull(c, b[:])
+	return b[0], err
+}
+
+// isHTTP reports whether b can start an HTTP request (a method's first
+// letter).
+func isHTTP(b byte) bool { return b >= 'A' && b <= 'Z' }
 
 // checkLogin returns the refusal for a login that must be refused, or nil.
 func (s *Server) checkLogin(l *Login) *RejectError {
@@ -373,6 +437,10 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.guard.close()
+	if s.httpSrv != nil {
+		_ = s.httpQ.Close()
+		_ = s.httpSrv.Close()
+	}
 	for _, ss := range s.reg.close() {
 		ss.kill(ErrServerClosed)
 	}
@@ -388,6 +456,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	for ln := range s.listeners {
 		_ = ln.Close()
+	}
+	if s.httpQ != nil {
+		_ = s.httpQ.Close()
 	}
 	s.mu.Unlock()
 	for _, ss := range s.reg.sessions() {

@@ -25,6 +25,20 @@ func fastServer() control.ServerOptions {
 	}
 }
 
+// overTransports runs a test once per transport that needs no TLS: the
+// same faults must be survived over plain TCP and over WebSocket.
+func overTransports(t *testing.T, body func(t *testing.T, transport string)) {
+	for _, tr := range []string{control.TransportTCP, control.TransportWS} {
+		t.Run(tr, func(t *testing.T) { body(t, tr) })
+	}
+}
+
+// over sets the client's transport.
+func over(transport string, o control.ClientOptions) control.ClientOptions {
+	o.Transport = transport
+	return o
+}
+
 // fastClient has short heartbeat, handshake, backoff and probe intervals.
 func fastClient(addr, name string, maps ...control.Mapping) control.ClientOptions {
 	return control.ClientOptions{
@@ -44,12 +58,16 @@ func fastClient(addr, name string, maps ...control.Mapping) control.ClientOption
 // new one starts on the same address, five times; each time the client
 // comes back by itself and the mapping works again.
 func TestServerRestartClientComesBack(t *testing.T) {
+	overTransports(t, testServerRestartClientComesBack)
+}
+
+func testServerRestartClientComesBack(t *testing.T, tr string) {
 	leakCheck(t)
 	be := startBackend(t, echo)
 	ln := listen(t)
 	addr := ln.Addr().String()
 	srv := startServerOn(t, ln, fastServer())
-	cl := startClientOpts(t, fastClient(addr, "phoenix", control.Mapping{Name: "e", LocalAddr: be.addr}))
+	cl := startClientOpts(t, over(tr, fastClient(addr, "phoenix", control.Mapping{Name: "e", LocalAddr: be.addr})))
 	for round := range 5 {
 		port := cl.waitUp(t, "e")["e"]
 		if err := echoRoundTrip(port, uint64(round), 256<<10); err != nil {
@@ -71,7 +89,9 @@ func TestServerRestartClientComesBack(t *testing.T) {
 // TestBlackHole: the link stops forwarding while both sockets stay open.
 // The server frees the port within heartbeat_timeout plus one sweep, the
 // client notices by itself, and both come back once the link forwards again.
-func TestBlackHole(t *testing.T) {
+func TestBlackHole(t *testing.T) { overTransports(t, testBlackHole) }
+
+func testBlackHole(t *testing.T, tr string) {
 	leakCheck(t)
 	be := startBackend(t, echo)
 	so := fastServer()
@@ -79,7 +99,7 @@ func TestBlackHole(t *testing.T) {
 	so.Logger = srvLog
 	srv := startServer(t, so)
 	px := startFaultProxy(t, srv.addr)
-	cl := startClientOpts(t, fastClient(px.addr, "hole", control.Mapping{Name: "e", LocalAddr: be.addr}))
+	cl := startClientOpts(t, over(tr, fastClient(px.addr, "hole", control.Mapping{Name: "e", LocalAddr: be.addr})))
 	port := cl.waitUp(t, "e")["e"]
 	if err := echoRoundTrip(port, 1, 64<<10); err != nil {
 		t.Fatal(err)
@@ -109,20 +129,24 @@ func TestBlackHole(t *testing.T) {
 // (and the heartbeat timeout is long), a new client process with the same
 // name gets the ports at once.
 func TestBlackHoleThenNewClientSameName(t *testing.T) {
+	overTransports(t, testBlackHoleThenNewClientSameName)
+}
+
+func testBlackHoleThenNewClientSameName(t *testing.T, tr string) {
 	leakCheck(t)
 	be := startBackend(t, echo)
 	so := fastServer()
 	so.HeartbeatTimeout, so.HeartbeatCheckInterval = time.Minute, time.Second
 	srv := startServer(t, so)
 	px := startFaultProxy(t, srv.addr)
-	oldOpts := fastClient(px.addr, "twin", control.Mapping{Name: "e", LocalAddr: be.addr})
+	oldOpts := over(tr, fastClient(px.addr, "twin", control.Mapping{Name: "e", LocalAddr: be.addr}))
 	oldOpts.HeartbeatTimeout = time.Minute
 	old := startClientOpts(t, oldOpts)
 	port := old.waitUp(t, "e")["e"]
 	px.blackhole.Store(true)
 
 	start := time.Now()
-	fresh := startClientOpts(t, fastClient(srv.addr, "twin", control.Mapping{Name: "e", LocalAddr: be.addr, RemotePort: port}))
+	fresh := startClientOpts(t, over(tr, fastClient(srv.addr, "twin", control.Mapping{Name: "e", LocalAddr: be.addr, RemotePort: port})))
 	if got := fresh.waitUp(t, "e")["e"]; got != port {
 		t.Fatalf("new client got port %d, want %d", got, port)
 	}

@@ -120,7 +120,9 @@ func echoRoundTrip(port int, seed uint64, n int64) error {
 // TestHalfCloseVisitorFirst: the visitor sends a request and shuts its
 // write side; the backend reads to EOF and only then answers. The answer
 // must arrive, then EOF.
-func TestHalfCloseVisitorFirst(t *testing.T) {
+func TestHalfCloseVisitorFirst(t *testing.T) { overTransports(t, testHalfCloseVisitorFirst) }
+
+func testHalfCloseVisitorFirst(t *testing.T, tr string) {
 	leakCheck(t)
 	const reqSize, respSize = 3 << 20, 5 << 20
 	backendGot := make(chan [32]byte, 1)
@@ -134,7 +136,7 @@ func TestHalfCloseVisitorFirst(t *testing.T) {
 		_ = c.(*net.TCPConn).CloseWrite()
 	})
 	srv := startServer(t, control.ServerOptions{})
-	cl := startClient(t, srv.addr, "hc", control.Mapping{Name: "hc", LocalAddr: be.addr})
+	cl := startClientOpts(t, over(tr, control.ClientOptions{ServerAddr: srv.addr, Name: "hc", Mappings: []control.Mapping{{Name: "hc", LocalAddr: be.addr}}}))
 	v := dialPort(t, cl.waitUp(t, "hc")["hc"])
 	defer v.Close()
 	sent, err := stream(v, 6, reqSize)
@@ -157,7 +159,9 @@ func TestHalfCloseVisitorFirst(t *testing.T) {
 // TestHalfCloseBackendFirst: the backend speaks first and shuts its write
 // side; the visitor reads to EOF and only then answers; the backend must
 // get the answer.
-func TestHalfCloseBackendFirst(t *testing.T) {
+func TestHalfCloseBackendFirst(t *testing.T) { overTransports(t, testHalfCloseBackendFirst) }
+
+func testHalfCloseBackendFirst(t *testing.T, tr string) {
 	leakCheck(t)
 	const greetSize, answerSize = 2 << 20, 4 << 20
 	backendGot := make(chan int64, 1)
@@ -170,7 +174,7 @@ func TestHalfCloseBackendFirst(t *testing.T) {
 		backendGot <- n
 	})
 	srv := startServer(t, control.ServerOptions{})
-	cl := startClient(t, srv.addr, "hc2", control.Mapping{Name: "hc2", LocalAddr: be.addr})
+	cl := startClientOpts(t, over(tr, control.ClientOptions{ServerAddr: srv.addr, Name: "hc2", Mappings: []control.Mapping{{Name: "hc2", LocalAddr: be.addr}}}))
 	v := dialPort(t, cl.waitUp(t, "hc2")["hc2"])
 	defer v.Close()
 	n, sum, err := drain(v)

@@ -1,0 +1,173 @@
+package control
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// handoff is a connection whose first bytes are HTTP, on its way to the
+// server's HTTP side (WebSocket upgrades on ws_path, 404 elsewhere). Its
+// admission slot is released when it closes or logs in.
+type handoff struct {
+	net.Conn
+	raw      net.Conn  // the TCP connection under it (TLS and sniffing wrap it)
+	tls      bool      // it came over TLS
+	deadline time.Time // login deadline, from the TCP accept
+	release  func()    // frees the admission slot; safe to call twice
+}
+
+// Close implements net.Conn and frees the admission slot.
+func (h *handoff) Close() error {
+	err := h.Conn.Close()
+	h.release()
+	return err
+}
+
+// connQueue is the listener of the HTTP side: the accept loop pushes the
+// connections it found to speak HTTP.
+type connQueue struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// Accept implements net.Listener.
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close implements net.Listener.
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+// Addr implements net.Listener.
+func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// push hands c to the HTTP side; false once it is closed.
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+type handoffKey struct{}
+
+// startHTTP starts the HTTP side on its queue, once.
+func (s *Server) startHTTP(addr net.Addr) {
+	s.httpOnce.Do(func() {
+		s.httpQ = newConnQueue(addr)
+		s.httpSrv = &http.Server{
+			Handler:           http.HandlerFunc(s.serveHTTP),
+			ReadHeaderTimeout: s.opts.LoginTimeout,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				return context.WithValue(ctx, handoffKey{}, c)
+			},
+		}
+		s.wg.Go(func() { _ = s.httpSrv.Serve(s.httpQ) })
+	})
+}
+
+// serveHTTP answers every HTTP request on bind_addr: a WebSocket upgrade
+// on ws_path carries a session; anything else gets a plain 404, so the
+// port looks like any web server to a scanner.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	h, _ := r.Context().Value(handoffKey{}).(*handoff)
+	if h == nil || r.URL.Path != s.opts.WSPath {
+		http.NotFound(w, r)
+		return
+	}
+	remote := s.realRemote(r, h.raw)
+	if s.opts.TLS != nil && !h.tls && !s.opts.AllowPlain {
+		s.log.Warn("login refused: plain WebSocket on a TLS server", "remote", remote.String(), "code", int(CodeTLS))
+		http.Error(w, "this server requires TLS: use wss://", http.StatusForbidden)
+		return
+	}
+	if !s.enter() {
+		http.Error(w, "server closing", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.wg.Done()
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		s.log.Debug("websocket upgrade failed", "remote", remote.String(), "err", err)
+		return
+	}
+	sess, err := s.loginOver(newWSConn(ws, remote), h.deadline, nil)
+	h.release()
+	if err != nil {
+		return
+	}
+	_ = h.raw.SetDeadline(time.Time{})
+	sess.run()
+}
+
+// realRemote is the client's address: the TCP peer, or, when the peer is
+// a trusted reverse proxy, the last address in X-Forwarded-For that is not
+// itself a trusted proxy.
+func (s *Server) realRemote(r *http.Request, raw net.Conn) net.Addr {
+	peer := raw.RemoteAddr()
+	if len(s.opts.TrustedProxies) == 0 || !s.trusted(hostOf(peer)) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		if _, err := netip.ParseAddr(hop); err != nil {
+			return peer // garbage in the header: believe nothing
+		}
+		if !s.trusted(hop) {
+			return forwardedAddr(net.JoinHostPort(hop, "0"))
+		}
+	}
+	return peer
+}
+
+func (s *Server) trusted(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range s.opts.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// enter counts a goroutine Close must wait for, unless the server is
+// closing.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
