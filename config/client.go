@@ -49,8 +49,9 @@ type Mapping struct {
 // quick-mode flags.
 type Client struct {
 	Path              string     `toml:"-"`                  // file it came from ("" if none)
-	ServerAddr        string     `toml:"server_addr"`        // host:port of the server, required
+	ServerAddr        string     `toml:"server_addr"`        // host:port or a tcp, tls, ws or wss URL, required; see ParseEndpoint
 	Token             string     `toml:"token"`              // required (or GOTUNNEL_TOKEN)
+	ProxyURL          string     `toml:"proxy_url"`          // http:// or socks5:// proxy; "": from the environment; "none": never; see Proxy
 	Name              string     `toml:"name"`               // the client's identity on the server
 	HeartbeatInterval Duration   `toml:"heartbeat_interval"` // ping period, < HeartbeatTimeout
 	HeartbeatTimeout  Duration   `toml:"heartbeat_timeout"`  // nothing read this long: reconnect
@@ -58,7 +59,7 @@ type Client struct {
 	HandshakeTimeout  Duration   `toml:"handshake_timeout"`  // TLS + login_resp, and each register_resp
 	Reconnect         Reconnect  `toml:"reconnect"`
 	Health            Health     `toml:"health"`
-	TLS               *ClientTLS `toml:"tls"` // nil: plain TCP
+	TLS               *ClientTLS `toml:"tls"` // nil: plain TCP, unless server_addr is tls:// or wss://
 	Log               Log        `toml:"log"`
 	Mux               Mux        `toml:"mux"`
 	Mappings          []Mapping  `toml:"mappings"`
@@ -150,12 +151,13 @@ func (c *Client) check(pos *positions) Errors {
 	ck := &checker{file: c.Path, pos: pos}
 	if c.ServerAddr == "" {
 		ck.missing("server_addr", "", `set it, e.g. "tunnel.example.com:7000"`)
-	} else {
-		ck.hostPort("server_addr", c.ServerAddr, false, 1)
+	} else if _, err := ParseEndpoint(c.ServerAddr, c.TLS != nil && c.TLS.Enabled); err != nil {
+		ck.add("server_addr", "%s", err)
 	}
 	if c.Token == "" {
 		ck.missing("token", "", tokenHint)
 	}
+	c.checkProxy(ck)
 	ck.name("name", c.Name)
 	ck.positive("heartbeat_interval", c.HeartbeatInterval)
 	ck.positive("heartbeat_timeout", c.HeartbeatTimeout)

@@ -62,8 +62,8 @@ func decodeErrors(pos *positions, err error, seen Errors) (unknown, bad Errors) 
 			}
 		}
 		e.Msg = strings.TrimPrefix(decErr.Error(), "toml: ")
-		if e.Key == "token" {
-			e.Msg = "cannot decode (the decoder's message is not shown: it could quote the token)"
+		if what := secret(e.Key); what != "" {
+			e.Msg = "cannot decode (the decoder's message is not shown: it could quote " + what + ")"
 		}
 		return nil, Errors{e}
 	case len(seen) > 0:
@@ -169,6 +169,7 @@ var (
 	durationType  = reflect.TypeFor[Duration]()
 	sizeType      = reflect.TypeFor[Size]()
 	portRangeType = reflect.TypeFor[PortRange]()
+	proxyType     = reflect.TypeFor[trustedProxy]()
 )
 
 // isText reports whether t is read from a string by UnmarshalText.
@@ -194,7 +195,7 @@ func checkValue(t reflect.Type, s spot) string {
 // accepts reports whether a TOML value of kind k decodes into type t.
 func accepts(t reflect.Type, k unstable.Kind) bool {
 	switch t {
-	case durationType:
+	case durationType, proxyType:
 		return k == unstable.String
 	case sizeType, portRangeType:
 		return k == unstable.String || k == unstable.Integer
@@ -227,6 +228,8 @@ func describeType(t reflect.Type) string {
 		return `a size: an integer of bytes or a string such as "4MiB"`
 	case portRangeType:
 		return `a port range string such as "2222" or "10000-20000"`
+	case proxyType:
+		return `an IP address or CIDR string such as "10.0.0.0/8" or "127.0.0.1"`
 	}
 	switch t.Kind() {
 	case reflect.String:
@@ -267,4 +270,16 @@ func describeKind(k unstable.Kind) string {
 		return "a table"
 	}
 	return "a date or time"
+}
+
+// secret says what secret the value of key may hold, "the token" or "a
+// password", so that no message quotes that value; "" for other keys.
+func secret(key string) string {
+	switch {
+	case key == "token" || strings.HasSuffix(key, ".token"):
+		return "the token"
+	case key == "proxy_url" || strings.HasPrefix(key, "proxy_url[") || strings.HasPrefix(key, "proxy_url."):
+		return "a password"
+	}
+	return ""
 }

@@ -33,9 +33,16 @@
 //	c.Mappings = append(c.Mappings, m)
 //	err = c.Validate()
 //
+// server_addr is host:port or a tcp://, tls://, ws:// or wss:// URL;
+// Client.Endpoint and Client.TLSEnabled give it resolved, so that no other
+// package parses it again. Client.Proxy gives proxy_url parsed, and says
+// when the proxy is to come from the environment. proxy_url may hold a
+// password: like the token, it never appears in an error.
+//
 // What it does not do: it opens no socket and resolves no host name (an
 // address is only checked for its host:port shape), it does not open the
 // TLS certificate and key files it names, it reads no environment variable
-// other than through the Env it is given, and it logs nothing. Turning a
+// other than through the Env it is given (HTTPS_PROXY, ALL_PROXY and
+// NO_PROXY are package main's to read), and it logs nothing. Turning a
 // configuration into each engine package's Options is the job of cmd.
 package config

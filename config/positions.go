@@ -212,7 +212,8 @@ func (s *scanner) add(parts []string, r unstable.Range, kind unstable.Kind, text
 
 // syntaxError turns the parser's error into an *Error naming the line and,
 // when it can be read, the key of the expression that failed. The parser's
-// message may quote a character of the value: for the token it is replaced.
+// message may quote a character of the value: for the token and proxy_url
+// it is replaced.
 func (s *scanner) syntaxError(err error) *Error {
 	var perr *unstable.ParserError
 	if !errors.As(err, &perr) {
@@ -226,8 +227,11 @@ func (s *scanner) syntaxError(err error) *Error {
 		key = joinPath(s.table) + "." + key
 	}
 	msg := "syntax error: " + perr.Message
-	if key == "token" || strings.HasSuffix(key, ".token") {
+	switch secret(key) {
+	case "the token":
 		msg = "syntax error in the value (not shown: the token is secret)"
+	case "a password":
+		msg = "syntax error in the value (not shown: it may hold a password)"
 	}
 	return &Error{Line: start.Line, Key: key, Msg: msg}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -28,6 +29,13 @@ type Server struct {
 	HeartbeatTimeout       Duration    `toml:"heartbeat_timeout"`        // nothing read this long: drop the session
 	HeartbeatCheckInterval Duration    `toml:"heartbeat_check_interval"` // sweep period, < HeartbeatTimeout
 	ShutdownTimeout        Duration    `toml:"shutdown_timeout"`         // grace for visitors on SIGTERM; 0 closes at once
+	WSPath                 string      `toml:"ws_path"`                  // where HTTP clients upgrade to a WebSocket session
+	AllowPlain             bool        `toml:"allow_plain"`              // with TLS set, also accept plain sessions
+	// TrustedProxies are the addresses whose X-Forwarded-For the server
+	// believes. A file gives them as trusted_proxies, CIDRs or single IPs
+	// (a single IP is a /32 or /128); they are stored masked, and an
+	// IPv4-mapped one (::ffff:10.0.0.0/104) as IPv4 (10.0.0.0/8).
+	TrustedProxies []netip.Prefix `toml:"-"`
 	Limits
 	TLS *ServerTLS `toml:"tls"` // nil: plain TCP
 	Log Log        `toml:"log"`
@@ -48,6 +56,9 @@ func DefaultServer() Server {
 		HeartbeatTimeout:       Duration(30 * time.Second),
 		HeartbeatCheckInterval: Duration(5 * time.Second),
 		ShutdownTimeout:        Duration(10 * time.Second),
+		WSPath:                 DefaultWSPath,
+		AllowPlain:             false,
+		TrustedProxies:         nil,
 		Limits:                 defaultLimits(),
 		Log:                    defaultLog(),
 		Mux:                    defaultMux(),
@@ -68,11 +79,18 @@ func LoadServer(path string, env Env) (*Server, error) {
 // the file name used in messages and stored in Path. The error, if any, is
 // an Errors holding every problem found.
 func ParseServer(name string, data []byte, env Env) (*Server, error) {
-	s := DefaultServer()
-	s.Path = name
-	pos, errs, complete := decode(name, data, &s)
+	f := serverFile{Server: DefaultServer()}
+	f.Path = name
+	pos, errs, complete := decode(name, data, &f)
 	if !complete {
 		return nil, errs.err()
+	}
+	s := f.Server
+	if f.TrustedProxies != nil {
+		s.TrustedProxies = nil
+		for _, p := range f.TrustedProxies {
+			s.TrustedProxies = append(s.TrustedProxies, netip.Prefix(p))
+		}
 	}
 	s.Token = tokenFromEnv(env, s.Token)
 	errs = append(errs, s.check(pos)...)
@@ -80,6 +98,13 @@ func ParseServer(name string, data []byte, env Env) (*Server, error) {
 		return nil, err
 	}
 	return &s, nil
+}
+
+// serverFile is what a server file decodes into: the Server, and
+// trusted_proxies in a type that reads a single IP as well as a CIDR.
+type serverFile struct {
+	Server
+	TrustedProxies []trustedProxy `toml:"trusted_proxies"`
 }
 
 // Validate checks a Server built or changed in code. Errors name s.Path,
@@ -118,6 +143,12 @@ func (s *Server) check(pos *positions) Errors {
 			c.missing("tls.key_file", "tls", "[tls] needs cert_file and key_file")
 		}
 	}
+	s.checkWSPath(c)
+	for i, p := range s.TrustedProxies {
+		if !p.IsValid() {
+			c.add("trusted_proxies"+index(i), "not a valid IP prefix; want a CIDR such as \"10.0.0.0/8\" or a single IP")
+		}
+	}
 	s.Limits.check(c)
 	s.Log.check(c)
 	s.Mux.check(c)
@@ -134,6 +165,21 @@ func (s *Server) checkPublicAddr(c *checker) {
 		c.add("public_addr", "bad address %q: want an IP address or host name without a port", s.PublicAddr)
 	default:
 		c.add("public_addr", "bad address %q: not an IP address or host name", s.PublicAddr)
+	}
+}
+
+// checkWSPath checks that ws_path starts with "/", has no query or
+// fragment and is at most maxWSPath bytes long.
+func (s *Server) checkWSPath(c *checker) {
+	switch p := s.WSPath; {
+	case p == "":
+		c.add("ws_path", "is empty; want a path starting with \"/\", such as %q", DefaultWSPath)
+	case p[0] != '/':
+		c.add("ws_path", "bad path %q: must start with \"/\"", p)
+	case strings.ContainsAny(p, "?#"):
+		c.add("ws_path", "bad path %q: a query (?) or fragment (#) is not allowed", p)
+	case len(p) > maxWSPath:
+		c.add("ws_path", "is %d bytes long; at most %d", len(p), maxWSPath)
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -27,6 +29,9 @@ func TestDefaultServer(t *testing.T) {
 		{"heartbeat_timeout", s.HeartbeatTimeout.D(), 30 * time.Second},
 		{"heartbeat_check_interval", s.HeartbeatCheckInterval.D(), 5 * time.Second},
 		{"shutdown_timeout", s.ShutdownTimeout.D(), 10 * time.Second},
+		{"ws_path", s.WSPath, "/gotunnel"},
+		{"allow_plain", s.AllowPlain, false},
+		{"trusted_proxies", len(s.TrustedProxies), 0},
 		{"max_unauthenticated", s.MaxUnauthenticated, 256},
 		{"max_unauthenticated_per_ip", s.MaxUnauthenticatedPerIP, 32},
 		{"max_stray_streams", s.MaxStrayStreams, 4},
@@ -108,6 +113,21 @@ func TestParseServerValues(t *testing.T) {
 		{"tls empty ca", "[tls]\ncert_file = 'c'\nkey_file = 'k'", func(s *Server) any { return *s.TLS }, ServerTLS{CertFile: "c", KeyFile: "k"}},
 		{"tls inline", "tls = {cert_file = 'c', key_file = 'k', client_ca_file = 'ca'}", func(s *Server) any { return *s.TLS }, ServerTLS{"c", "k", "ca"}},
 		{"log json debug", "[log]\nlevel = 'debug'\nformat = 'json'", func(s *Server) any { return s.Log }, Log{"debug", "json"}},
+		{"ws_path", `ws_path = "/tunnel/v1"`, func(s *Server) any { return s.WSPath }, "/tunnel/v1"},
+		{"ws_path root", `ws_path = "/"`, func(s *Server) any { return s.WSPath }, "/"},
+		{"ws_path longest", `ws_path = "/` + strings.Repeat("a", 255) + `"`, func(s *Server) any { return len(s.WSPath) }, 256},
+		{"allow_plain", "allow_plain = true\n[tls]\ncert_file = 'c'\nkey_file = 'k'", func(s *Server) any { return s.AllowPlain }, true},
+		{"allow_plain without tls", "allow_plain = true", func(s *Server) any { return s.AllowPlain }, true},
+		{"trusted_proxies", `trusted_proxies = ["10.0.0.0/8", "::1/128", "127.0.0.1", "fd00::1", "192.168.1.77/24", "0.0.0.0/0", "::ffff:10.9.0.0/112", "::ffff:1.2.3.4"]`,
+			func(s *Server) any { return s.TrustedProxies }, []netip.Prefix{
+				netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128"),
+				netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("fd00::1/128"),
+				netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("0.0.0.0/0"),
+				netip.MustParsePrefix("10.9.0.0/16"), netip.MustParsePrefix("1.2.3.4/32"),
+			}},
+		{"trusted_proxies empty", `trusted_proxies = []`, func(s *Server) any { return s.TrustedProxies }, []netip.Prefix(nil)},
+		{"trusted_proxies multi-line", "trusted_proxies = [\n  '10.1.0.0/16',\n]", func(s *Server) any { return s.TrustedProxies },
+			[]netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,6 +242,37 @@ func TestParseServerErrors(t *testing.T) {
 				{4, "tls.key_file", "missing"},
 				{0, "token", "missing"},
 			}},
+		{"ws_path without slash", "token = 't'\nws_path = 'gotunnel'\n", nil,
+			[]want{{2, "ws_path", `bad path "gotunnel": must start with "/"`}}},
+		{"ws_path empty", "token = 't'\nws_path = ''\n", nil,
+			[]want{{2, "ws_path", `is empty; want a path starting with "/", such as "/gotunnel"`}}},
+		{"ws_path with query", "token = 't'\nws_path = '/x?a=1'\n", nil,
+			[]want{{2, "ws_path", "a query (?) or fragment (#) is not allowed"}}},
+		{"ws_path with fragment", "token = 't'\n\nws_path = '/x#y'\n", nil,
+			[]want{{3, "ws_path", "a query (?) or fragment (#) is not allowed"}}},
+		{"ws_path too long", "token = 't'\nws_path = '/" + strings.Repeat("a", 256) + "'\n", nil,
+			[]want{{2, "ws_path", "is 257 bytes long; at most 256"}}},
+		{"ws_path not a string", "token = 't'\nws_path = 1\n", nil,
+			[]want{{2, "ws_path", "want a string, got an integer"}}},
+		{"allow_plain not a bool", "token = 't'\nallow_plain = 'yes'\n", nil,
+			[]want{{2, "allow_plain", "want true or false, got a string"}}},
+		{"bad trusted proxy", "token = 't'\ntrusted_proxies = [\n  '10.0.0.0/8',\n  'proxy.lan',\n]\n", nil,
+			[]want{{4, "trusted_proxies[1]", `bad trusted proxy "proxy.lan": want an IP address or a CIDR`}}},
+		{"trusted proxy prefix too long", "token = 't'\ntrusted_proxies = ['10.0.0.0/8', '::1/129', '1.2.3.4/33']\n", nil,
+			[]want{{2, "trusted_proxies[1]", `the prefix length "129" is not a number 0..128`},
+				{2, "trusted_proxies[2]", `the prefix length "33" is not a number 0..32`}}},
+		{"trusted proxy bad length", "token = 't'\ntrusted_proxies = ['10.0.0.0/']\n", nil,
+			[]want{{2, "trusted_proxies[0]", `the prefix length "" is not a number`}}},
+		{"trusted proxy short mapped prefix", "token = 't'\ntrusted_proxies = ['::ffff:0.0.0.0/95']\n", nil,
+			[]want{{2, "trusted_proxies[0]", "needs a length of 96 or more"}}},
+		{"trusted proxy with zone", "token = 't'\ntrusted_proxies = ['fe80::1%eth0']\n", nil,
+			[]want{{2, "trusted_proxies[0]", "an IPv6 zone (%name) is not allowed"}}},
+		{"trusted proxy an integer", "token = 't'\ntrusted_proxies = [10]\n", nil,
+			[]want{{2, "trusted_proxies[0]", `want an IP address or CIDR string such as "10.0.0.0/8" or "127.0.0.1", got an integer`}}},
+		{"trusted_proxies a string", "token = 't'\ntrusted_proxies = '10.0.0.0/8'\n", nil,
+			[]want{{2, "trusted_proxies", "want an array, got a string"}}},
+		{"trusted_proxies wrong case", "token = 't'\nTrusted_Proxies = []\n", nil,
+			[]want{{2, "Trusted_Proxies", `did you mean "trusted_proxies"`}}},
 		{"several type errors", "token = 't'\nlogin_timeout = 1\nallow_ports = ['x', 'y']\nlog = 'debug'\n", nil,
 			[]want{
 				{2, "login_timeout", "want a duration"},
@@ -277,14 +328,22 @@ func TestServerValidate(t *testing.T) {
 	if err := s.Validate(); err != nil {
 		t.Fatalf("DefaultServer()+token .Validate() = %v, want nil", err)
 	}
+	s.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	if err := s.Validate(); err != nil {
+		t.Fatalf("Validate() with trusted_proxies = %v, want nil", err)
+	}
 	s.AllowPorts = []PortRange{{0, 10}, {5, 4}, {1, 70000}}
 	s.TLS = &ServerTLS{CertFile: "c"}
+	s.WSPath = ""
+	s.TrustedProxies = append(s.TrustedProxies, netip.Prefix{})
 	err := s.Validate()
 	checkErrors(t, "Validate()", err, "", []want{
 		{0, "allow_ports[0]", "bad port range 0-10"},
 		{0, "allow_ports[1]", "bad port range 5-4"},
 		{0, "allow_ports[2]", "bad port range 1-70000"},
 		{0, "tls.key_file", "missing (required)"},
+		{0, "ws_path", "is empty"},
+		{0, "trusted_proxies[1]", "not a valid IP prefix"},
 	})
 }
 

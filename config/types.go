@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -168,4 +169,47 @@ func (r *PortRange) UnmarshalText(text []byte) error {
 	}
 	*r = v
 	return nil
+}
+
+// trustedProxy is one entry of trusted_proxies: a CIDR ("10.0.0.0/8",
+// "::1/128") or a single IP ("127.0.0.1", taken as /32; "::1", as /128),
+// stored masked, an IPv4-mapped IPv6 one as IPv4. Server.TrustedProxies
+// holds them as netip.Prefix.
+type trustedProxy netip.Prefix
+
+// UnmarshalText parses a CIDR or a single IP.
+func (t *trustedProxy) UnmarshalText(text []byte) error {
+	p, err := parseTrustedProxy(string(text))
+	if err != nil {
+		return fmt.Errorf("bad trusted proxy %q: %w", text, err)
+	}
+	*t = trustedProxy(p)
+	return nil
+}
+
+// parseTrustedProxy parses "ADDR/BITS" or "ADDR" into a masked prefix.
+func parseTrustedProxy(s string) (netip.Prefix, error) {
+	addrPart, bitsPart, isCIDR := strings.Cut(s, "/")
+	addr, err := netip.ParseAddr(addrPart)
+	if err != nil {
+		return netip.Prefix{}, errors.New(`want an IP address or a CIDR, such as "10.0.0.0/8", "::1/128" or "127.0.0.1"`)
+	}
+	if addr.Zone() != "" {
+		return netip.Prefix{}, errors.New("an IPv6 zone (%name) is not allowed")
+	}
+	bits := addr.BitLen()
+	if isCIDR {
+		n, err := strconv.Atoi(bitsPart)
+		if err != nil || n < 0 || n > bits || bitsPart != strconv.Itoa(n) {
+			return netip.Prefix{}, fmt.Errorf("the prefix length %q is not a number 0..%d", bitsPart, bits)
+		}
+		bits = n
+	}
+	if addr.Is4In6() { // the server compares unmapped addresses
+		if bits < 96 {
+			return netip.Prefix{}, errors.New("an IPv4-mapped prefix (::ffff:a.b.c.d) needs a length of 96 or more")
+		}
+		addr, bits = addr.Unmap(), bits-96
+	}
+	return addr.Prefix(bits)
 }

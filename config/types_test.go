@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +195,44 @@ func errMatches(err error, want string) bool {
 		return err == nil
 	}
 	return err != nil && strings.Contains(err.Error(), want)
+}
+
+func TestTrustedProxyText(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr string
+	}{
+		{"10.0.0.0/8", "10.0.0.0/8", ""},
+		{"10.1.2.3/8", "10.0.0.0/8", ""},
+		{"127.0.0.1", "127.0.0.1/32", ""},
+		{"::1", "::1/128", ""},
+		{"2001:db8::/32", "2001:db8::/32", ""},
+		{"0.0.0.0/0", "0.0.0.0/0", ""},
+		{"::ffff:192.168.0.0/112", "192.168.0.0/16", ""},
+		{"::ffff:10.0.0.1", "10.0.0.1/32", ""},
+		{"", "", `bad trusted proxy "": want an IP address or a CIDR`},
+		{"localhost", "", `bad trusted proxy "localhost": want an IP address or a CIDR`},
+		{" 10.0.0.1", "", "want an IP address or a CIDR"},
+		{"10.0.0.0/08", "", `the prefix length "08" is not a number 0..32`},
+		{"10.0.0.0/+8", "", `the prefix length "+8" is not a number 0..32`},
+		{"10.0.0.0/-1", "", `the prefix length "-1" is not a number 0..32`},
+		{"::/129", "", `the prefix length "129" is not a number 0..128`},
+		{"10.0.0.0/8/8", "", `the prefix length "8/8" is not a number`},
+		{"::ffff:0:0/95", "", "needs a length of 96 or more"},
+		{"fe80::1%eth0/64", "", "an IPv6 zone (%name) is not allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			var p trustedProxy
+			err := p.UnmarshalText([]byte(tt.in))
+			got := ""
+			if err == nil {
+				got = netip.Prefix(p).String()
+			}
+			if !errMatches(err, tt.wantErr) || got != tt.want {
+				t.Errorf("UnmarshalText(%q) = %q, %v; want %q, %q", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
 }

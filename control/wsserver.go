@@ -82,11 +82,16 @@ func (s *Server) startHTTP(addr net.Addr) {
 		s.httpSrv = &http.Server{
 			Handler:           http.HandlerFunc(s.serveHTTP),
 			ReadHeaderTimeout: s.opts.LoginTimeout,
+			ReadTimeout:       s.opts.LoginTimeout,
+			IdleTimeout:       s.opts.LoginTimeout,
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				return context.WithValue(ctx, handoffKey{}, c)
 			},
 		}
+		// One request per connection: anything but an upgrade is answered
+		// and closed, so an idle HTTP client holds no admission slot.
+		s.httpSrv.SetKeepAlivesEnabled(false)
 		s.wg.Go(func() { _ = s.httpSrv.Serve(s.httpQ) })
 	})
 }

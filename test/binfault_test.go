@@ -249,3 +249,44 @@ local_addr = %q
 	srv.waitLog(t, "reloaded", func(m map[string]any) bool { return m["msg"] == "TLS certificate reloaded" })
 	useMapping(client("rotated", fmt.Sprintf("ca_file = %q", ca2File)), 3)
 }
+
+// TestBinaryTransports drives the client binary with URL forms of
+// server_addr and a proxy_url, against one server port.
+func TestBinaryTransports(t *testing.T) {
+	leakCheck(t)
+	_, addr := serverBinary(t, "", "")
+	be := startBackend(t, echo)
+	px := startConnectProxy(t, "user", "pa55", false)
+	for i, tc := range []struct{ name, serverAddr, extra string }{
+		{"ws", "ws://" + addr + "/gotunnel", ""},
+		{"tcp-url", "tcp://" + addr, ""},
+		{"ws-proxied", "ws://" + addr, fmt.Sprintf("proxy_url = \"http://user:pa55@%s\"", px.addr)},
+	} {
+		cfg := writeFile(t, tc.name+".toml", fmt.Sprintf(`
+server_addr = %q
+token = %q
+name = %q
+%s
+[log]
+format = "json"
+[[mappings]]
+name = "e"
+local_addr = %q
+`, tc.serverAddr, testToken, tc.name, tc.extra, be.addr))
+		cli := startProc(t, nil, "client", "--config", cfg)
+		port := int(cli.waitLog(t, "mapping e up", mappingLine("e"))["remote_port"].(float64))
+		if err := echoRoundTrip(port, uint64(i), 256<<10); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if strings.Contains(cli.output(), "pa55") {
+			t.Errorf("%s: the proxy password is in the log", tc.name)
+		}
+		_ = cli.cmd.Process.Signal(syscall.SIGTERM)
+		if code := cli.exitCode(t, 10*time.Second); code != 0 {
+			t.Errorf("%s: exit %d", tc.name, code)
+		}
+	}
+	if px.tunnels.Load() < 1 {
+		t.Error("the proxied client did not use the proxy")
+	}
+}

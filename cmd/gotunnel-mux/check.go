@@ -60,7 +60,7 @@ func checkKind(kind, path string, data []byte) error {
 	}
 	cfg, err := config.ParseClient(path, data, os.LookupEnv)
 	if err == nil {
-		if _, err = clientTLS(cfg.TLS, quiet); err != nil {
+		if _, err = clientTLS(cfg, quiet); err != nil {
 			err = fmt.Errorf("%s: %w", path, err)
 		}
 	}

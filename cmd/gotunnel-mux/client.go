@@ -26,7 +26,7 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientFlags, error) {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.config, "config", "", "client configuration file (TOML); default ./"+defaultClientFile+" unless --server is given")
-	fs.StringVar(&f.server, "server", "", "server address HOST:PORT (overrides server_addr)")
+	fs.StringVar(&f.server, "server", "", "server address: HOST:PORT, or tcp://, tls://, ws://HOST:PORT/PATH, wss://... (overrides server_addr)")
 	fs.StringVar(&f.token, "token", "", "token (overrides token and GOTUNNEL_TOKEN)")
 	fs.Func("map", "a mapping [NAME=]REMOTE_PORT:LOCAL_ADDR, repeatable (replaces the file's mappings)", func(s string) error {
 		m, err := config.ParseMap(s)
@@ -96,9 +96,16 @@ func runClient(args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 	opts := clientOptions(cfg, log)
-	if opts.TLS, err = clientTLS(cfg.TLS, log); err != nil {
+	if opts.TLS, err = clientTLS(cfg, log); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", cfg.Path, err)
 		return exitUsage
+	}
+	if opts.Proxy, err = clientProxy(cfg, os.LookupEnv); err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	if opts.Proxy != nil {
+		log.Info("connecting through a proxy", "proxy", opts.Proxy.Redacted())
 	}
 	if len(cfg.Mappings) == 0 {
 		log.Warn("no mappings configured: the client will connect but expose nothing")
@@ -131,8 +138,15 @@ func clientOptions(cfg *config.Client, log *slog.Logger) control.ClientOptions {
 	for i, m := range cfg.Mappings {
 		maps[i] = control.Mapping{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, HealthCheck: *m.HealthCheck}
 	}
+	ep := cfg.Endpoint()
+	transport := ep.Scheme
+	if transport == control.TransportTCP && cfg.TLSEnabled() {
+		transport = control.TransportTLS
+	}
 	return control.ClientOptions{
-		ServerAddr:        cfg.ServerAddr,
+		ServerAddr:        ep.Host,
+		Transport:         transport,
+		WSPath:            ep.Path,
 		Token:             cfg.Token,
 		Name:              cfg.Name,
 		Mappings:          maps,

@@ -128,6 +128,9 @@ func serverOptions(cfg *config.Server, log *slog.Logger) control.ServerOptions {
 		MaxFrameSize:            int(cfg.MaxFrameSize),
 		BadLoginLimit:           cfg.BadLoginLimit,
 		BadLoginPause:           cfg.BadLoginPause.D(),
+		WSPath:                  cfg.WSPath,
+		AllowPlain:              cfg.AllowPlain,
+		TrustedProxies:          cfg.TrustedProxies,
 		Mux:                     strays(muxOptions(cfg.Mux, log), cfg.MaxStrayStreams),
 		Logger:                  log,
 	}

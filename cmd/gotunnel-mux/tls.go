@@ -34,13 +34,18 @@ func serverTLS(c *config.ServerTLS, log *slog.Logger) (*tls.Config, *certReloade
 	return cfg, r, nil
 }
 
-// clientTLS builds the client's TLS configuration, or nil when TLS is off.
-// The server certificate is checked against ca_file (empty: the system
-// roots) for server_name (empty: the host of server_addr, filled in by
-// package control).
-func clientTLS(c *config.ClientTLS, log *slog.Logger) (*tls.Config, error) {
-	if c == nil || !c.Enabled {
+// clientTLS builds the client's TLS configuration, or nil when TLS is off
+// (no [tls], or enabled = false, and a server_addr that is not tls:// or
+// wss://). The server certificate is checked against ca_file (empty: the
+// system roots) for server_name (empty: the host of server_addr, filled in
+// by package control).
+func clientTLS(cc *config.Client, log *slog.Logger) (*tls.Config, error) {
+	if !cc.TLSEnabled() {
 		return nil, nil
+	}
+	c := cc.TLS
+	if c == nil {
+		c = &config.ClientTLS{} // tls:// or wss:// without a [tls] table: the system roots
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
 	if c.CAFile != "" {
