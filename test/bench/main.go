@@ -1,7 +1,8 @@
 // Command bench measures gotunnel-mux end to end against a direct loopback
 // connection in the same run: it starts local services, the real server
 // and client binaries with real config files, and a load generator, all on
-// 127.0.0.1, and prints one table per transport (plain TCP, TLS).
+// 127.0.0.1, and prints one table per transport (plain TCP, TLS, WebSocket,
+// WebSocket over TLS).
 //
 //	go run ./test/bench            # or: make bench
 //	go run ./test/bench -json      # one JSON object per figure
@@ -53,10 +54,10 @@ func main() {
 	var transports string
 	flag.StringVar(&o.bin, "bin", "", "gotunnel-mux binary (default: build one)")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds per figure")
-	flag.DurationVar(&o.dur, "d", 2*time.Second, "duration of each throughput and connection-rate measurement")
+	flag.DurationVar(&o.dur, "d", 1500*time.Millisecond, "duration of each throughput and connection-rate measurement")
 	flag.IntVar(&o.rtts, "rtts", 2000, "round trips per latency measurement")
 	flag.IntVar(&o.idle, "idle", 1000, "idle visitor connections for the memory figure")
-	flag.StringVar(&transports, "transport", "plain,tls", "transports to measure, comma-separated")
+	flag.StringVar(&transports, "transport", "plain,tls,ws,wss", "transports to measure, comma-separated: plain, tls, ws, wss")
 	flag.BoolVar(&o.json, "json", false, "print JSON lines instead of tables")
 	flag.StringVar(&o.serverKeys, "server-toml", "", "extra top-level lines for server.toml (tuning experiments)")
 	flag.StringVar(&o.clientKeys, "client-toml", "", "extra top-level lines for client.toml")
@@ -122,7 +123,7 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 	}
 	defer t.stop()
 	time.Sleep(500 * time.Millisecond) // let the processes settle before the first reading
-	startRSS := t.rssKiB()
+	startRSS, startPSS := t.rssKiB(), t.pssKiB()
 	// Idle connections first, on fresh processes: later, memory that bulk
 	// transfers made resident would hide their cost.
 	perIdle, err := idleCost(t, o.idle)
@@ -181,6 +182,7 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 		{transport, "new connections per second", "conn/s", med("connrate", 0), med("connrate", 1), ratio("connrate"), ">= 0.5x"},
 		{transport, "memory per idle visitor connection (both processes), KiB", "KiB", 0, perIdle, 0, "<= 32 KiB"},
 		{transport, "memory of both processes at start, MiB", "MiB", 0, float64(startRSS) / 1024, 0, "<= 16 MiB"},
+		{transport, "  the same, shared binary pages counted once (PSS), MiB", "MiB", 0, float64(startPSS) / 1024, 0, ""},
 		{transport, "CPU seconds (both processes) per GiB moved", "s/GiB", 0, cpuUsed.Seconds() / (float64(moved) / (1 << 30)), 0, "<= 2.5"},
 	}, nil
 }

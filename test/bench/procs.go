@@ -86,13 +86,19 @@ func (p *proc) stop() {
 }
 
 // rssKiB is the process's resident memory.
-func (p *proc) rssKiB() int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+func (p *proc) rssKiB() int { return p.memKiB("status", "VmRSS:") }
+
+// pssKiB is the process's proportional share of its resident memory:
+// pages shared with the other process (the binary's) count half.
+func (p *proc) pssKiB() int { return p.memKiB("smaps_rollup", "Pss:") }
+
+func (p *proc) memKiB(file, key string) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", p.cmd.Process.Pid, file))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, key); ok {
 			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 			return n
 		}
@@ -124,7 +130,7 @@ type tunnel struct {
 func startTunnel(bin, dir, transport string, be *backends, extraServer, extraClient string, serverEnv, clientEnv []string) (*tunnel, error) {
 	const token = "bench-token-0123456789abcdef"
 	serverTLS, clientTLS := "", ""
-	if transport == "tls" {
+	if transport == "tls" || transport == "wss" {
 		var err error
 		if serverTLS, clientTLS, err = makePKI(dir); err != nil {
 			return nil, err
@@ -151,6 +157,11 @@ format = "json"
 		return nil, err
 	}
 	ccfg := filepath.Join(dir, "client.toml")
+	serverAddr := m["addr"].(string)
+	switch transport {
+	case "ws", "wss":
+		serverAddr = transport + "://" + serverAddr + "/gotunnel"
+	}
 	err = os.WriteFile(ccfg, []byte(fmt.Sprintf(`server_addr = %q
 token = %q
 name = "bench"
@@ -166,7 +177,7 @@ health_check = false
 name = "echo"
 local_addr = %q
 health_check = false
-`, m["addr"], token, extraClient, clientTLS, be.source.Addr(), be.echo.Addr())), 0o600)
+`, serverAddr, token, extraClient, clientTLS, be.source.Addr(), be.echo.Addr())), 0o600)
 	if err != nil {
 		t.stop()
 		return nil, err
@@ -200,6 +211,7 @@ func (t *tunnel) stop() {
 }
 
 func (t *tunnel) rssKiB() int        { return t.server.rssKiB() + t.client.rssKiB() }
+func (t *tunnel) pssKiB() int        { return t.server.pssKiB() + t.client.pssKiB() }
 func (t *tunnel) cpu() time.Duration { return t.server.cpu() + t.client.cpu() }
 
 // alive reports a process of the tunnel that exited.
