@@ -38,6 +38,7 @@ func TestDefaultClient(t *testing.T) {
 		{"log.level", c.Log.Level, "info"},
 		{"log.format", c.Log.Format, "text"},
 		{"mux.window_size", c.Mux.WindowSize, Size(DefaultWindowSize)},
+		{"mux.buffer_size", c.Mux.BufferSize, Size(32 << 10)},
 		{"mappings", len(c.Mappings), 0},
 	}
 	for _, tt := range tests {

@@ -42,6 +42,7 @@ func TestDefaultServer(t *testing.T) {
 		{"log.level", s.Log.Level, "info"},
 		{"log.format", s.Log.Format, "text"},
 		{"mux.window_size", s.Mux.WindowSize, Size(1 << 20)},
+		{"mux.buffer_size", s.Mux.BufferSize, Size(32 << 10)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -179,6 +180,8 @@ func TestParseServerErrors(t *testing.T) {
 			[]want{{3, "mux.window_size", "64KiB is out of range 256KiB..64MiB"}}},
 		{"window too large", "token = 't'\nmux.window_size = \"1GiB\"\n", nil,
 			[]want{{2, "mux.window_size", "out of range"}}},
+		{"buffer out of range", "token = 't'\n[mux]\nbuffer_size = \"2KiB\"\n", nil,
+			[]want{{3, "mux.buffer_size", "2KiB is out of range 4KiB..1MiB"}}},
 		{"bad port range", "token = 't'\nallow_ports = [\n  \"2222\",\n  \"10-x\",\n]\n", nil,
 			[]want{{4, "allow_ports[1]", `bad port range "10-x": "x" is not a port number`}}},
 		{"port range backwards", "token = 't'\nallow_ports = [\"20-10\"]\n", nil,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jpillora/backoff"
 
+	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
 
@@ -70,6 +71,9 @@ type ClientOptions struct {
 	// required for TransportTLS and TransportWSS, and it makes a plain
 	// "tcp" transport TLS. An empty ServerName is the host of ServerAddr.
 	TLS *tls.Config
+	// BufferSize is the relays' copy buffer, the largest data frame this
+	// side writes; default dataplane.DefaultBufSize.
+	BufferSize int
 	// OnEvent, when set, is called for session and mapping changes, in
 	// order, from the client's goroutines; it must not block.
 	OnEvent func(Event)
@@ -91,6 +95,7 @@ func (o *ClientOptions) setDefaults() {
 		o.Mux.Logger = o.Logger
 	}
 	o.Transport = orDefault(o.Transport, TransportTCP)
+	o.BufferSize = orDefault(o.BufferSize, dataplane.DefaultBufSize)
 	o.WSPath = orDefault(o.WSPath, DefaultWSPath)
 }
 
@@ -125,6 +130,7 @@ type Client struct {
 	mappings []*clientMapping
 	byName   map[string]*clientMapping
 	running  atomic.Bool
+	bufs     *dataplane.Pool
 
 	mu  sync.Mutex // guards cur
 	cur *clientSession
@@ -159,7 +165,8 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.TLS = opts.TLS.Clone()
 		opts.TLS.ServerName = host
 	}
-	c := &Client{opts: opts, log: opts.Logger, id: randomID(), host: host, byName: make(map[string]*clientMapping)}
+	c := &Client{opts: opts, log: opts.Logger, id: randomID(), host: host, byName: make(map[string]*clientMapping),
+		bufs: dataplane.NewPool(opts.BufferSize)}
 	if c.opts.Dial == nil {
 		c.opts.Dial = c.dialTCP
 	}

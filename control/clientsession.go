@@ -296,7 +296,7 @@ func (cs *clientSession) serveStream(st *mux.Stream) {
 		_ = st.Close()
 		return
 	}
-	res := dataplane.Relay(ctx, ds, local)
+	res := dataplane.RelayWith(ctx, ds, local, cs.c.bufs)
 	attrs := []any{"mapping", m.Name, "visitor", hdr.Visitor, "bytes_in", res.AToB, "bytes_out", res.BToA,
 		"duration", time.Since(start).Round(time.Microsecond).String()}
 	if res.Err != nil {

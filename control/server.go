@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
 
@@ -56,8 +57,11 @@ type ServerOptions struct {
 	WSPath string
 	// TrustedProxies are the addresses whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
-	Mux            mux.Options
-	Logger         *slog.Logger // nil discards
+	// BufferSize is the relays' copy buffer, the largest data frame this
+	// side writes; default dataplane.DefaultBufSize.
+	BufferSize int
+	Mux        mux.Options
+	Logger     *slog.Logger // nil discards
 }
 
 func (o *ServerOptions) setDefaults() {
@@ -75,6 +79,7 @@ func (o *ServerOptions) setDefaults() {
 	o.MaxFrameSize = min(orDefault(o.MaxFrameSize, MaxFrameSize), MaxFrameSize)
 	o.BadLoginPause = orDefault(o.BadLoginPause, time.Minute)
 	o.WSPath = orDefault(o.WSPath, DefaultWSPath)
+	o.BufferSize = orDefault(o.BufferSize, dataplane.DefaultBufSize)
 	o.Logger = orDefault(o.Logger, slog.New(slog.DiscardHandler))
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
@@ -98,6 +103,7 @@ type Server struct {
 	tokenSum [sha256.Size]byte
 	reg      *registry
 	guard    *guard
+	bufs     *dataplane.Pool
 	ctx      context.Context // ends at Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // acceptLoops, handleConns, sweepLoop
@@ -120,6 +126,7 @@ func NewServer(opts ServerOptions) *Server {
 		tokenSum:  sha256.Sum256([]byte(opts.Token)),
 		reg:       newRegistry(),
 		guard:     newGuard(&opts),
+		bufs:      dataplane.NewPool(opts.BufferSize),
 		listeners: make(map[net.Listener]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -34,7 +34,7 @@ func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 		}
 		ds := &dataStream{streamConn: &ackConn{Stream: st, deadline: deadline}, id: st.StreamID(), send: ss.w.queue}
 		rctx := ss.streams.add(ctx, ds)
-		res := dataplane.Relay(rctx, visitor, ds)
+		res := dataplane.RelayWith(rctx, visitor, ds, ss.srv.bufs)
 		ss.streams.remove(ds)
 		attrs := []any{"mapping", m.name, "visitor", visitor.RemoteAddr().String(),
 			"bytes_in", res.AToB, "bytes_out", res.BToA,

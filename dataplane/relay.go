@@ -8,15 +8,36 @@ import (
 	"sync"
 )
 
-// BufSize is the size of the pooled copy buffers, one per direction while
-// bytes flow. 32 KiB keeps a yamux data frame well under a slow uplink's
-// per-write budget and matches io.Copy's own default.
-const BufSize = 32 << 10
+// DefaultBufSize is the size of the default pool's copy buffers, one per
+// direction while bytes flow. It is also the largest write to a data
+// stream, so the largest yamux data frame: 32 KiB keeps a new visitor's
+// first frame from waiting long behind bulk transfers on a slow uplink
+// (docs/performance.md), and matches io.Copy's own default.
+const DefaultBufSize = 32 << 10
 
-var bufPool = sync.Pool{New: func() any {
-	b := make([]byte, BufSize)
-	return &b
-}}
+// Pool holds copy buffers of one size for relays.
+type Pool struct {
+	size int
+	p    sync.Pool
+}
+
+// NewPool returns a pool of size-byte buffers.
+func NewPool(size int) *Pool {
+	p := &Pool{size: size}
+	p.p.New = func() any {
+		b := make([]byte, size)
+		return &b
+	}
+	return p
+}
+
+// Size is the size of the pool's buffers.
+func (p *Pool) Size() int { return p.size }
+
+func (p *Pool) get() *[]byte  { return p.p.Get().(*[]byte) }
+func (p *Pool) put(b *[]byte) { p.p.Put(b) }
+
+var defaultPool = NewPool(DefaultBufSize)
 
 // Result tells what a relay moved and why it ended.
 type Result struct {
@@ -43,15 +64,22 @@ type Aborter interface {
 // its peer cannot take a truncated transfer for a complete one); then each
 // direction drains what its source still delivers, until the source ends.
 //
-// Relay owns a and b: they are closed when it returns.
-func Relay(ctx context.Context, a, b net.Conn) Result {
-	r := &relay{a: a, b: b, aborted: make(chan struct{})}
+// Relay owns a and b: they are closed when it returns. Its buffers come
+// from a pool of DefaultBufSize; see RelayWith.
+func Relay(ctx context.Context, a, b net.Conn) Result { return RelayWith(ctx, a, b, defaultPool) }
+
+// RelayWith is Relay with buffers from pool.
+func RelayWith(ctx context.Context, a, b net.Conn, pool *Pool) Result {
+	r := &relay{a: a, b: b, pool: pool, aborted: make(chan struct{})}
 	stop := context.AfterFunc(ctx, func() { r.abort(context.Cause(ctx)) })
 	var wg sync.WaitGroup
 	wg.Go(r.copyBToA)
 	r.res.AToB = r.copyHalf(b, a)
 	wg.Wait()
 	stop()
+	// stop does not wait for an abort that ctx already started: Do does,
+	// and keeps any later one from writing res.
+	r.once.Do(func() {})
 	_ = a.Close()
 	_ = b.Close()
 	return r.res
@@ -59,6 +87,7 @@ func Relay(ctx context.Context, a, b net.Conn) Result {
 
 type relay struct {
 	a, b    net.Conn
+	pool    *Pool
 	once    sync.Once
 	aborted chan struct{} // closed by abort
 	res     Result        // AToB owned by Relay's goroutine, BToA by copyBToA, Err by once
@@ -95,9 +124,9 @@ func (r *relay) copyHalf(dst, src net.Conn) int64 {
 	}
 	select {
 	case <-r.aborted:
-		bp := bufPool.Get().(*[]byte)
+		bp := r.pool.get()
 		_, _ = io.CopyBuffer(io.Discard, readerOnly{src}, *bp)
-		bufPool.Put(bp)
+		r.pool.put(bp)
 	default:
 	}
 	return n
@@ -108,7 +137,7 @@ func (r *relay) copyLoop(dst, src net.Conn, w waiter) (int64, error) {
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
-			bufPool.Put(bp)
+			r.pool.put(bp)
 		}
 	}()
 	var n int64
@@ -119,7 +148,7 @@ func (r *relay) copyLoop(dst, src net.Conn, w waiter) (int64, error) {
 					return n, err
 				}
 			}
-			bp = bufPool.Get().(*[]byte)
+			bp = r.pool.get()
 		}
 		buf := *bp
 		nr, rerr := src.Read(buf)
@@ -136,7 +165,7 @@ func (r *relay) copyLoop(dst, src net.Conn, w waiter) (int64, error) {
 		case rerr != nil:
 			return n, rerr
 		case nr < len(buf) && w != nil:
-			bufPool.Put(bp)
+			r.pool.put(bp)
 			bp = nil
 		}
 	}

@@ -249,3 +249,24 @@ func TestRelayResetAfterDataIsNotEOF(t *testing.T) {
 		t.Error("Relay.Err = nil after a reset")
 	}
 }
+
+// TestRelayCancelRacesTheEnd: ctx ends just as both directions finish; the
+// race detector must see the abort's write ordered before Relay's return
+// (a data race found by the restart fault test, when a session's teardown
+// closed the listener as a visitor's relay ended).
+func TestRelayCancelRacesTheEnd(t *testing.T) {
+	for range 50 {
+		visitor, a := tcpPair(t)
+		b, backend := tcpPair(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan Result, 1)
+		go func() { done <- Relay(ctx, a, b) }()
+		_ = visitor.CloseWrite()
+		_ = backend.CloseWrite()
+		go cancel()
+		r := wait(t, done)
+		_ = r.Err
+		visitor.Close()
+		backend.Close()
+	}
+}

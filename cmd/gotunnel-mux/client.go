@@ -161,7 +161,8 @@ func clientOptions(cfg *config.Client, log *slog.Logger) control.ClientOptions {
 		Health: control.HealthOptions{
 			Interval: cfg.Health.Interval.D(), Timeout: cfg.Health.Timeout.D(), Failures: cfg.Health.Failures,
 		},
-		Mux:    muxOptions(cfg.Mux, log),
-		Logger: log,
+		Mux:        muxOptions(cfg.Mux, log),
+		BufferSize: int(cfg.Mux.BufferSize),
+		Logger:     log,
 	}
 }

@@ -131,6 +131,7 @@ func serverOptions(cfg *config.Server, log *slog.Logger) control.ServerOptions {
 		WSPath:                  cfg.WSPath,
 		AllowPlain:              cfg.AllowPlain,
 		TrustedProxies:          cfg.TrustedProxies,
+		BufferSize:              int(cfg.Mux.BufferSize),
 		Mux:                     strays(muxOptions(cfg.Mux, log), cfg.MaxStrayStreams),
 		Logger:                  log,
 	}
