@@ -103,3 +103,36 @@ func TestSpreadAtMax(t *testing.T) {
 		t.Errorf("spread without jitter = %s, want Max", w)
 	}
 }
+
+func TestGuardTrustedProxyNotCappedPerAddress(t *testing.T) {
+	o := &ServerOptions{MaxUnauthenticated: 100, MaxUnauthenticatedPerIP: 2, BadLoginLimit: 2, BadLoginPause: time.Minute}
+	o.setDefaults()
+	for _, trusted := range []bool{false, true} {
+		g := newGuard(o, func(string) bool { return trusted })
+		admitted := 0
+		for range 5 {
+			a, b := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			if g.admit(tcpAddrConn{a}) {
+				admitted++
+			}
+		}
+		if want := map[bool]int{false: 2, true: 5}[trusted]; admitted != want {
+			t.Errorf("trusted=%v: %d of 5 admitted from one address, want %d", trusted, admitted, want)
+		}
+	}
+	g := newGuard(o, func(string) bool { return false })
+	client := &net.TCPAddr{IP: net.ParseIP("203.0.113.9"), Port: 1}
+	for range 2 {
+		g.badToken(client)
+	}
+	if !g.isPaused(client) || g.isPaused(&net.TCPAddr{IP: net.ParseIP("203.0.113.10")}) {
+		t.Error("after bad_login_limit wrong tokens the address is not paused, or another one is")
+	}
+}
+
+// tcpAddrConn gives a pipe a TCP peer address.
+type tcpAddrConn struct{ net.Conn }
+
+func (tcpAddrConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9} }

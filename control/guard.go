@@ -18,6 +18,7 @@ type guard struct {
 	badLimit           int
 	badPause           time.Duration
 	log                *slog.Logger
+	trusted            func(host string) bool // a reverse proxy: not capped per address
 
 	mu     sync.Mutex // guards the fields below
 	conns  map[net.Conn]string
@@ -37,10 +38,10 @@ type badRecord struct {
 // maxBadRecords bounds the addresses remembered for bad logins.
 const maxBadRecords = 1 << 16
 
-func newGuard(o *ServerOptions) *guard {
+func newGuard(o *ServerOptions, trusted func(string) bool) *guard {
 	return &guard{
 		maxConns: o.MaxUnauthenticated, maxPerIP: o.MaxUnauthenticatedPerIP,
-		badLimit: o.BadLoginLimit, badPause: o.BadLoginPause, log: o.Logger,
+		badLimit: o.BadLoginLimit, badPause: o.BadLoginPause, log: o.Logger, trusted: trusted,
 		conns: make(map[net.Conn]string), perIP: make(map[string]int), bad: make(map[string]*badRecord),
 	}
 }
@@ -69,7 +70,9 @@ func (g *guard) admit(c net.Conn) bool {
 		why = "address paused after repeated wrong tokens"
 	case len(g.conns) >= g.maxConns:
 		why = "max_unauthenticated reached"
-	case g.perIP[ip] >= g.maxPerIP:
+	case g.perIP[ip] >= g.maxPerIP && !g.trusted(ip):
+		// A trusted reverse proxy carries many clients: its own address is
+		// not capped; their forwarded addresses are checked by isPaused.
 		why = "max_unauthenticated_per_ip reached"
 	default:
 		g.conns[c] = ip
@@ -80,6 +83,15 @@ func (g *guard) admit(c net.Conn) bool {
 		g.log.Warn("connection refused before login", "remote", ip, "reason", why, "refused", n)
 	}
 	return false
+}
+
+// isPaused reports whether remote's address is turned away for wrong
+// tokens: for a client behind a trusted reverse proxy, the forwarded
+// address, known only once its HTTP request is read.
+func (g *guard) isPaused(remote net.Addr) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.paused(hostOf(remote))
 }
 
 func (g *guard) paused(ip string) bool {

@@ -125,10 +125,11 @@ func NewServer(opts ServerOptions) *Server {
 		log:       opts.Logger,
 		tokenSum:  sha256.Sum256([]byte(opts.Token)),
 		reg:       newRegistry(),
-		guard:     newGuard(&opts),
+		guard:     newGuard(&opts, nil),
 		bufs:      dataplane.NewPool(opts.BufferSize),
 		listeners: make(map[net.Listener]struct{}),
 	}
+	s.guard.trusted = s.trusted
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -310,7 +311,7 @@ func (s *Server) secure(c net.Conn, deadline time.Time) (net.Conn, *RejectError,
 		_ = c.Close()
 		return nil, nil, ErrMalformed
 	case s.opts.TLS != nil && !s.opts.AllowPlain:
-		return pc, &RejectError{Code: CodeTLS, Reason: "this server requires TLS; set [tls] enabled = true on the client"}, nil
+		return pc, &RejectError{Code: CodeTLS, Reason: "this server requires TLS; use a tls:// or wss:// server_addr (or [tls] with a bare host:port)"}, nil
 	}
 	return pc, nil, nil
 }

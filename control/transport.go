@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -126,8 +128,8 @@ func (c *Client) dialCONNECT(ctx context.Context, d *net.Dialer, p *url.URL, add
 	if resp.StatusCode != http.StatusOK {
 		_ = conn.Close()
 		reason := fmt.Sprintf("the proxy %s answered %q to CONNECT %s", p.Host, resp.Status, addr)
-		if resp.StatusCode == http.StatusProxyAuthRequired {
-			reason += "; put the right user:password in proxy_url"
+		if resp.StatusCode == http.StatusProxyAuthRequired || resp.StatusCode == http.StatusUnauthorized {
+			reason += "; put the right user:password in proxy_url" // some proxies (tinyproxy) answer 401
 		}
 		return nil, &ProxyError{Code: CodeProxyRefused, Reason: reason}
 	}
@@ -194,18 +196,40 @@ func (c *Client) upgrade(ctx context.Context, conn net.Conn, deadline time.Time)
 		HTTPClient:      &http.Client{Transport: tr},
 		CompressionMode: websocket.CompressionDisabled,
 	})
-	if resp != nil && resp.Body != nil { // only on a failed upgrade: a success hands the body over
-		_ = resp.Body.Close()
-	}
 	if err != nil {
 		_ = conn.Close()
-		hint := "the WebSocket handshake failed"
-		if resp != nil {
-			hint = fmt.Sprintf("the server answered %q to the WebSocket upgrade on %s; check the path in server_addr against the server's ws_path", resp.Status, o.WSPath)
-		}
-		return nil, &transportError{hint: hint, err: err}
+		return nil, upgradeFailure(resp, o.WSPath, err)
+	}
+	if resp != nil && resp.Body != nil { // a success hands the body over; close what is left
+		_ = resp.Body.Close()
 	}
 	return newWSConn(ws, conn.RemoteAddr()), nil
+}
+
+// upgradeFailure explains a refused WebSocket upgrade with the server's
+// own words: a TLS server refusing plain WebSocket is 1010, like any other
+// TLS refusal.
+func upgradeFailure(resp *http.Response, path string, err error) error {
+	if resp == nil {
+		return &transportError{hint: "the WebSocket handshake failed", err: err}
+	}
+	var said string
+	if resp.Body != nil {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+		_ = resp.Body.Close()
+		said = strings.TrimSpace(string(b))
+	}
+	if resp.StatusCode == http.StatusForbidden && strings.Contains(said, "requires TLS") {
+		return &RejectError{Code: CodeTLS, Reason: "the server requires TLS for WebSocket; use a wss:// server_addr"}
+	}
+	hint := fmt.Sprintf("the server answered %q to the WebSocket upgrade on %s", resp.Status, path)
+	if said != "" {
+		hint += " (" + said + ")"
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		hint += "; check the path in server_addr against the server's ws_path"
+	}
+	return &transportError{hint: hint, err: err}
 }
 
 // wsConn is a WebSocket connection as a byte stream. Close drops the TCP
@@ -236,7 +260,8 @@ func (w *wsConn) Close() error {
 // proxy: the address the proxy reports).
 func (w *wsConn) RemoteAddr() net.Addr { return w.remote }
 
-// forwardedAddr is a peer address taken from X-Forwarded-For.
+// forwardedAddr is a peer address taken from X-Forwarded-For: an IP
+// address without a port.
 type forwardedAddr string
 
 func (a forwardedAddr) Network() string { return "tcp" }

@@ -111,6 +111,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this server requires TLS: use wss://", http.StatusForbidden)
 		return
 	}
+	if remote != h.raw.RemoteAddr() && s.guard.isPaused(remote) {
+		http.Error(w, "too many wrong tokens; try later", http.StatusTooManyRequests)
+		return
+	}
 	if !s.enter() {
 		http.Error(w, "server closing", http.StatusServiceUnavailable)
 		return
@@ -145,7 +149,7 @@ func (s *Server) realRemote(r *http.Request, raw net.Conn) net.Addr {
 			return peer // garbage in the header: believe nothing
 		}
 		if !s.trusted(hop) {
-			return forwardedAddr(net.JoinHostPort(hop, "0"))
+			return forwardedAddr(hop)
 		}
 	}
 	return peer

@@ -23,7 +23,7 @@ func (y yamuxLogger) log(line string) {
 	l := cmp(y.l, discard)
 	level := slog.LevelDebug
 	switch {
-	case strings.Contains(line, "use of closed network connection"):
+	case benign(line):
 	case strings.HasPrefix(line, "[ERR]"), strings.HasPrefix(line, "[WARN]"):
 		level = slog.LevelWarn
 	}
@@ -32,4 +32,16 @@ func (y yamuxLogger) log(line string) {
 		detail = strings.TrimSpace(strings.TrimPrefix(detail, p))
 	}
 	l.Log(context.Background(), level, "yamux", "detail", detail)
+}
+
+// benign reports whether a yamux line only says that the connection ended
+// the ordinary way: closed here, or closed by the peer (yamux recognises
+// plain TCP's wording itself, not a WebSocket's).
+func benign(line string) bool {
+	for _, s := range []string{"use of closed network connection", "context canceled", ": EOF", "StatusNormalClosure"} {
+		if strings.Contains(line, s) {
+			return true
+		}
+	}
+	return false
 }

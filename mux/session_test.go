@@ -224,8 +224,10 @@ func TestYamuxLogLevels(t *testing.T) {
 	l.Printf("[ERR] yamux: Invalid protocol version: %d", 71)
 	l.Print("[WARN] yamux: frame for missing stream")
 	l.Println("[ERR] yamux: Failed to write header: write tcp: use of closed network connection")
+	l.Printf("[ERR] yamux: Failed to read header: %v", "failed to get reader: failed to read frame header: EOF")
+	l.Printf("[ERR] yamux: Failed to read header: %v", "failed to get reader: context canceled")
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	want := []string{"level=WARN", "level=WARN", "level=DEBUG"}
+	want := []string{"level=WARN", "level=WARN", "level=DEBUG", "level=DEBUG", "level=DEBUG"}
 	for i, w := range want {
 		if i >= len(lines) || !strings.Contains(lines[i], w) || !strings.Contains(lines[i], "msg=yamux") {
 			t.Errorf("line %d = %q, want %s msg=yamux", i, lines, w)

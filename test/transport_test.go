@@ -59,8 +59,8 @@ func TestWSSStraightToServer(t *testing.T) {
 	plain := fastClient(srv.addr, "plainws")
 	plain.Transport = control.TransportWS
 	rec := failingClient(t, plain)
-	if err := lastFailure(t, rec, "1001"); !strings.Contains(err, "403") {
-		t.Errorf("plain ws on a TLS server failed with %q, want the server's 403", err)
+	if err := lastFailure(t, rec, "1010"); !strings.Contains(err, "use a wss:// server_addr") {
+		t.Errorf("plain ws on a TLS server failed with %q, want 1010 and the way out", err)
 	}
 }
 
@@ -194,8 +194,48 @@ func TestWSSBehindTLSTerminatingProxy(t *testing.T) {
 	if err := echoRoundTrip(cl.waitUp(t, "e")["e"], 6, 2<<20); err != nil {
 		t.Fatal(err)
 	}
-	if !rec.has("client logged in", "remote", "203.0.113.9:0") {
+	if !rec.has("client logged in", "remote", "203.0.113.9") {
 		t.Error("the server did not log the client's address from X-Forwarded-For")
 	}
 	_ = cl.stop(t)
+}
+
+// TestBadTokensPausedBehindReverseProxy: wrong tokens from clients behind a
+// trusted reverse proxy are counted and paused by their forwarded address,
+// not by the proxy's (found by hand behind nginx: the pause never applied).
+func TestBadTokensPausedBehindReverseProxy(t *testing.T) {
+	leakCheck(t)
+	so := fastServer()
+	so.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	so.BadLoginLimit = 2
+	srv := startServer(t, so)
+	target, _ := url.Parse("http://" + srv.addr)
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Header.Set("X-Forwarded-For", "203.0.113.66")
+	}}
+	front := &http.Server{Handler: rp}
+	fl := listen(t)
+	served := make(chan error, 1)
+	go func() { served <- front.Serve(fl) }()
+	t.Cleanup(func() {
+		_ = front.Close()
+		<-served
+	})
+	for i := range 2 {
+		opts := fastClient(fl.Addr().String(), "guesser")
+		opts.Transport, opts.Token = control.TransportWS, "wrong-guess"
+		cl := startClientOpts(t, opts)
+		var re *control.RejectError
+		if err := <-cl.done; !errors.As(err, &re) || re.Code != control.CodeBadToken {
+			t.Fatalf("guess %d: Run = %v, want 1002", i, err)
+		}
+		close(cl.done)
+	}
+	opts := fastClient(fl.Addr().String(), "guesser")
+	opts.Transport, opts.Token = control.TransportWS, "wrong-guess"
+	rec := failingClient(t, opts)
+	if err := lastFailure(t, rec, "1001"); !strings.Contains(err, "429") {
+		t.Errorf("third guess failed with %q, want the pause (429)", err)
+	}
 }
