@@ -45,7 +45,14 @@ type connectProxy struct {
 
 func startConnectProxy(t testing.TB, user, pass string, refuse bool) *connectProxy {
 	t.Helper()
-	p := &connectProxy{user: user, pass: pass, refuse: refuse, ln: listen(t)}
+	p := &connectProxy{user: user, pass: pass, refuse: refuse}
+	p.start(t, p.serve)
+	return p
+}
+
+// start listens and serves each connection with serve until the test ends.
+func (p *connectProxy) start(t testing.TB, serve func(net.Conn)) {
+	p.ln = listen(t)
 	p.addr = p.ln.Addr().String()
 	p.wg.Go(func() {
 		for {
@@ -54,11 +61,10 @@ func startConnectProxy(t testing.TB, user, pass string, refuse bool) *connectPro
 				return
 			}
 			p.track(c)
-			p.wg.Go(func() { p.serve(c) })
+			p.wg.Go(func() { serve(c) })
 		}
 	})
 	t.Cleanup(p.close)
-	return p
 }
 
 func (p *connectProxy) track(c net.Conn) {
@@ -125,19 +131,8 @@ type socksProxy struct {
 
 func startSOCKSProxy(t testing.TB, user, pass string) *socksProxy {
 	t.Helper()
-	p := &socksProxy{connectProxy{user: user, pass: pass, ln: listen(t)}}
-	p.addr = p.ln.Addr().String()
-	p.wg.Go(func() {
-		for {
-			c, err := p.ln.Accept()
-			if err != nil {
-				return
-			}
-			p.track(c)
-			p.wg.Go(func() { p.serveSOCKS(c) })
-		}
-	})
-	t.Cleanup(p.close)
+	p := &socksProxy{connectProxy{user: user, pass: pass}}
+	p.start(t, p.serveSOCKS)
 	return p
 }
 
