@@ -41,11 +41,14 @@ $(GOLANGCI_LINT):
 	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	mv $(BIN)/golangci-lint $@
 
-## cover: total statement coverage over every package, and per package
+## cover: total statement coverage of the product's packages (the benchmark
+## tool in test/bench is not product code), and per package
+COVER_PKGS = $(shell go list ./... | grep -v /test/bench)
 cover:
-	go test -count=1 -coverpkg=./... -coverprofile=$(BIN)/cover.out ./... >/dev/null
+	@mkdir -p $(BIN)
+	go test -count=1 -coverpkg=$(shell go list ./... | grep -v /test/bench | paste -sd, -) -coverprofile=$(BIN)/cover.out $(COVER_PKGS) >/dev/null
 	@go tool cover -func=$(BIN)/cover.out | awk '/^total/ {print "total coverage: " $$3}'
-	@go test -count=1 -cover ./... | sed 's/^ok *//'
+	@go test -count=1 -cover $(COVER_PKGS) | sed 's/^ok *//'
 
 ## bench: the end-to-end benchmark (real binaries, loopback), plain TCP and TLS;
 ## BENCH_FLAGS=-json for JSON lines
