@@ -16,23 +16,17 @@ import (
 const DefaultBufSize = 32 << 10
 
 // Pool holds copy buffers of one size for relays.
-type Pool struct {
-	size int
-	p    sync.Pool
-}
+type Pool struct{ p sync.Pool }
 
 // NewPool returns a pool of size-byte buffers.
 func NewPool(size int) *Pool {
-	p := &Pool{size: size}
+	p := &Pool{}
 	p.p.New = func() any {
 		b := make([]byte, size)
 		return &b
 	}
 	return p
 }
-
-// Size is the size of the pool's buffers.
-func (p *Pool) Size() int { return p.size }
 
 func (p *Pool) get() *[]byte  { return p.p.Get().(*[]byte) }
 func (p *Pool) put(b *[]byte) { p.p.Put(b) }
