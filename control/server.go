@@ -112,9 +112,10 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sweeping  bool
 
-	httpOnce sync.Once // starts the HTTP side: WebSocket upgrades
-	httpQ    *connQueue
-	httpSrv  *http.Server
+	httpOnce  sync.Once // starts the HTTP side: WebSocket upgrades
+	httpQ     *connQueue
+	httpSrv   *http.Server
+	httpConns sync.WaitGroup // net/http's connection goroutines, until hijacked or closed
 }
 
 // NewServer returns a server that is ready to Serve.
@@ -452,7 +453,8 @@ func (s *Server) Close() error {
 	for _, ss := range s.reg.close() {
 		ss.kill(ErrServerClosed)
 	}
-	s.wg.Wait()
+	s.wg.Wait() // the HTTP side's Serve too: no connection is added after this
+	s.httpConns.Wait()
 	return nil
 }
 

@@ -88,6 +88,16 @@ func (s *Server) startHTTP(addr net.Addr) {
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				return context.WithValue(ctx, handoffKey{}, c)
 			},
+			// net/http runs each connection in a goroutine of its own:
+			// count them, so that Close can wait for every one.
+			ConnState: func(_ net.Conn, state http.ConnState) {
+				switch state {
+				case http.StateNew:
+					s.httpConns.Add(1)
+				case http.StateHijacked, http.StateClosed:
+					s.httpConns.Done()
+				}
+			},
 		}
 		// One request per connection: anything but an upgrade is answered
 		// and closed, so an idle HTTP client holds no admission slot.
