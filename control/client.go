@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -80,23 +81,23 @@ type ClientOptions struct {
 }
 
 func (o *ClientOptions) setDefaults() {
-	o.HeartbeatInterval = orDefault(o.HeartbeatInterval, 10*time.Second)
-	o.HeartbeatTimeout = orDefault(o.HeartbeatTimeout, 30*time.Second)
-	o.DialTimeout = orDefault(o.DialTimeout, 5*time.Second)
-	o.HandshakeTimeout = orDefault(o.HandshakeTimeout, 10*time.Second)
-	o.Reconnect.Min = orDefault(o.Reconnect.Min, time.Second)
-	o.Reconnect.Max = orDefault(o.Reconnect.Max, 16*time.Second)
-	o.Reconnect.Factor = orDefault(o.Reconnect.Factor, 2)
-	o.Health.Interval = orDefault(o.Health.Interval, 30*time.Second)
-	o.Health.Timeout = orDefault(o.Health.Timeout, 3*time.Second)
-	o.Health.Failures = orDefault(o.Health.Failures, 3)
-	o.Logger = orDefault(o.Logger, slog.New(slog.DiscardHandler))
+	o.HeartbeatInterval = cmp.Or(o.HeartbeatInterval, 10*time.Second)
+	o.HeartbeatTimeout = cmp.Or(o.HeartbeatTimeout, 30*time.Second)
+	o.DialTimeout = cmp.Or(o.DialTimeout, 5*time.Second)
+	o.HandshakeTimeout = cmp.Or(o.HandshakeTimeout, 10*time.Second)
+	o.Reconnect.Min = cmp.Or(o.Reconnect.Min, time.Second)
+	o.Reconnect.Max = cmp.Or(o.Reconnect.Max, 16*time.Second)
+	o.Reconnect.Factor = cmp.Or(o.Reconnect.Factor, 2)
+	o.Health.Interval = cmp.Or(o.Health.Interval, 30*time.Second)
+	o.Health.Timeout = cmp.Or(o.Health.Timeout, 3*time.Second)
+	o.Health.Failures = cmp.Or(o.Health.Failures, 3)
+	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
 	}
-	o.Transport = orDefault(o.Transport, TransportTCP)
-	o.BufferSize = orDefault(o.BufferSize, dataplane.DefaultBufSize)
-	o.WSPath = orDefault(o.WSPath, DefaultWSPath)
+	o.Transport = cmp.Or(o.Transport, TransportTCP)
+	o.BufferSize = cmp.Or(o.BufferSize, dataplane.DefaultBufSize)
+	o.WSPath = cmp.Or(o.WSPath, DefaultWSPath)
 }
 
 // EventKind tells what an Event reports.

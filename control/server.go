@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -65,33 +66,25 @@ type ServerOptions struct {
 }
 
 func (o *ServerOptions) setDefaults() {
-	o.PublicAddr = orDefault(o.PublicAddr, "0.0.0.0")
+	o.PublicAddr = cmp.Or(o.PublicAddr, "0.0.0.0")
 	if len(o.AllowPorts) == 0 {
 		o.AllowPorts = []PortRange{{1024, 65535}}
 	}
-	o.MaxMappingsPerClient = orDefault(o.MaxMappingsPerClient, 16)
-	o.LoginTimeout = orDefault(o.LoginTimeout, 10*time.Second)
-	o.StreamOpenTimeout = orDefault(o.StreamOpenTimeout, 10*time.Second)
-	o.HeartbeatTimeout = orDefault(o.HeartbeatTimeout, 30*time.Second)
-	o.HeartbeatCheckInterval = orDefault(o.HeartbeatCheckInterval, 5*time.Second)
-	o.MaxUnauthenticated = orDefault(o.MaxUnauthenticated, 256)
-	o.MaxUnauthenticatedPerIP = orDefault(o.MaxUnauthenticatedPerIP, 32)
-	o.MaxFrameSize = min(orDefault(o.MaxFrameSize, MaxFrameSize), MaxFrameSize)
-	o.BadLoginPause = orDefault(o.BadLoginPause, time.Minute)
-	o.WSPath = orDefault(o.WSPath, DefaultWSPath)
-	o.BufferSize = orDefault(o.BufferSize, dataplane.DefaultBufSize)
-	o.Logger = orDefault(o.Logger, slog.New(slog.DiscardHandler))
+	o.MaxMappingsPerClient = cmp.Or(o.MaxMappingsPerClient, 16)
+	o.LoginTimeout = cmp.Or(o.LoginTimeout, 10*time.Second)
+	o.StreamOpenTimeout = cmp.Or(o.StreamOpenTimeout, 10*time.Second)
+	o.HeartbeatTimeout = cmp.Or(o.HeartbeatTimeout, 30*time.Second)
+	o.HeartbeatCheckInterval = cmp.Or(o.HeartbeatCheckInterval, 5*time.Second)
+	o.MaxUnauthenticated = cmp.Or(o.MaxUnauthenticated, 256)
+	o.MaxUnauthenticatedPerIP = cmp.Or(o.MaxUnauthenticatedPerIP, 32)
+	o.MaxFrameSize = min(cmp.Or(o.MaxFrameSize, MaxFrameSize), MaxFrameSize)
+	o.BadLoginPause = cmp.Or(o.BadLoginPause, time.Minute)
+	o.WSPath = cmp.Or(o.WSPath, DefaultWSPath)
+	o.BufferSize = cmp.Or(o.BufferSize, dataplane.DefaultBufSize)
+	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
 	}
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Server accepts client connections, logs clients in and serves their

@@ -118,9 +118,7 @@ func (r *relay) copyHalf(dst, src net.Conn) int64 {
 	}
 	select {
 	case <-r.aborted:
-		bp := r.pool.get()
-		_, _ = io.CopyBuffer(io.Discard, readerOnly{src}, *bp)
-		r.pool.put(bp)
+		_, _ = io.Copy(io.Discard, readerOnly{src}) // io.Discard brings its own buffer
 	default:
 	}
 	return n

@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -20,7 +21,7 @@ func (y yamuxLogger) Printf(format string, v ...any) { y.log(fmt.Sprintf(format,
 func (y yamuxLogger) Println(v ...any)               { y.log(fmt.Sprint(v...)) }
 
 func (y yamuxLogger) log(line string) {
-	l := cmp(y.l, discard)
+	l := cmp.Or(y.l, discard)
 	level := slog.LevelDebug
 	switch {
 	case benign(line):

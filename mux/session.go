@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -82,11 +83,11 @@ func (o *Options) yamuxConfig() (*yamux.Config, error) {
 	c := yamux.DefaultConfig()
 	c.LogOutput = nil
 	c.Logger = yamuxLogger{o.Logger}
-	c.MaxStreamWindowSize = cmp(o.WindowSize, DefaultWindowSize)
-	c.AcceptBacklog = cmp(o.AcceptBacklog, DefaultAcceptBacklog)
-	c.ConnectionWriteTimeout = cmp(o.WriteTimeout, DefaultWriteTimeout)
+	c.MaxStreamWindowSize = cmp.Or(o.WindowSize, DefaultWindowSize)
+	c.AcceptBacklog = cmp.Or(o.AcceptBacklog, DefaultAcceptBacklog)
+	c.ConnectionWriteTimeout = cmp.Or(o.WriteTimeout, DefaultWriteTimeout)
 	c.StreamCloseTimeout = o.StreamCloseTimeout
-	c.StreamOpenTimeout = cmp(o.StreamOpenTimeout, DefaultStreamOpenTimeout)
+	c.StreamOpenTimeout = cmp.Or(o.StreamOpenTimeout, DefaultStreamOpenTimeout)
 	c.EnableKeepAlive = o.KeepAlive > 0
 	if o.KeepAlive > 0 {
 		c.KeepAliveInterval = o.KeepAlive
@@ -95,15 +96,6 @@ func (o *Options) yamuxConfig() (*yamux.Config, error) {
 		return nil, fmt.Errorf("mux: %w", err)
 	}
 	return c, nil
-}
-
-// cmp returns v, or def when v is zero.
-func cmp[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Session is one yamux session over one connection.
@@ -139,13 +131,13 @@ func newSession(c net.Conn, opts Options, client bool) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	setNotSentLowat(c, cmp(opts.NotSentLowat, DefaultNotSentLowat))
+	setNotSentLowat(c, cmp.Or(opts.NotSentLowat, DefaultNotSentLowat))
 	wc := newConn(c)
 	s := &Session{
 		conn:     wc,
 		client:   client,
-		maxStray: max(cmp(opts.MaxStrayStreams, DefaultMaxStrayStreams), 0),
-		log:      cmp(opts.Logger, discard),
+		maxStray: max(cmp.Or(opts.MaxStrayStreams, DefaultMaxStrayStreams), 0),
+		log:      cmp.Or(opts.Logger, discard),
 	}
 	if client {
 		s.ys, err = yamux.Client(wc, cfg)
