@@ -113,30 +113,6 @@ func (l *Listener) Close() error {
 	return err
 }
 
-// Shutdown frees the port and waits for live visitors to finish until ctx
-// ends; then it closes the rest as Close does. It returns ctx's error when
-// it had to cut visitors off.
-func (l *Listener) Shutdown(ctx context.Context) error {
-	_ = l.Unbind()
-	idle := make(chan struct{})
-	go func() { // joined below: Close waits for every handler, so this ends
-		l.waitIdle()
-		close(idle)
-	}()
-	var err error
-	select {
-	case <-idle:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	_ = l.Close()
-	<-idle
-	return err
-}
-
-// waitIdle returns when the accept loop and every handler have returned.
-func (l *Listener) waitIdle() { l.wg.Wait() }
-
 func (l *Listener) acceptLoop() {
 	var delay time.Duration
 	for {

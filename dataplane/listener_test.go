@@ -120,55 +120,6 @@ func TestListenerCloseResetsVisitorsAndFreesPort(t *testing.T) {
 	}
 }
 
-func TestListenerShutdownWaitsForVisitors(t *testing.T) {
-	l, _ := serveEcho(t, Options{})
-	c := dial(t, l)
-	if err := roundTrip(c); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- l.Shutdown(context.Background()) }()
-	// The port is freed at once while the visitor goes on.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		nc, err := net.DialTimeout("tcp", l.Addr().String(), time.Second)
-		if err != nil {
-			break
-		}
-		nc.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("port still bound during Shutdown")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err := roundTrip(c); err != nil {
-		t.Fatalf("live visitor during Shutdown: %v", err)
-	}
-	select {
-	case err := <-done:
-		t.Fatalf("Shutdown returned %v with a visitor still live", err)
-	default:
-	}
-	c.Close()
-	if err := <-done; err != nil {
-		t.Errorf("Shutdown = %v, want nil", err)
-	}
-}
-
-func TestListenerShutdownDeadline(t *testing.T) {
-	l, _ := serveEcho(t, Options{})
-	c := dial(t, l)
-	if err := roundTrip(c); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if err := l.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
-	}
-	readReset(t, c)
-}
-
 // readReset checks that a live connection was reset.
 func readReset(t *testing.T, c net.Conn) {
 	t.Helper()
