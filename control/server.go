@@ -234,6 +234,7 @@ func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *RejectError)
 		return nil, err
 	}
 	s.guard.goodLogin(ms.RemoteAddr())
+	ms.Trust()
 	sess := newServerSession(s, ms, ctl, login)
 	if err := WriteFrame(ctl, &LoginResp{Status: StatusOK, SessionID: sess.id}); err != nil {
 		_ = ms.Close()

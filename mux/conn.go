@@ -18,6 +18,10 @@ type conn struct {
 	last    atomic.Int64 // nanoseconds since epoch, monotonic
 	readErr atomic.Pointer[error]
 
+	// owned by yamux's receive loop, the only reader
+	book *book
+	scan frameScanner
+
 	// owned by yamux's send loop, the only writer
 	tcp  *net.TCPConn         // the same as Conn when it is plain TCP: writev
 	hdr  [yamuxHeaderLen]byte // a data frame's header, waiting for its body
@@ -25,8 +29,8 @@ type conn struct {
 	out  []byte               // header and body joined, when not plain TCP
 }
 
-func newConn(c net.Conn) *conn {
-	w := &conn{Conn: c}
+func newConn(c net.Conn, b *book) *conn {
+	w := &conn{Conn: c, book: b}
 	w.tcp, _ = c.(*net.TCPConn)
 	w.last.Store(int64(time.Since(epoch)))
 	return w
@@ -72,11 +76,17 @@ func (c *conn) writeFrame(body []byte) (int, error) {
 	return max(n-len(hdr), 0), err
 }
 
-// Read implements io.Reader and records the time of any successful read.
+// Read implements io.Reader. It records the time of any successful read,
+// and shows the session's book every frame header before yamux acts on
+// it; a peer that breaks a limit fails the read, and yamux ends the
+// session without having buffered the offending frames.
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.last.Store(int64(time.Since(epoch)))
+		if berr := c.book.noteRead(&c.scan, p[:n]); berr != nil {
+			n, err = 0, berr
+		}
 	}
 	if err != nil {
 		c.readErr.CompareAndSwap(nil, &err)

@@ -103,6 +103,7 @@ type Session struct {
 	// set in newSession
 	ys       *yamux.Session
 	conn     *conn
+	book     *book // what inbound frame headers say; see frames.go
 	client   bool
 	maxStray int
 	log      *slog.Logger
@@ -132,17 +133,19 @@ func newSession(c net.Conn, opts Options, client bool) (*Session, error) {
 		return nil, err
 	}
 	setNotSentLowat(c, cmp.Or(opts.NotSentLowat, DefaultNotSentLowat))
-	wc := newConn(c)
+	maxStray := max(cmp.Or(opts.MaxStrayStreams, DefaultMaxStrayStreams), 0)
+	b := newBook(!client, maxStray)
 	s := &Session{
-		conn:     wc,
+		conn:     newConn(c, b),
+		book:     b,
 		client:   client,
-		maxStray: max(cmp.Or(opts.MaxStrayStreams, DefaultMaxStrayStreams), 0),
+		maxStray: maxStray,
 		log:      cmp.Or(opts.Logger, discard),
 	}
 	if client {
-		s.ys, err = yamux.Client(wc, cfg)
+		s.ys, err = yamux.Client(s.conn, cfg)
 	} else {
-		s.ys, err = yamux.Server(wc, cfg)
+		s.ys, err = yamux.Server(s.conn, cfg)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mux: %w", err)
@@ -200,6 +203,13 @@ func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 // LocalAddr is this side's address.
 func (s *Session) LocalAddr() net.Addr { return s.conn.LocalAddr() }
 
+// Trust lifts the limits on a server session's peer that has not logged
+// in: until then it may send at most UntrustedBytes and open no stream but
+// the control stream, or the session ends (ErrUntrusted, ErrStrayStreams)
+// before yamux buffers more. Call it once the peer has authenticated,
+// before answering it. A client session trusts its server from the start.
+func (s *Session) Trust() { s.book.trusted.Store(true) }
+
 // GoAway tells the peer to open no more streams; open streams go on.
 func (s *Session) GoAway() error { return s.ys.GoAway() }
 
@@ -218,7 +228,7 @@ func (s *Session) OpenControl() (*Stream, error) {
 	if !s.client || !s.controlTaken.CompareAndSwap(false, true) {
 		return nil, ErrRole
 	}
-	return s.open()
+	return s.open(true)
 }
 
 // AcceptControl waits for the client's first stream, the control stream,
@@ -233,7 +243,11 @@ func (s *Session) AcceptControl(ctx context.Context) (*Stream, error) {
 		return nil, s.wrapErr(err)
 	}
 	s.wg.Go(s.rejectLoop)
-	return &Stream{Stream: ys, sess: s}, nil
+	return s.wrap(ys, true), nil
+}
+
+func (s *Session) wrap(ys *yamux.Stream, control bool) *Stream {
+	return &Stream{Stream: ys, sess: s, end: s.book.end(ys.StreamID()), control: control}
 }
 
 // rejectLoop closes every client-opened stream after the control stream.
@@ -243,6 +257,7 @@ func (s *Session) rejectLoop() {
 		if err != nil {
 			return
 		}
+		s.book.closedHere(ys.StreamID())
 		_ = ys.Close()
 		n := s.strays.Add(1)
 		s.log.Warn("stream opened by client closed", "stream", ys.StreamID(), "count", n)
@@ -257,15 +272,15 @@ func (s *Session) Open() (*Stream, error) {
 	if s.client {
 		return nil, ErrRole
 	}
-	return s.open()
+	return s.open(false)
 }
 
-func (s *Session) open() (*Stream, error) {
+func (s *Session) open(control bool) (*Stream, error) {
 	ys, err := s.ys.OpenStream()
 	if err != nil {
 		return nil, s.wrapErr(err)
 	}
-	return &Stream{Stream: ys, sess: s}, nil
+	return s.wrap(ys, control), nil
 }
 
 // Accept waits for the next data stream opened by the server. Client side.
@@ -277,7 +292,7 @@ func (s *Session) Accept() (*Stream, error) {
 	if err != nil {
 		return nil, s.wrapErr(err)
 	}
-	return &Stream{Stream: ys, sess: s}, nil
+	return s.wrap(ys, false), nil
 }
 
 func (s *Session) wrapErr(err error) error {

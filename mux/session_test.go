@@ -113,6 +113,7 @@ func TestStrayStreamsCancelContext(t *testing.T) {
 	ctl, _ := cli.OpenControl()
 	_, _ = ctl.Write([]byte("x"))
 	acceptControl(t, srv)
+	srv.Trust()
 	for i := range 3 {
 		st, err := cli.ys.OpenStream() // around the role check, as a hostile client would
 		if err != nil {
@@ -255,7 +256,7 @@ func (r *recordConn) Write(p []byte) (int, error) {
 // go out at once.
 func TestDataFramesWrittenWhole(t *testing.T) {
 	rc := &recordConn{}
-	c := newConn(rc)
+	c := newConn(rc, newBook(false, 0))
 	data := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3}   // data frame, stream 1, 3 bytes
 	window := []byte{0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 0, 0} // window update: no body
 	if n, err := c.Write(data); n != 12 || err != nil {

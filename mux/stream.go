@@ -3,6 +3,7 @@ package mux
 import (
 	"io"
 	"net"
+	"sync/atomic"
 
 	"github.com/hashicorp/yamux"
 )
@@ -12,26 +13,58 @@ import (
 // is the same call; yamux cannot send a reset.
 type Stream struct {
 	*yamux.Stream
-	sess *Session
+	sess    *Session
+	end     *streamEnd // what the session read of this stream's end
+	control bool       // the control stream: Consumed counts its bytes
+
+	consumed atomic.Int64 // bytes read, for the control stream
 }
 
 var _ net.Conn = (*Stream)(nil)
 
-// Read reads from the stream. At the peer's close it returns io.EOF; when
-// the session died instead, it returns ErrSessionClosed.
+// Read reads from the stream. At the peer's close (its FIN) it returns
+// io.EOF, after every byte the peer sent. A stream that ends without the
+// peer's FIN, because the session died, returns ErrSessionClosed instead:
+// what it delivered is truncated. The rule is per stream: a stream whose
+// FIN arrived before the session died still ends with io.EOF.
 func (s *Stream) Read(p []byte) (int, error) {
 	n, err := s.Stream.Read(p)
-	if err == io.EOF && s.sess.IsClosed() {
+	if s.control {
+		s.consumed.Add(int64(n))
+	}
+	if err == io.EOF && !s.end.fin.Load() {
 		return n, ErrSessionClosed
 	}
 	return n, err
 }
 
+// Close sends FIN; see CloseWrite.
+func (s *Stream) Close() error {
+	s.sess.book.closedHere(s.StreamID())
+	return s.Stream.Close()
+}
+
 // CloseWrite sends FIN: the peer reads io.EOF after the data already sent.
-func (s *Stream) CloseWrite() error { return s.Stream.Close() }
+func (s *Stream) CloseWrite() error { return s.Close() }
 
 // Session is the session the stream belongs to.
 func (s *Stream) Session() *Session { return s.sess }
+
+// FinMark reports whether the peer's FIN on this stream has arrived and,
+// if so, how many bytes of the control stream had arrived before it. A
+// control frame the peer wrote before it closed this stream ends within
+// the first mark bytes of the control stream: a reader that has handled
+// that many control bytes has seen every such frame.
+func (s *Stream) FinMark() (mark int64, ok bool) {
+	if !s.end.fin.Load() {
+		return 0, false
+	}
+	return s.end.finMark.Load(), true
+}
+
+// Consumed is how many bytes have been read from the control stream; 0
+// for a data stream.
+func (s *Stream) Consumed() int64 { return s.consumed.Load() }
 
 // WaitRead waits until the stream has data to read, or has ended, without
 // taking any buffer: a relay waits here while the stream is idle. The

@@ -248,3 +248,54 @@ format = "json"
 		t.Error("the server logged a panic")
 	}
 }
+
+// TestBinaryStrayStreamsBeforeLoginBounded pins an issue 9 finding: before
+// login, stray streams were closed but their data stayed buffered, so 8
+// connections without a token, each opening 200 streams of 256 KiB, grew
+// the server by about 74 MiB. A connection that has not logged in may now
+// make the server hold at most mux.UntrustedBytes (docs/security.md).
+func TestBinaryStrayStreamsBeforeLoginBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pushes 400 MB at the server")
+	}
+	leakCheck(t)
+	cfg := writeFile(t, "server.toml", fmt.Sprintf(`
+bind_addr = "127.0.0.1:0"
+token = %q
+public_addr = "127.0.0.1"
+login_timeout = "5s"
+[log]
+format = "json"
+`, testToken))
+	srv := startBinary(t, buildPlainBinary(t), nil, "server", "--config", cfg)
+	addr := srv.waitLog(t, "server listening", msgIs("server listening"))["addr"].(string)
+	pid := srv.cmd.Process.Pid
+	_, hwm0 := procMemory(t, pid)
+	payload := make([]byte, 256<<10) // one initial stream window
+	var wg sync.WaitGroup
+	for range 8 {
+		s, c := rawYamux(t, addr)
+		wg.Go(func() {
+			var inner sync.WaitGroup
+			for range 200 {
+				st, err := s.OpenStream()
+				if err != nil {
+					break
+				}
+				inner.Go(func() {
+					_ = st.SetWriteDeadline(time.Now().Add(5 * time.Second))
+					_, _ = st.Write(payload)
+				})
+			}
+			inner.Wait()
+			closedWithin(t, "stray streams before login", c, 10*time.Second)
+		})
+	}
+	wg.Wait()
+	_, hwm1 := procMemory(t, pid)
+	grew := hwm1 - hwm0
+	t.Logf("server peak resident memory: %d KiB before, %d KiB after 8 connections x 200 stray streams (+%d KiB)", hwm0, hwm1, grew)
+	if grew > 4<<10 {
+		t.Errorf("peak resident memory grew %d KiB, want under 4 MiB for 8 connections that never logged in", grew)
+	}
+}
