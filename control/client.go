@@ -61,10 +61,15 @@ type ClientOptions struct {
 	HeartbeatTimeout  time.Duration
 	DialTimeout       time.Duration // to the server and to local services
 	HandshakeTimeout  time.Duration // login reply, and each register reply
-	Reconnect         ReconnectOptions
-	Health            HealthOptions
-	Mux               mux.Options
-	Logger            *slog.Logger // nil discards
+	// ShutdownTimeout is how long a visitor connection whose session died
+	// may go on when its stream had finished: what is buffered for the
+	// local service is still delivered (protocol.md 7.6). Default 10s;
+	// negative: none. Shutdown's own grace is its context.
+	ShutdownTimeout time.Duration
+	Reconnect       ReconnectOptions
+	Health          HealthOptions
+	Mux             mux.Options
+	Logger          *slog.Logger // nil discards
 	// Dial opens the TCP connection to the server; nil dials directly or
 	// through Proxy, within DialTimeout.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -85,6 +90,7 @@ func (o *ClientOptions) setDefaults() {
 	o.HeartbeatTimeout = cmp.Or(o.HeartbeatTimeout, 30*time.Second)
 	o.DialTimeout = cmp.Or(o.DialTimeout, 5*time.Second)
 	o.HandshakeTimeout = cmp.Or(o.HandshakeTimeout, 10*time.Second)
+	o.ShutdownTimeout = cmp.Or(o.ShutdownTimeout, 10*time.Second)
 	o.Reconnect.Min = cmp.Or(o.Reconnect.Min, time.Second)
 	o.Reconnect.Max = cmp.Or(o.Reconnect.Max, 16*time.Second)
 	o.Reconnect.Factor = cmp.Or(o.Reconnect.Factor, 2)
@@ -132,16 +138,23 @@ type Client struct {
 	byName   map[string]*clientMapping
 	running  atomic.Bool
 	bufs     *dataplane.Pool
+	stop     chan struct{} // closed by Shutdown: drain, then do not reconnect
+	stopOnce sync.Once
+	runDone  chan struct{}  // closed when Run returns
+	live     atomic.Int64   // data streams being set up or relayed, over all sessions
+	wg       sync.WaitGroup // relays of ended sessions (finishRelays); joined by Run
 
-	mu  sync.Mutex // guards cur
-	cur *clientSession
+	mu   sync.Mutex // guards cur and hard
+	cur  *clientSession
+	hard context.CancelFunc // ends Run at once; set by Run
 }
 
 // clientMapping is a Mapping with its probe state, which outlives sessions.
 type clientMapping struct {
 	Mapping
 	online   atomic.Bool
-	dialWarn every // rate of "local service unreachable" lines
+	lastPort atomic.Int64 // the port the server bound last, asked for again when RemotePort is 0
+	dialWarn every        // rate of "local service unreachable" lines
 }
 
 // NewClient checks opts and returns a client ready to Run.
@@ -167,7 +180,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.TLS.ServerName = host
 	}
 	c := &Client{opts: opts, log: opts.Logger, id: randomID(), host: host, byName: make(map[string]*clientMapping),
-		bufs: dataplane.NewPool(opts.BufferSize)}
+		bufs: dataplane.NewPool(opts.BufferSize), stop: make(chan struct{}), runDone: make(chan struct{})}
 	if c.opts.Dial == nil {
 		c.opts.Dial = c.dialTCP
 	}
@@ -185,6 +198,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 
 // Run connects, logs in, registers every mapping and serves visitors,
 // reconnecting with backoff whenever the session ends, until ctx ends
+// (nil: a stop at once, live visitors are reset), Shutdown has drained
 // (nil), the server refuses for a reason retrying cannot fix (a
 // *RejectError whose Code is Fatal), or reconnect.max_retries attempts in a
 // row fail. Run may be called once.
@@ -192,12 +206,21 @@ func (c *Client) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("control: client already ran")
 	}
+	defer close(c.runDone)
 	var wg sync.WaitGroup
-	pctx, stop := context.WithCancel(ctx)
+	ctx, hard := context.WithCancel(ctx)
+	c.mu.Lock()
+	c.hard = hard
+	c.mu.Unlock()
 	defer func() {
-		stop()
+		if c.stopping() {
+			c.wg.Wait() // a graceful stop lets the last relays finish, within shutdown_timeout
+		}
+		hard()
 		wg.Wait()
+		c.wg.Wait()
 	}()
+	pctx := ctx
 	for _, m := range c.mappings {
 		if m.HealthCheck {
 			wg.Go(func() { c.probeLoop(pctx, m) })
@@ -213,8 +236,11 @@ func (c *Client) reconnectLoop(ctx context.Context) error {
 	b := &backoff.Backoff{Min: r.Min, Max: r.Max, Factor: r.Factor, Jitter: r.Jitter}
 	failures := 0
 	for {
+		if c.stopping() {
+			return nil
+		}
 		healthy, err := c.connectOnce(ctx)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || c.stopping() {
 			return nil
 		}
 		if healthy {
@@ -233,11 +259,57 @@ func (c *Client) reconnectLoop(ctx context.Context) error {
 		}
 		wait := spread(b.Duration(), r)
 		c.log.Warn("disconnected", "code", int(connectCode(err)), "err", err, "retry_in", wait.Round(time.Millisecond).String())
-		if !sleepCtx(ctx, wait) {
+		if !c.pause(ctx, wait) {
 			return nil
 		}
 	}
 }
+
+// pause waits d, or until ctx ends or Shutdown begins (false).
+func (c *Client) pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+	case <-c.stop:
+	}
+	return false
+}
+
+func (c *Client) stopping() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Shutdown stops the client gracefully: the server is told that no mapping
+// takes new visitors (they are refused at once, as for a mapping whose
+// local service is down), live visitor connections go on until they end
+// or ctx ends, then the session is closed and Run returns nil. It returns
+// ctx's error if it had to cut visitors off (they are reset), and returns
+// once Run has returned, if Run was running.
+func (c *Client) Shutdown(ctx context.Context) error {
+	c.stopOnce.Do(func() { close(c.stop) })
+	err := pollUntil(ctx, 20*time.Millisecond, func() bool { return c.live.Load() == 0 })
+	c.mu.Lock()
+	hard := c.hard
+	c.mu.Unlock()
+	if hard == nil {
+		return err
+	}
+	hard()
+	<-c.runDone
+	return err
+}
+
+// ActiveVisitors is the number of data streams being set up or relayed,
+// over every session.
+func (c *Client) ActiveVisitors() int { return int(c.live.Load()) }
 
 // spread keeps clients from coming back in lock-step after a long outage:
 // with jitter, jpillora/backoff caps most waits at exactly Max once the
@@ -275,6 +347,11 @@ func (c *Client) connectOnce(ctx context.Context) (healthy bool, err error) {
 		return false, err
 	}
 	cs, err := c.handshake(ctx, conn)
+	if err == nil && c.stopping() {
+		cs.relayCancel()
+		_ = cs.mux.Close()
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
@@ -349,7 +426,7 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn) (*clientSession, 
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return newClientSession(c, ms, resp), nil
+	return newClientSession(ctx, c, ms, resp), nil
 }
 
 // login sends the login frame and reads the reply.

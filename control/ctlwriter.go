@@ -3,15 +3,20 @@ package control
 import (
 	"fmt"
 	"io"
-	"sync"
 	"time"
 )
 
-// ctlWriter owns the writes on one control stream: frames are queued and
-// run writes them in order, so that no caller (a relay aborting, a
-// heartbeat tick) ever blocks on the network while holding anything.
+// ctlQueue is how many frames may wait for the control writer. A producer
+// that finds it full waits (send) or tries again later (trySend); nothing
+// is ever queued out of order.
+const ctlQueue = 256
+
+// ctlWriter owns the writes on one control stream: one FIFO, written by
+// run in order. Besides frames it runs the step that must follow a frame on
+// the wire (a data stream's FIN after its data_channel_reset), so that no
+// caller ever blocks on the network while holding anything, and no two
+// frames can swap.
 type ctlWriter struct {
-	wg   sync.WaitGroup // queue's overflow senders
 	w    io.Writer
 	done <-chan struct{} // closed when the connection is closed; the writer stops
 	fail func(error)     // ends the session on a write error
@@ -19,15 +24,16 @@ type ctlWriter struct {
 }
 
 type outFrame struct {
-	m    Message
-	done chan struct{} // closed once written, when not nil
+	m     Message
+	after func()        // run once m is written; not run if writing failed
+	done  chan struct{} // closed once written, when not nil
 }
 
 // newCtlWriter writes to w until done is closed. It outlives the decision
 // to end a session, so that a last error frame can still go out before
 // the connection is closed.
 func newCtlWriter(w io.Writer, done <-chan struct{}, fail func(error)) *ctlWriter {
-	return &ctlWriter{w: w, done: done, fail: fail, out: make(chan outFrame, 64)}
+	return &ctlWriter{w: w, done: done, fail: fail, out: make(chan outFrame, ctlQueue)}
 }
 
 // run writes queued frames until the session ends or a write fails.
@@ -38,6 +44,9 @@ func (c *ctlWriter) run() {
 			return
 		case f := <-c.out:
 			err := WriteFrame(c.w, f.m)
+			if err == nil && f.after != nil {
+				f.after()
+			}
 			if f.done != nil {
 				close(f.done)
 			}
@@ -50,28 +59,25 @@ func (c *ctlWriter) run() {
 }
 
 // send queues m, waiting for room until the session ends.
-func (c *ctlWriter) send(m Message) {
+func (c *ctlWriter) send(m Message) { c.sendThen(m, nil) }
+
+// sendThen queues m and, to run in the writer once m is on the wire,
+// after; it waits for room until the session ends.
+func (c *ctlWriter) sendThen(m Message, after func()) {
 	select {
-	case c.out <- outFrame{m: m}:
+	case c.out <- outFrame{m: m, after: after}:
 	case <-c.done:
 	}
 }
 
-// queue queues m without blocking the caller: when the queue is full, a
-// goroutine waits for room. wait joins those goroutines.
-func (c *ctlWriter) queue(m Message) {
-	if !c.trySend(m) {
-		c.wg.Go(func() { c.send(m) })
-	}
-}
+// trySend queues m if there is room now. Callers that must never block
+// (a heartbeat tick, a lock holder) use it and try again later.
+func (c *ctlWriter) trySend(m Message) bool { return c.trySendThen(m, nil) }
 
-// wait joins queue's goroutines; call it once done is closed.
-func (c *ctlWriter) wait() { c.wg.Wait() }
-
-// trySend queues m if there is room now.
-func (c *ctlWriter) trySend(m Message) bool {
+// trySendThen is trySend with a step to run once m is on the wire.
+func (c *ctlWriter) trySendThen(m Message, after func()) bool {
 	select {
-	case c.out <- outFrame{m: m}:
+	case c.out <- outFrame{m: m, after: after}:
 		return true
 	default:
 		return false

@@ -51,6 +51,10 @@ type Register struct {
 	RemotePort int    `json:"remote_port"`
 	LocalAddr  string `json:"local_addr"`
 	Online     bool   `json:"online"`
+	// PreferPort, with RemotePort 0, is the port the mapping had before
+	// a reconnect: the server binds it again when it is free and allowed,
+	// and otherwise picks a port as for 0. Optional.
+	PreferPort int `json:"prefer_port,omitempty"`
 }
 
 // RegisterResp answers Register (server to client). RemotePort is the port
@@ -77,6 +81,10 @@ type Pong struct {
 type OfflinePort struct {
 	Name string `json:"name"`
 	Port int    `json:"port"`
+	// Draining says why: the client is stopping, not its local service.
+	// The server treats both alike (new visitors are reset at once; live
+	// ones go on) and logs them differently. Optional.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // OnlinePort reports that an offline mapping's local service is back.
@@ -253,6 +261,9 @@ func (m *Register) validate() error {
 		return err
 	}
 	if err := checkPort("remote_port", m.RemotePort, true); err != nil {
+		return err
+	}
+	if err := checkPort("prefer_port", m.PreferPort, true); err != nil {
 		return err
 	}
 	return checkName("name", m.Name)

@@ -43,6 +43,11 @@ type ServerOptions struct {
 	StreamOpenTimeout      time.Duration
 	HeartbeatTimeout       time.Duration
 	HeartbeatCheckInterval time.Duration
+	// ShutdownTimeout is how long a visitor connection whose session died
+	// may go on when its stream had finished: what is buffered for it is
+	// still delivered (protocol.md 7.6). Default 10s; negative: none, the
+	// visitor is reset. Shutdown's own grace is its context.
+	ShutdownTimeout time.Duration
 	// Guards against hostile peers; see docs/security.md.
 	MaxUnauthenticated      int           // connections not logged in yet, at once; default 256
 	MaxUnauthenticatedPerIP int           // the same from one address; default 32
@@ -75,6 +80,7 @@ func (o *ServerOptions) setDefaults() {
 	o.StreamOpenTimeout = cmp.Or(o.StreamOpenTimeout, 10*time.Second)
 	o.HeartbeatTimeout = cmp.Or(o.HeartbeatTimeout, 30*time.Second)
 	o.HeartbeatCheckInterval = cmp.Or(o.HeartbeatCheckInterval, 5*time.Second)
+	o.ShutdownTimeout = cmp.Or(o.ShutdownTimeout, 10*time.Second)
 	o.MaxUnauthenticated = cmp.Or(o.MaxUnauthenticated, 256)
 	o.MaxUnauthenticatedPerIP = cmp.Or(o.MaxUnauthenticatedPerIP, 32)
 	o.MaxFrameSize = min(cmp.Or(o.MaxFrameSize, MaxFrameSize), MaxFrameSize)

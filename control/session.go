@@ -40,9 +40,10 @@ type serverSession struct {
 	w       *ctlWriter   // owns writes on ctl once run starts
 	streams *streamTable // live data streams, for data_channel_reset
 
-	mu       sync.Mutex // guards mappings and unbound
+	mu       sync.Mutex // guards mappings, refused and unbound
 	mappings map[string]*mapping
-	unbound  bool // no more listeners may be bound
+	refused  map[string]Code // the last refusal of each mapping name, for the log level
+	unbound  bool            // no more listeners may be bound
 }
 
 // mapping is one registered mapping with its public listener.
@@ -64,11 +65,13 @@ func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *Login) *se
 		ctl:      ctl,
 		started:  time.Now(),
 		mappings: make(map[string]*mapping),
-		streams:  newStreamTable(),
+		refused:  make(map[string]Code),
 	}
 	ss.log = s.log.With("session", ss.id, "client", ss.name)
 	ss.ctx, ss.cancel = context.WithCancelCause(context.Background())
 	ss.w = newCtlWriter(ctl, ms.Done(), ss.cancel)
+	ss.streams = newStreamTable(ss.w)
+	ss.streams.handledUpTo(ctl.Consumed()) // the login
 	return ss
 }
 
@@ -93,9 +96,8 @@ func (ss *serverSession) run() {
 	if errors.Is(cause, mux.ErrStrayStreams) {
 		ss.sendError(CodeMalformed, "client opened streams besides control")
 	}
-	ss.teardown()
+	ss.teardown(cause)
 	wg.Wait()
-	ss.w.wait()
 	ss.logEnd(cause)
 }
 
@@ -129,9 +131,12 @@ func (ss *serverSession) unbind() {
 	}
 }
 
-// teardown closes the session: the connection first (blocked streams end,
-// visitors are reset), then every listener, then the registry entry.
-func (ss *serverSession) teardown() {
+// teardown closes the session: the connection first (blocked streams end;
+// a visitor whose stream had not finished is reset), then every listener,
+// then the registry entry. A visitor whose stream had finished (the
+// client's FIN arrived) still gets what is buffered for it, for up to
+// shutdown_timeout, unless the server itself is closing.
+func (ss *serverSession) teardown(cause error) {
 	ss.unbind()
 	_ = ss.mux.Close()
 	ss.mu.Lock()
@@ -140,8 +145,14 @@ func (ss *serverSession) teardown() {
 		ms = append(ms, m)
 	}
 	ss.mu.Unlock()
+	grace := max(ss.srv.opts.ShutdownTimeout, 0)
+	if errors.Is(cause, ErrServerClosed) {
+		grace = 0
+	}
+	ctx, cancel := context.WithTimeout(ss.srv.ctx, grace)
+	defer cancel()
 	for _, m := range ms {
-		_ = m.ln.Close()
+		_ = m.ln.Shutdown(ctx)
 	}
 	ss.srv.reg.release(ss)
 }
@@ -164,6 +175,7 @@ func (ss *serverSession) sendError(code Code, reason string) {
 
 // readLoop handles the client's control frames until an error.
 func (ss *serverSession) readLoop() {
+	defer ss.streams.stopReading()
 	for {
 		m, err := ReadFrameMax(ss.ctl, ss.srv.opts.MaxFrameSize)
 		if err != nil {
@@ -177,6 +189,7 @@ func (ss *serverSession) readLoop() {
 			ss.cancel(err)
 			return
 		}
+		ss.streams.handledUpTo(ss.ctl.Consumed())
 	}
 }
 
@@ -187,9 +200,9 @@ func (ss *serverSession) handle(m Message) error {
 	case *Ping:
 		ss.w.send(&Pong{Time: m.Time})
 	case *OfflinePort:
-		ss.setOnline(m.Name, m.Port, false)
+		ss.setOnline(m.Name, m.Port, false, m.Draining)
 	case *OnlinePort:
-		ss.setOnline(m.Name, m.Port, true)
+		ss.setOnline(m.Name, m.Port, true, false)
 	case *DataChannelReset:
 		ss.streams.reset(m.Stream)
 	default:
@@ -205,7 +218,11 @@ func (ss *serverSession) register(r *Register) *RegisterResp {
 	if err != nil {
 		var re *RejectError
 		errors.As(err, &re)
-		ss.log.Warn("mapping refused", "mapping", r.Name, "remote_port", r.RemotePort, "code", int(re.Code), "reason", re.Reason)
+		level := slog.LevelWarn
+		if ss.refusedBefore(r.Name, re.Code) {
+			level = slog.LevelDebug // the client retries a 1004 for as long as the session lives
+		}
+		ss.log.Log(context.Background(), level, "mapping refused", "mapping", r.Name, "remote_port", r.RemotePort, "code", int(re.Code), "reason", re.Reason)
 		return &RegisterResp{Status: StatusFail, Code: re.Code, Reason: re.Reason, Name: r.Name, RemotePort: r.RemotePort}
 	}
 	m.ln.SetOnline(r.Online)
@@ -228,10 +245,11 @@ func (ss *serverSession) bind(r *Register) (*mapping, error) {
 	case r.RemotePort != 0 && !allowed(o.AllowPorts, r.RemotePort):
 		return nil, &RejectError{Code: CodePortNotAllowed, Reason: fmt.Sprintf("port %d is outside allow_ports", r.RemotePort)}
 	}
-	ln, err := ss.listen(r.RemotePort)
+	ln, err := ss.listen(r.RemotePort, r.PreferPort)
 	if err != nil {
 		return nil, err
 	}
+	delete(ss.refused, r.Name)
 	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: ln.Addr().(*net.TCPAddr).Port}
 	m.ln = dataplane.Serve(ln, ss.visitorHandler(m), dataplane.Options{
 		MaxConns: o.MaxConnsPerMapping,
@@ -241,10 +259,27 @@ func (ss *serverSession) bind(r *Register) (*mapping, error) {
 	return m, nil
 }
 
-// listen binds port on public_addr, or a random free port of allow_ports
-// when port is 0.
-func (ss *serverSession) listen(port int) (net.Listener, error) {
+// refusedBefore reports whether the last register of name in this session
+// was refused with the same code, and remembers this refusal. ss.mu is
+// not held.
+func (ss *serverSession) refusedBefore(name string, code Code) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	before := ss.refused[name] == code
+	ss.refused[name] = code
+	return before
+}
+
+// listen binds port on public_addr, or when port is 0 the preferred port
+// (the one the mapping had before a reconnect) if it is allowed and free,
+// else a random free port of allow_ports.
+func (ss *serverSession) listen(port, prefer int) (net.Listener, error) {
 	o := &ss.srv.opts
+	if port == 0 && prefer != 0 && allowed(o.AllowPorts, prefer) {
+		if ln, err := net.Listen("tcp", net.JoinHostPort(o.PublicAddr, strconv.Itoa(prefer))); err == nil {
+			return ln, nil
+		}
+	}
 	if port != 0 {
 		ln, err := net.Listen("tcp", net.JoinHostPort(o.PublicAddr, strconv.Itoa(port)))
 		if err != nil {
@@ -271,7 +306,7 @@ func bindError(port int, err error) *RejectError {
 	return &RejectError{Code: CodePortInUse, Reason: fmt.Sprintf("port %d: %v", port, errors.Unwrap(err))}
 }
 
-func (ss *serverSession) setOnline(name string, port int, on bool) {
+func (ss *serverSession) setOnline(name string, port int, on, draining bool) {
 	ss.mu.Lock()
 	m := ss.mappings[name]
 	ss.mu.Unlock()
@@ -283,9 +318,12 @@ func (ss *serverSession) setOnline(name string, port int, on bool) {
 		return
 	}
 	m.ln.SetOnline(on)
-	if on {
+	switch {
+	case on:
 		ss.log.Info("mapping online", "mapping", name, "remote_port", port)
-	} else {
+	case draining:
+		ss.log.Info("mapping draining: the client is stopping", "mapping", name, "remote_port", port, "active", m.ln.Active())
+	default:
 		ss.log.Warn("mapping offline: local service down on the client", "mapping", name, "remote_port", port, "code", int(CodeMappingOffline))
 	}
 }

@@ -113,6 +113,29 @@ func (l *Listener) Close() error {
 	return err
 }
 
+// Shutdown frees the port at once, lets live visitor connections end on
+// their own until ctx ends, then closes as Close does. It returns ctx's
+// error if it had to reset visitors.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	err := l.Unbind()
+	idle := make(chan struct{})
+	go func() { // joined below
+		l.wg.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	cerr := l.Close()
+	<-idle
+	if err != nil {
+		return err
+	}
+	return cerr
+}
+
 func (l *Listener) acceptLoop() {
 	var delay time.Duration
 	for {

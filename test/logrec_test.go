@@ -47,6 +47,19 @@ func (s *logStore) count(msg string, kv ...string) int {
 	return n
 }
 
+// countLevel counts the matching lines written at level (e.g. "WARN").
+func (s *logStore) countLevel(level, msg string, kv ...string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.recs {
+		if r.Level.String() == level && r.match(msg, kv...) {
+			n++
+		}
+	}
+	return n
+}
+
 func (r logRec) match(msg string, kv ...string) bool {
 	if !strings.HasPrefix(r.Msg, msg) {
 		return false
