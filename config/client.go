@@ -57,6 +57,7 @@ type Client struct {
 	HeartbeatTimeout  Duration   `toml:"heartbeat_timeout"`  // nothing read this long: reconnect
 	DialTimeout       Duration   `toml:"dial_timeout"`       // TCP dial, to the server and to local services
 	HandshakeTimeout  Duration   `toml:"handshake_timeout"`  // TLS + login_resp, and each register_resp
+	ShutdownTimeout   Duration   `toml:"shutdown_timeout"`   // grace for live visitors on SIGTERM; 0 stops at once
 	Reconnect         Reconnect  `toml:"reconnect"`
 	Health            Health     `toml:"health"`
 	TLS               *ClientTLS `toml:"tls"` // nil: plain TCP, unless server_addr is tls:// or wss://
@@ -74,6 +75,7 @@ func DefaultClient() Client {
 		HeartbeatTimeout:  Duration(30 * time.Second),
 		DialTimeout:       Duration(5 * time.Second),
 		HandshakeTimeout:  Duration(10 * time.Second),
+		ShutdownTimeout:   Duration(10 * time.Second),
 		Reconnect: Reconnect{
 			Min:    Duration(time.Second),
 			Max:    Duration(16 * time.Second),
@@ -167,6 +169,9 @@ func (c *Client) check(pos *positions) Errors {
 	}
 	ck.positive("dial_timeout", c.DialTimeout)
 	ck.positive("handshake_timeout", c.HandshakeTimeout)
+	if c.ShutdownTimeout < 0 {
+		ck.add("shutdown_timeout", "must be 0 or more, got %s", c.ShutdownTimeout)
+	}
 	c.Reconnect.check(ck)
 	c.Health.check(ck)
 	if c.TLS != nil {

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/config"
 	"github.com/gotunnel-mux/gotunnel-mux/control"
@@ -120,7 +123,7 @@ func runClient(args []string, stderr io.Writer) int {
 	defer stop.stop()
 	hup := onSIGHUP(func() { log.Info("SIGHUP ignored: the client does not reload its configuration yet") })
 	defer hup()
-	err = cl.Run(stop.ctx)
+	err = runUntilStopped(cl, stop, cfg.ShutdownTimeout.D(), log)
 	var re *control.RejectError
 	switch {
 	case err == nil:
@@ -131,6 +134,38 @@ func runClient(args []string, stderr io.Writer) int {
 	}
 	log.Error("client stopped", "err", err)
 	return exitFailure
+}
+
+// runUntilStopped runs cl until it fails or a signal: the first tells the
+// server that no mapping takes new visitors and lets live ones finish for
+// up to grace, a second one stops at once.
+func runUntilStopped(cl *control.Client, stop *stopper, grace time.Duration, log *slog.Logger) error {
+	runCtx, hard := context.WithCancel(context.Background())
+	defer hard()
+	ran := make(chan error, 1)
+	go func() { ran <- cl.Run(runCtx) }()
+	select {
+	case err := <-ran:
+		return err
+	case <-stop.ctx.Done():
+	}
+	log.Info("stopping; live visitors may finish", "grace", grace.String(), "visitors", cl.ActiveVisitors())
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	var wg sync.WaitGroup
+	wg.Go(func() { // a second signal cuts the grace short
+		select {
+		case <-stop.hard:
+			log.Warn("second signal: stopping now")
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	if err := cl.Shutdown(ctx); err != nil {
+		log.Warn("visitor connections cut off at stop", "err", err)
+	}
+	cancel()
+	wg.Wait()
+	return <-ran
 }
 
 func clientOptions(cfg *config.Client, log *slog.Logger) control.ClientOptions {
@@ -154,6 +189,7 @@ func clientOptions(cfg *config.Client, log *slog.Logger) control.ClientOptions {
 		HeartbeatTimeout:  cfg.HeartbeatTimeout.D(),
 		DialTimeout:       cfg.DialTimeout.D(),
 		HandshakeTimeout:  cfg.HandshakeTimeout.D(),
+		ShutdownTimeout:   grace(cfg.ShutdownTimeout.D()),
 		Reconnect: control.ReconnectOptions{
 			Min: cfg.Reconnect.Min.D(), Max: cfg.Reconnect.Max.D(), Factor: cfg.Reconnect.Factor,
 			Jitter: cfg.Reconnect.Jitter, MaxRetries: cfg.Reconnect.MaxRetries,

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/config"
 	"github.com/gotunnel-mux/gotunnel-mux/control"
@@ -131,10 +132,20 @@ func serverOptions(cfg *config.Server, log *slog.Logger) control.ServerOptions {
 		WSPath:                  cfg.WSPath,
 		AllowPlain:              cfg.AllowPlain,
 		TrustedProxies:          cfg.TrustedProxies,
+		ShutdownTimeout:         grace(cfg.ShutdownTimeout.D()),
 		BufferSize:              int(cfg.Mux.BufferSize),
 		Mux:                     strays(muxOptions(cfg.Mux, log), cfg.MaxStrayStreams),
 		Logger:                  log,
 	}
+}
+
+// grace is a shutdown_timeout as the engines take it: 0 in the file
+// means none, which the Options spell negative.
+func grace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // strays sets the stray-stream limit; 0 in the file means none tolerated.
