@@ -26,6 +26,7 @@ type guard struct {
 	bad    map[string]*badRecord
 	closed bool
 	warn   every // rate of the "connection refused" line
+	xff    every // rate of the "no usable X-Forwarded-For" line
 }
 
 // badRecord counts one address's wrong tokens within a pause window.
@@ -114,12 +115,15 @@ func (g *guard) release(c net.Conn) {
 }
 
 // badToken counts a wrong token from remote's address; at bad_login_limit
-// the address is turned away for bad_login_pause.
+// the address is turned away for bad_login_pause. A trusted proxy's own
+// address is never counted: pausing it would turn away every client
+// behind the proxy (and a session through it that names no client of its
+// own is refused before login, see noForwarded).
 func (g *guard) badToken(remote net.Addr) {
-	if g.badLimit <= 0 {
+	ip, now := hostOf(remote), time.Now()
+	if g.badLimit <= 0 || g.trusted(ip) {
 		return
 	}
-	ip, now := hostOf(remote), time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r := g.bad[ip]
@@ -133,6 +137,15 @@ func (g *guard) badToken(remote net.Addr) {
 	if r.n++; r.n == g.badLimit {
 		r.until = now.Add(g.badPause)
 		g.log.Warn("address paused after repeated wrong tokens", "remote", ip, "failures", r.n, "pause", g.badPause.String(), "code", int(CodeBadToken))
+	}
+}
+
+// noForwarded logs, at most every 10 s, that a WebSocket upgrade from the
+// trusted proxy at proxy was refused because its X-Forwarded-For names no
+// client (why): a proxy that is not set up to send it shows at once.
+func (g *guard) noForwarded(proxy net.Addr, why error) {
+	if n, ok := g.xff.allow(10 * time.Second); ok {
+		g.log.Warn("trusted proxy sent no usable X-Forwarded-For", "proxy", hostOf(proxy), "err", why, "refused", n)
 	}
 }
 
