@@ -167,7 +167,7 @@ var (
 // errBadForwardedFor.
 func (s *Server) realRemote(r *http.Request, raw net.Conn) (net.Addr, error) {
 	peer := raw.RemoteAddr()
-	if len(s.opts.TrustedProxies) == 0 || !s.trusted(hostOf(peer)) {
+	if !s.trustedIP(peerIP(peer)) {
 		return peer, nil
 	}
 	values := r.Header.Values("X-Forwarded-For")
@@ -180,7 +180,7 @@ func (s *Server) realRemote(r *http.Request, raw net.Conn) (net.Addr, error) {
 		if !ok {
 			return nil, errBadForwardedFor // believe nothing left of garbage
 		}
-		if !s.trusted(hop.String()) {
+		if !s.trustedIP(hop) {
 			return forwardedAddr(hop.String()), nil
 		}
 	}
@@ -199,11 +199,13 @@ func parseHop(hop string) (netip.Addr, bool) {
 	return ap.Addr().Unmap(), err == nil
 }
 
+// trusted reports whether host, an IP address in text, is a trusted proxy.
 func (s *Server) trusted(host string) bool {
 	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
+	return err == nil && s.trustedIP(ip)
+}
+
+func (s *Server) trustedIP(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	for _, p := range s.opts.TrustedProxies {
 		if p.Contains(ip) {
