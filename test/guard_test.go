@@ -2,13 +2,17 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -149,5 +153,117 @@ func TestBadTokensWithoutForwardedForDoNotPauseTheProxy(t *testing.T) {
 	}
 	if n := rec.count("trusted proxy sent no usable X-Forwarded-For", "proxy", "127.0.0.1"); n != 1 {
 		t.Errorf("%d warnings about the proxy's missing X-Forwarded-For, want 1 (rate-limited)", n)
+	}
+}
+
+// echoOnce sends msg over c, an echoed connection, and checks it comes back.
+func echoOnce(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, len(msg))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("visitor write: %v", err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+		t.Fatalf("visitor read = %q, %v; want %q", buf, err, msg)
+	}
+}
+
+// ping sends a ping on r's control stream and waits for its pong.
+func (r *rawClient) ping(n int64) error {
+	if err := control.WriteFrame(r.ctl, &control.Ping{Time: n}); err != nil {
+		return err
+	}
+	_ = r.ctl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	m, err := control.ReadFrame(r.ctl)
+	if err != nil {
+		return err
+	}
+	if p, ok := m.(*control.Pong); !ok || p.Time != n {
+		return fmt.Errorf("ping %d answered with %#v", n, m)
+	}
+	return nil
+}
+
+// TestLoginDuringShutdownCannotBindOrTakeOver: a connection that was
+// mid-handshake when Shutdown began could still log in, take over a
+// name, and bind a port after "every port is freed". Now its login is
+// answered with error 1012 and the connection closed; the name's session
+// lives on until the drain ends, and the port stays free.
+func TestLoginDuringShutdownCannotBindOrTakeOver(t *testing.T) {
+	leakCheck(t)
+	srv := startServer(t, control.ServerOptions{})
+	be := startBackend(t, echo)
+	carrier := startClient(t, srv.addr, "carrier", control.Mapping{Name: "e", LocalAddr: be.addr})
+	port := carrier.waitUp(t, "e")["e"]
+	visitor := dialPort(t, port)
+	defer visitor.Close()
+	echoOnce(t, visitor, "before") // a live visitor: Shutdown drains it
+	victim := dialRaw(t, srv.addr)
+	victim.login(t, "victim")
+
+	// Mid-handshake: yamux up, the control stream open, no login yet. The
+	// ping's answer shows the server accepted the connection.
+	late, _ := rawYamux(t, srv.addr)
+	ctl, err := late.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := late.Ping(); err != nil {
+		t.Fatalf("ping before login: %v", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	shut := make(chan error, 1)
+	go func() {
+		shut <- srv.Shutdown(ctx)
+		close(shut)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		for range shut {
+		}
+	})
+	waitRefused(t, port, 5*time.Second) // Shutdown has begun: ports unbound
+
+	mapped := freePort(t)
+	if err := control.WriteFrame(ctl, &control.Login{Version: control.Version, Token: testToken, Name: "victim", ClientID: "late"}); err != nil {
+		t.Fatalf("send login: %v", err)
+	}
+	_ = ctl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	reply, err := control.ReadFrame(ctl)
+	if m, ok := reply.(*control.ErrorMsg); ok && m.Code == control.CodeShuttingDown {
+		if _, err := control.ReadFrame(ctl); !errors.Is(err, io.EOF) {
+			t.Errorf("after error 1012, read = %v, want EOF (the server closes)", err)
+		}
+	} else {
+		t.Errorf("login during shutdown answered %#v (%v), want error 1012", reply, err)
+		if r, ok := reply.(*control.LoginResp); ok && r.Status == control.StatusOK {
+			_ = control.WriteFrame(ctl, &control.Register{Name: "p", Protocol: control.ProtocolTCP, RemotePort: mapped, LocalAddr: be.addr, Online: true})
+			resp, err := control.ReadFrame(ctl)
+			t.Logf("then register port %d: %#v (%v)", mapped, resp, err)
+		}
+	}
+	_ = late.Close()
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(mapped)))
+	if err != nil {
+		t.Errorf("port %d is bound during shutdown, after every port was freed: %v", mapped, err)
+	} else {
+		_ = ln.Close()
+	}
+	if err := victim.ping(7); err != nil {
+		t.Errorf("the session named \"victim\" is gone (%v): the login during shutdown took it over", err)
+	}
+
+	echoOnce(t, visitor, "during the drain")
+	_ = visitor.Close()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown = %v, want nil (the only visitor ended)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return 10s after the last visitor ended")
 	}
 }
