@@ -98,8 +98,8 @@ func TestCodeValues(t *testing.T) {
 	want := map[Code]int{
 		CodeCannotReachServer: 1001, CodeBadToken: 1002, CodePortNotAllowed: 1003, CodePortInUse: 1004,
 		CodeTooManyMappings: 1005, CodeUnsupportedVersion: 1006, CodeMalformed: 1007, CodeLoginTimeout: 1008,
-		CodeDuplicateName: 1009, CodeTLS: 1010, CodeProxyRefused: 1011, CodeLocalUnreachable: 2001,
-		CodeMappingOffline: 2002,
+		CodeDuplicateName: 1009, CodeTLS: 1010, CodeProxyRefused: 1011, CodeShuttingDown: 1012,
+		CodeLocalUnreachable: 2001, CodeMappingOffline: 2002,
 	}
 	if len(want) != len(codeNames) {
 		t.Errorf("%d codes named, %d pinned", len(codeNames), len(want))
@@ -115,7 +115,7 @@ func TestCodeValues(t *testing.T) {
 	if got := Code(4242).String(); got != "code 4242" {
 		t.Errorf("Code(4242).String() = %q", got)
 	}
-	for c, fatal := range map[Code]bool{CodeBadToken: true, CodeUnsupportedVersion: true, CodePortInUse: false, CodeTLS: false} {
+	for c, fatal := range map[Code]bool{CodeBadToken: true, CodeUnsupportedVersion: true, CodePortInUse: false, CodeTLS: false, CodeShuttingDown: false} {
 		if c.Fatal() != fatal {
 			t.Errorf("%d.Fatal() = %v, want %v", int(c), !fatal, fatal)
 		}

@@ -23,6 +23,7 @@ const (
 	CodeDuplicateName      Code = 1009 // a mapping name registered twice in one session
 	CodeTLS                Code = 1010 // TLS handshake or certificate refused
 	CodeProxyRefused       Code = 1011 // the proxy refused the connection
+	CodeShuttingDown       Code = 1012 // login refused: the server is shutting down (retried)
 	CodeLocalUnreachable   Code = 2001 // the client could not dial local_addr
 	CodeMappingOffline     Code = 2002 // the mapping's local service is offline
 )
@@ -39,6 +40,7 @@ var codeNames = map[Code]string{
 	CodeDuplicateName:      "duplicate mapping name",
 	CodeTLS:                "TLS handshake or certificate refused",
 	CodeProxyRefused:       "proxy refused the connection",
+	CodeShuttingDown:       "server is shutting down",
 	CodeLocalUnreachable:   "local service unreachable",
 	CodeMappingOffline:     "mapping offline",
 }

@@ -3,6 +3,7 @@ package control
 import (
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -11,21 +12,28 @@ import (
 // logged in yet: a cap on them in all and per address, and a pause for an
 // address that sent too many wrong tokens. A flood of silent sockets or of
 // guesses costs the server a bounded amount, and it reaches logged-in
-// sessions not at all.
+// sessions not at all. The unit of "an address" is limitKey's.
 type guard struct {
 	// set in newGuard
 	maxConns, maxPerIP int
 	badLimit           int
 	badPause           time.Duration
 	log                *slog.Logger
-	trusted            func(host string) bool // a reverse proxy: not capped per address
+	trusted            func(host string) bool // a reverse proxy: its own address is not limited
 
 	mu     sync.Mutex // guards the fields below
-	conns  map[net.Conn]string
-	perIP  map[string]int
-	bad    map[string]*badRecord
+	conns  map[net.Conn]admitted
+	perIP  map[netip.Prefix]int
+	bad    map[netip.Prefix]*badRecord
 	closed bool
 	warn   every // rate of the "connection refused" line
+	xff    every // rate of the "no usable X-Forwarded-For" line
+}
+
+// admitted is what admit noted about a connection, for release.
+type admitted struct {
+	key    netip.Prefix
+	capped bool // counted in perIP: not from a trusted proxy
 }
 
 // badRecord counts one address's wrong tokens within a pause window.
@@ -42,45 +50,77 @@ func newGuard(o *ServerOptions, trusted func(string) bool) *guard {
 	return &guard{
 		maxConns: o.MaxUnauthenticated, maxPerIP: o.MaxUnauthenticatedPerIP,
 		badLimit: o.BadLoginLimit, badPause: o.BadLoginPause, log: o.Logger, trusted: trusted,
-		conns: make(map[net.Conn]string), perIP: make(map[string]int), bad: make(map[string]*badRecord),
+		conns: make(map[net.Conn]admitted), perIP: make(map[netip.Prefix]int), bad: make(map[netip.Prefix]*badRecord),
 	}
 }
 
-// hostOf is the address of a peer without its port: the unit of the
-// per-address limits.
-func hostOf(a net.Addr) string {
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
+// peerIP is a's IP address, an IPv4-mapped IPv6 address as IPv4, without
+// a zone; the zero Addr when a is not an IP address (a pipe).
+func peerIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
 	}
-	return host
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap().WithZone("")
+	}
+	ip, _ := netip.ParseAddr(a.String())
+	return ip.Unmap().WithZone("")
+}
+
+// limitKey is the unit of the per-address limits (max_unauthenticated_per_ip
+// and the bad-login pause): an IPv4 address, or the /64 an IPv6 address
+// lies in, since one host or one site is routinely handed a whole /64 and
+// may use any address in it. Peers that are not IP share the zero Prefix.
+func limitKey(ip netip.Addr) netip.Prefix {
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits) // the zero Addr gives the zero Prefix
+	return p
+}
+
+// keyText is a key as an operator reads it: "192.0.2.1", "2001:db8::/64".
+func keyText(k netip.Prefix) string {
+	switch {
+	case !k.IsValid():
+		return "non-IP peers"
+	case k.IsSingleIP():
+		return k.Addr().String()
+	}
+	return k.String()
 }
 
 // admit tracks c until release, or refuses it (the caller closes it) and
-// says why. It refuses everything once closed.
+// says why. It refuses everything once closed. A trusted reverse proxy
+// carries many clients: its own connections are neither capped per
+// address nor paused (their forwarded addresses are checked by isPaused),
+// even when its /64 is.
 func (g *guard) admit(c net.Conn) bool {
-	ip := hostOf(c.RemoteAddr())
+	ip := peerIP(c.RemoteAddr())
+	key, proxy := limitKey(ip), g.trusted(ip.String())
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	why := ""
 	switch {
 	case g.closed:
 		return false
-	case g.paused(ip):
+	case !proxy && g.paused(key):
 		why = "address paused after repeated wrong tokens"
 	case len(g.conns) >= g.maxConns:
 		why = "max_unauthenticated reached"
-	case g.perIP[ip] >= g.maxPerIP && !g.trusted(ip):
-		// A trusted reverse proxy carries many clients: its own address is
-		// not capped; their forwarded addresses are checked by isPaused.
+	case !proxy && g.perIP[key] >= g.maxPerIP:
 		why = "max_unauthenticated_per_ip reached"
 	default:
-		g.conns[c] = ip
-		g.perIP[ip]++
+		g.conns[c] = admitted{key: key, capped: !proxy}
+		if !proxy {
+			g.perIP[key]++
+		}
 		return true
 	}
 	if n, ok := g.warn.allow(10 * time.Second); ok {
-		g.log.Warn("connection refused before login", "remote", ip, "reason", why, "refused", n)
+		g.log.Warn("connection refused before login", "remote", keyText(key), "reason", why, "refused", n)
 	}
 	return false
 }
@@ -89,13 +129,14 @@ func (g *guard) admit(c net.Conn) bool {
 // tokens: for a client behind a trusted reverse proxy, the forwarded
 // address, known only once its HTTP request is read.
 func (g *guard) isPaused(remote net.Addr) bool {
+	key := limitKey(peerIP(remote))
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.paused(hostOf(remote))
+	return g.paused(key)
 }
 
-func (g *guard) paused(ip string) bool {
-	r := g.bad[ip]
+func (g *guard) paused(key netip.Prefix) bool {
+	r := g.bad[key]
 	return r != nil && time.Now().Before(r.until)
 }
 
@@ -103,43 +144,60 @@ func (g *guard) paused(ip string) bool {
 func (g *guard) release(c net.Conn) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	ip, ok := g.conns[c]
+	a, ok := g.conns[c]
 	if !ok {
 		return
 	}
 	delete(g.conns, c)
-	if g.perIP[ip]--; g.perIP[ip] <= 0 {
-		delete(g.perIP, ip)
+	if !a.capped {
+		return
+	}
+	if g.perIP[a.key]--; g.perIP[a.key] <= 0 {
+		delete(g.perIP, a.key)
 	}
 }
 
 // badToken counts a wrong token from remote's address; at bad_login_limit
-// the address is turned away for bad_login_pause.
+// the address is turned away for bad_login_pause. A trusted proxy's own
+// address is never counted: pausing it would turn away every client
+// behind the proxy (and a session through it that names no client of its
+// own is refused before login, see noForwarded).
 func (g *guard) badToken(remote net.Addr) {
-	if g.badLimit <= 0 {
+	ip, now := peerIP(remote), time.Now()
+	if g.badLimit <= 0 || g.trusted(ip.String()) {
 		return
 	}
-	ip, now := hostOf(remote), time.Now()
+	key := limitKey(ip)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	r := g.bad[ip]
+	r := g.bad[key]
 	if r == nil || now.Sub(r.since) > g.badPause {
 		if r == nil && len(g.bad) >= maxBadRecords {
 			return
 		}
 		r = &badRecord{since: now}
-		g.bad[ip] = r
+		g.bad[key] = r
 	}
 	if r.n++; r.n == g.badLimit {
 		r.until = now.Add(g.badPause)
-		g.log.Warn("address paused after repeated wrong tokens", "remote", ip, "failures", r.n, "pause", g.badPause.String(), "code", int(CodeBadToken))
+		g.log.Warn("address paused after repeated wrong tokens", "remote", keyText(key), "failures", r.n, "pause", g.badPause.String(), "code", int(CodeBadToken))
+	}
+}
+
+// noForwarded logs, at most every 10 s, that a WebSocket upgrade from the
+// trusted proxy at proxy was refused because its X-Forwarded-For names no
+// client (why): a proxy that is not set up to send it shows at once.
+func (g *guard) noForwarded(proxy net.Addr, why error) {
+	if n, ok := g.xff.allow(10 * time.Second); ok {
+		g.log.Warn("trusted proxy sent no usable X-Forwarded-For", "proxy", peerIP(proxy).String(), "err", why, "refused", n)
 	}
 }
 
 // goodLogin clears the address's record.
 func (g *guard) goodLogin(remote net.Addr) {
+	key := limitKey(peerIP(remote))
 	g.mu.Lock()
-	delete(g.bad, hostOf(remote))
+	delete(g.bad, key)
 	g.mu.Unlock()
 }
 
@@ -147,9 +205,9 @@ func (g *guard) goodLogin(remote net.Addr) {
 func (g *guard) sweep(now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for ip, r := range g.bad {
+	for key, r := range g.bad {
 		if now.Sub(r.since) > g.badPause && now.After(r.until) {
-			delete(g.bad, ip)
+			delete(g.bad, key)
 		}
 	}
 }

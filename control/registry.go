@@ -7,28 +7,53 @@ import (
 )
 
 // registry maps client names to their live session. A name has at most one
-// session: a new login with the name takes over.
+// session: a new login with the name takes over. Once the server drains
+// (Shutdown) or closes, no name is claimed any more.
 type registry struct {
-	mu     sync.Mutex // guards byName and closed
-	byName map[string]*serverSession
-	closed bool
+	mu       sync.Mutex // guards the fields below
+	byName   map[string]*serverSession
+	draining bool // Shutdown began: no claims; every session was unbound
+	closed   bool
 }
+
+// errShuttingDown refuses a claim once Shutdown has begun.
+var errShuttingDown = errors.New("control: server shutting down")
 
 func newRegistry() *registry {
 	return &registry{byName: make(map[string]*serverSession)}
 }
 
 // claim makes ss the session of its name and returns the session it
-// replaced, if any. It fails once the registry is closed.
+// replaced, if any. It fails once the registry drains or is closed, under
+// the same lock as drain: a session is either claimed before drain, and
+// unbound by it, or not at all.
 func (r *registry) claim(ss *serverSession) (old *serverSession, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
-		return nil, ErrServerClosed
+	if err := r.refusing(); err != nil {
+		return nil, err
 	}
 	old = r.byName[ss.name]
 	r.byName[ss.name] = ss
 	return old, nil
+}
+
+// accepting reports whether a login may still succeed.
+func (r *registry) accepting() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refusing() == nil
+}
+
+// refusing is why no claim may succeed, or nil; r.mu is held.
+func (r *registry) refusing() error {
+	switch {
+	case r.closed:
+		return ErrServerClosed
+	case r.draining:
+		return errShuttingDown
+	}
+	return nil
 }
 
 // release forgets ss if it is still the session of its name.
@@ -38,6 +63,17 @@ func (r *registry) release(ss *serverSession) {
 		delete(r.byName, ss.name)
 	}
 	r.mu.Unlock()
+}
+
+// drain refuses further claims and unbinds every session's ports (no
+// session binds one again), all under the lock that claim takes.
+func (r *registry) drain() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.draining = true
+	for _, ss := range r.byName {
+		ss.unbind()
+	}
 }
 
 // close refuses further claims and returns the live sessions.

@@ -240,6 +240,11 @@ func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *RejectError)
 		return nil, err
 	}
 	s.guard.goodLogin(ms.RemoteAddr())
+	if s.ctx.Err() != nil || !s.reg.accepting() {
+		s.log.Info("login refused: server shutting down", "remote", remote, "client", login.Name, "code", int(CodeShuttingDown))
+		s.refuse(ms, ctl, &ErrorMsg{Code: CodeShuttingDown, Reason: CodeShuttingDown.String()}, true)
+		return nil, errShuttingDown
+	}
 	ms.Trust()
 	sess := newServerSession(s, ms, ctl, login)
 	if err := WriteFrame(ctl, &LoginResp{Status: StatusOK, SessionID: sess.id}); err != nil {
@@ -460,8 +465,9 @@ func (s *Server) Close() error {
 
 // Shutdown stops accepting clients and visitors (every port is freed at
 // once), lets live visitor connections finish until ctx ends, then closes
-// everything as Close does. It returns ctx's error if it had to cut
-// visitors off.
+// everything as Close does. From its start no login succeeds: a client
+// still mid-handshake is answered 1012 and closed, and no session binds a
+// port again. It returns ctx's error if it had to cut visitors off.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	for ln := range s.listeners {
@@ -471,9 +477,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = s.httpQ.Close()
 	}
 	s.mu.Unlock()
-	for _, ss := range s.reg.sessions() {
-		ss.unbind()
-	}
+	s.reg.drain()
 	err := pollUntil(ctx, 20*time.Millisecond, func() bool { return s.ActiveVisitors() == 0 })
 	_ = s.Close()
 	return err

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -115,7 +116,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	remote := s.realRemote(r, h.raw)
+	remote, err := s.realRemote(r, h.raw)
+	if err != nil {
+		// Charged to the proxy's own address, this client's wrong tokens
+		// would pause every client behind the proxy: refuse it, loudly.
+		s.guard.noForwarded(h.raw.RemoteAddr(), err)
+		http.Error(w, "a trusted proxy must send X-Forwarded-For with the client's address", http.StatusBadRequest)
+		return
+	}
 	if s.opts.TLS != nil && !h.tls && !s.opts.AllowPlain {
 		s.log.Warn("login refused: plain WebSocket on a TLS server", "remote", remote.String(), "code", int(CodeTLS))
 		http.Error(w, "this server requires TLS: use wss://", http.StatusForbidden)
@@ -144,32 +152,60 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	sess.run()
 }
 
+// A trusted proxy's request whose X-Forwarded-For names no client.
+var (
+	errNoForwardedFor  = errors.New("no X-Forwarded-For header")
+	errBadForwardedFor = errors.New("an address in X-Forwarded-For does not parse")
+)
+
 // realRemote is the client's address: the TCP peer, or, when the peer is
 // a trusted reverse proxy, the last address in X-Forwarded-For that is not
-// itself a trusted proxy.
-func (s *Server) realRemote(r *http.Request, raw net.Conn) net.Addr {
+// itself a trusted proxy. When every address in it is a trusted proxy,
+// the client runs on a proxy's own machine and the peer is its address.
+// A trusted peer that sends no X-Forwarded-For, or one that does not parse
+// up to the client's address, names no client: errNoForwardedFor or
+// errBadForwardedFor.
+func (s *Server) realRemote(r *http.Request, raw net.Conn) (net.Addr, error) {
 	peer := raw.RemoteAddr()
-	if len(s.opts.TrustedProxies) == 0 || !s.trusted(hostOf(peer)) {
-		return peer
+	if !s.trustedIP(peerIP(peer)) {
+		return peer, nil
 	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	values := r.Header.Values("X-Forwarded-For")
+	if len(values) == 0 {
+		return nil, errNoForwardedFor
+	}
+	hops := strings.Split(strings.Join(values, ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		hop := strings.TrimSpace(hops[i])
-		if _, err := netip.ParseAddr(hop); err != nil {
-			return peer // garbage in the header: believe nothing
+		hop, ok := parseHop(hops[i])
+		if !ok {
+			return nil, errBadForwardedFor // believe nothing left of garbage
 		}
-		if !s.trusted(hop) {
-			return forwardedAddr(hop)
+		if !s.trustedIP(hop) {
+			return forwardedAddr(hop.String()), nil
 		}
 	}
-	return peer
+	return peer, nil
 }
 
+// parseHop parses one address of X-Forwarded-For: an IP address, or one
+// with a port ("203.0.113.9:4711", "[2001:db8::1]:443"), as some proxies
+// write it. An IPv4-mapped IPv6 address is its IPv4 address.
+func parseHop(hop string) (netip.Addr, bool) {
+	hop = strings.TrimSpace(hop)
+	if ip, err := netip.ParseAddr(hop); err == nil {
+		return ip.Unmap(), true
+	}
+	ap, err := netip.ParseAddrPort(hop)
+	return ap.Addr().Unmap(), err == nil
+}
+
+// trusted reports whether host, an IP address in text, is a trusted proxy.
 func (s *Server) trusted(host string) bool {
 	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
+	return err == nil && s.trustedIP(ip)
+}
+
+func (s *Server) trustedIP(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	for _, p := range s.opts.TrustedProxies {
 		if p.Contains(ip) {
