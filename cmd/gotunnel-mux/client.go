@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
@@ -24,10 +24,15 @@ type clientFlags struct {
 	maps                  []config.Mapping
 }
 
-func parseClientFlags(args []string, stderr io.Writer) (*clientFlags, error) {
-	f := &clientFlags{}
-	fs := flag.NewFlagSet("client", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// clientSynopsis is the client's two ways to start, for its usage.
+const clientSynopsis = `[--config client.toml]
+       gotunnel-mux client --server HOST:PORT --token T --map [NAME=]REMOTE_PORT:LOCAL_ADDR [--map ...]`
+
+// parseClientFlags parses the client's flags. When done, the command
+// stops with code (0 after --help).
+func parseClientFlags(args []string, stderr io.Writer) (f *clientFlags, code int, done bool) {
+	f = &clientFlags{}
+	fs := newFlagSet("client", clientSynopsis, stderr)
 	fs.StringVar(&f.config, "config", "", "client configuration file (TOML); default ./"+defaultClientFile+" unless --server is given")
 	fs.StringVar(&f.server, "server", "", "server address: HOST:PORT, or tcp://, tls://, ws://HOST:PORT/PATH, wss://... (overrides server_addr)")
 	fs.StringVar(&f.token, "token", "", "token (overrides token and GOTUNNEL_TOKEN)")
@@ -39,13 +44,15 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientFlags, error) {
 		f.maps = append(f.maps, m)
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		return nil, usageError{err}
+	if code, done := parseFlags(fs, args); done {
+		return nil, code, true
 	}
 	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Errorf("client: unexpected argument %q", fs.Arg(0))}
+		fmt.Fprintf(stderr, "client: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return nil, exitUsage, true
 	}
-	return f, nil
+	return f, exitOK, false
 }
 
 // clientConfig builds the client configuration from the flags and, unless
@@ -65,6 +72,9 @@ func (f *clientFlags) clientConfig() (*config.Client, error) {
 		}
 		var err error
 		if cfg, err = config.LoadClient(path, os.LookupEnv); err != nil {
+			if f.config == "" && errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("%w\n%s", err, noClientFile)
+			}
 			return nil, err
 		}
 	}
@@ -83,10 +93,17 @@ func (f *clientFlags) clientConfig() (*config.Client, error) {
 	return cfg, nil
 }
 
+// noClientFile tells a user without ./client.toml how to start.
+const noClientFile = `gotunnel-mux client reads ./client.toml unless told otherwise. Start it with
+  gotunnel-mux client --config /path/to/client.toml
+or with no file at all:
+  gotunnel-mux client --server HOST:PORT --token TOKEN --map REMOTE_PORT:LOCAL_ADDR
+(docs/config.md lists every key; 'gotunnel-mux help' the commands)`
+
 func runClient(args []string, stderr io.Writer) int {
-	f, err := parseClientFlags(args, stderr)
-	if err != nil {
-		return exitUsage
+	f, code, done := parseClientFlags(args, stderr)
+	if done {
+		return code
 	}
 	cfg, err := f.clientConfig()
 	if err != nil {

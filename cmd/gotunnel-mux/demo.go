@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"html"
 	"io"
@@ -22,11 +21,14 @@ import (
 // prints the URL that reaches the service through the tunnel, and serves
 // until a signal.
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("demo", "[--port N] [--log-level LEVEL]", stderr)
 	port := fs.Int("port", 0, "public port for the demo mapping (0: the server picks one)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
 		return exitUsage
 	}
 	gate := &gateWriter{w: stderr}

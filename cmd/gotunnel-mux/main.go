@@ -78,9 +78,3 @@ func buildVersion() string {
 	}
 	return "dev"
 }
-
-// usageError marks a command-line mistake (exit 2).
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }

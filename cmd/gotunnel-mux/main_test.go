@@ -56,12 +56,34 @@ func TestUsageAndVersion(t *testing.T) {
 		{[]string{"client", "extra"}, exitUsage, ""},
 		{[]string{"client", "--map", "nonsense"}, exitUsage, "--map"},
 		{[]string{"demo", "--log-level", "loud"}, exitUsage, "log level"},
+		{[]string{"client", "--help"}, exitOK, "usage: gotunnel-mux client [--config client.toml]\n"},
+		{[]string{"client", "--help"}, exitOK, "\n\nflags:\n  -config string"},
+		{[]string{"server", "-h"}, exitOK, "usage: gotunnel-mux server --config server.toml\n\nflags:\n"},
+		{[]string{"check", "--help"}, exitOK, "usage: gotunnel-mux check --config FILE"},
+		{[]string{"demo", "--help"}, exitOK, "usage: gotunnel-mux demo"},
+		{[]string{"demo", "extra"}, exitUsage, "usage: gotunnel-mux demo"},
 	}
 	for _, tc := range cases {
 		code, out, errOut := runCmd(tc.args...)
 		if code != tc.code || !strings.Contains(out+errOut, tc.out) {
 			t.Errorf("run(%q) = %d, %q; want %d and %q", tc.args, code, out+errOut, tc.code, tc.out)
 		}
+	}
+}
+
+// TestClientWithoutFile: a client started where there is no client.toml
+// says how to start it, with a file or without one.
+func TestClientWithoutFile(t *testing.T) {
+	t.Chdir(t.TempDir())
+	code, _, errOut := runCmd("client")
+	if code != exitUsage || !strings.Contains(errOut, "client.toml: cannot read") ||
+		!strings.Contains(errOut, "--config /path/to/client.toml") || !strings.Contains(errOut, "--server HOST:PORT --token TOKEN --map") {
+		t.Errorf("client with no ./client.toml = %d, %q; want 2 and how to start", code, errOut)
+	}
+	// A file named on purpose gets no such advice.
+	code, _, errOut = runCmd("client", "--config", "missing.toml")
+	if code != exitUsage || strings.Contains(errOut, "--server HOST:PORT") {
+		t.Errorf("client --config missing.toml = %d, %q", code, errOut)
 	}
 }
 

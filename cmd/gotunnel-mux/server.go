@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,11 +20,10 @@ import (
 const minTokenLen = 16
 
 func runServer(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("server", "--config server.toml", stderr)
 	path := fs.String("config", "", "server configuration file (TOML)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, done := parseFlags(fs, args); done {
+		return code
 	}
 	if *path == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: gotunnel-mux server --config server.toml")
