@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -351,4 +352,99 @@ func reListen(t *testing.T, addr string) net.Listener {
 		t.Fatalf("cannot bind %s again", addr)
 	}
 	return ln
+}
+
+// TestClientShutdownDrains: Client.Shutdown during a download tells the
+// server to take no new visitors (they are reset at once, the port stays
+// bound), lets the download finish intact, then ends Run with nil.
+func TestClientShutdownDrains(t *testing.T) {
+	leakCheck(t)
+	const size = 32 << 20
+	be := startBackend(t, func(c net.Conn) { _, _ = stream(c, 51, size) })
+	slog, slogs := recordingLogger(t)
+	srv := startServer(t, control.ServerOptions{Logger: slog})
+	cl := startClient(t, srv.addr, "drainer", control.Mapping{Name: "dl", LocalAddr: be.addr})
+	port := cl.waitUp(t, "dl")["dl"]
+	v := dialPort(t, port)
+	defer v.Close()
+	want, _ := stream(discard{}, 51, size)
+	pr := &pacedReader{r: v, rate: 16 << 20, start: time.Now()}
+	type result struct {
+		n   int64
+		sum [32]byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		n, sum, err := drain(pr)
+		v.Close() // done, as a visitor would be
+		got <- result{n, sum, err}
+	}()
+	if err := pollFor(10*time.Second, func() bool { return pr.count.Load() >= 1<<20 }); err != nil {
+		t.Fatal("the download did not start")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- cl.Shutdown(ctx) }()
+	slogs.waitLog(t, 5*time.Second, "mapping draining", "mapping", "dl")
+	v2 := dialPort(t, port) // the port stays bound; the visitor is reset
+	_ = v2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := v2.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("a new visitor while draining read %v, want a reset at once", err)
+	}
+	v2.Close()
+	r := <-got
+	if r.err != nil || r.n != size || r.sum != want {
+		t.Errorf("the download got %d of %d bytes (sum match %v), end %v", r.n, size, r.sum == want, r.err)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown = %v, want nil: every visitor finished", err)
+	}
+	if err := cl.stop(t); err != nil {
+		t.Errorf("Run = %v, want nil after Shutdown", err)
+	}
+}
+
+// TestClientShutdownCutsAtDeadline: a download that outlasts the grace is
+// cut when Shutdown's context ends, as a reset, never as a clean end.
+func TestClientShutdownCutsAtDeadline(t *testing.T) {
+	leakCheck(t)
+	be := startBackend(t, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	srv := startServer(t, control.ServerOptions{})
+	cl := startClient(t, srv.addr, "cut", control.Mapping{Name: "inf", LocalAddr: be.addr})
+	v := dialPort(t, cl.waitUp(t, "inf")["inf"])
+	defer v.Close()
+	if _, err := io.ReadFull(v, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, v)
+		got <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := cl.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v, want DeadlineExceeded: a visitor was cut", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Shutdown took %s with a 300ms grace", took)
+	}
+	select {
+	case err := <-got:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the cut download ended with %v, want a reset", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the visitor still reads 10s after the grace ended")
+	}
 }
