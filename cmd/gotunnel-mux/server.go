@@ -61,7 +61,6 @@ func serve(cfg *config.Server, opts control.ServerOptions, certs *certReloader, 
 		log.Error("cannot listen", "addr", cfg.BindAddr, "err", err)
 		return exitFailure
 	}
-	oneProc()
 	srv := control.NewServer(opts)
 	stop := newStopper()
 	defer stop.stop()
