@@ -138,11 +138,11 @@ type Client struct {
 	byName   map[string]*clientMapping
 	running  atomic.Bool
 	bufs     *dataplane.Pool
-	stop     chan struct{} // closed by Shutdown: drain, then do not reconnect
-	stopOnce sync.Once
-	runDone  chan struct{}  // closed when Run returns
-	live     atomic.Int64   // data streams being set up or relayed, over all sessions
-	wg       sync.WaitGroup // relays of ended sessions (finishRelays); joined by Run
+	stopping context.Context    // ended by Shutdown: drain, then do not reconnect
+	stop     context.CancelFunc // ends stopping
+	runDone  chan struct{}      // closed when Run returns
+	live     atomic.Int64       // data streams being set up or relayed, over all sessions
+	wg       sync.WaitGroup     // relays of ended sessions (finishRelays); joined by Run
 
 	mu   sync.Mutex // guards cur and hard
 	cur  *clientSession
@@ -180,7 +180,8 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.TLS.ServerName = host
 	}
 	c := &Client{opts: opts, log: opts.Logger, id: randomID(), host: host, byName: make(map[string]*clientMapping),
-		bufs: dataplane.NewPool(opts.BufferSize), stop: make(chan struct{}), runDone: make(chan struct{})}
+		bufs: dataplane.NewPool(opts.BufferSize), runDone: make(chan struct{})}
+	c.stopping, c.stop = context.WithCancel(context.Background())
 	if c.opts.Dial == nil {
 		c.opts.Dial = c.dialTCP
 	}
@@ -213,7 +214,7 @@ func (c *Client) Run(ctx context.Context) error {
 	c.hard = hard
 	c.mu.Unlock()
 	defer func() {
-		if c.stopping() {
+		if c.stopped() {
 			c.wg.Wait() // a graceful stop lets the last relays finish, within shutdown_timeout
 		}
 		hard()
@@ -234,13 +235,17 @@ func (c *Client) Run(ctx context.Context) error {
 func (c *Client) reconnectLoop(ctx context.Context) error {
 	r := c.opts.Reconnect
 	b := &backoff.Backoff{Min: r.Min, Max: r.Max, Factor: r.Factor, Jitter: r.Jitter}
+	// The wait between attempts ends early at Shutdown too.
+	waitCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.stopping, cancel)()
 	failures := 0
 	for {
-		if c.stopping() {
+		if c.stopped() {
 			return nil
 		}
 		healthy, err := c.connectOnce(ctx)
-		if ctx.Err() != nil || c.stopping() {
+		if ctx.Err() != nil || c.stopped() {
 			return nil
 		}
 		if healthy {
@@ -259,33 +264,14 @@ func (c *Client) reconnectLoop(ctx context.Context) error {
 		}
 		wait := spread(b.Duration(), r)
 		c.log.Warn("disconnected", "code", int(connectCode(err)), "err", err, "retry_in", wait.Round(time.Millisecond).String())
-		if !c.pause(ctx, wait) {
+		if !sleepCtx(waitCtx, wait) {
 			return nil
 		}
 	}
 }
 
-// pause waits d, or until ctx ends or Shutdown begins (false).
-func (c *Client) pause(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-	case <-c.stop:
-	}
-	return false
-}
-
-func (c *Client) stopping() bool {
-	select {
-	case <-c.stop:
-		return true
-	default:
-		return false
-	}
-}
+// stopped reports whether Shutdown has begun.
+func (c *Client) stopped() bool { return c.stopping.Err() != nil }
 
 // Shutdown stops the client gracefully: the server is told that no mapping
 // takes new visitors (they are refused at once, as for a mapping whose
@@ -294,7 +280,7 @@ func (c *Client) stopping() bool {
 // ctx's error if it had to cut visitors off (they are reset), and returns
 // once Run has returned, if Run was running.
 func (c *Client) Shutdown(ctx context.Context) error {
-	c.stopOnce.Do(func() { close(c.stop) })
+	c.stop()
 	err := pollUntil(ctx, 20*time.Millisecond, func() bool { return c.live.Load() == 0 })
 	c.mu.Lock()
 	hard := c.hard
@@ -347,7 +333,7 @@ func (c *Client) connectOnce(ctx context.Context) (healthy bool, err error) {
 		return false, err
 	}
 	cs, err := c.handshake(ctx, conn)
-	if err == nil && c.stopping() {
+	if err == nil && c.stopped() {
 		cs.relayCancel()
 		_ = cs.mux.Close()
 		return false, nil

@@ -99,7 +99,7 @@ func (cs *clientSession) serve(ctx context.Context) error {
 	cs.mu.Unlock()
 	select {
 	case <-cs.ctx.Done():
-	case <-cs.c.stop:
+	case <-cs.c.stopping.Done():
 		cs.drain()
 		<-cs.ctx.Done()
 	}

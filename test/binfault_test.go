@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -106,24 +105,10 @@ func TestBinarySIGTERMDrainsLiveTransfer(t *testing.T) {
 	port := cl.waitUp(t, "big")["big"]
 
 	v := dialPort(t, port)
-	defer v.Close()
 	_ = v.SetReadBuffer(64 << 10)
-	want, _ := stream(discard{}, 21, size)
-	var got struct {
-		n   int64
-		sum [32]byte
-		err error
-	}
-	var wg sync.WaitGroup
-	readDone := make(chan time.Time, 1)
-	pr := &pacedReader{r: v, rate: rate, start: time.Now()}
-	wg.Go(func() {
-		got.n, got.sum, got.err = drain(pr)
-		readDone <- time.Now()
-		v.Close() // done, as a visitor would be
-	})
+	d := startDownload(v, rate)
 	// SIGTERM once a tenth has arrived.
-	if err := pollFor(20*time.Second, func() bool { return pr.count.Load() >= size/10 }); err != nil {
+	if err := pollFor(20*time.Second, func() bool { return d.pr.count.Load() >= size/10 }); err != nil {
 		t.Fatal("the transfer did not get going")
 	}
 	sigterm := time.Now()
@@ -131,21 +116,7 @@ func TestBinarySIGTERMDrainsLiveTransfer(t *testing.T) {
 	srv.waitLog(t, "shutting down", func(m map[string]any) bool { return strings.HasPrefix(m["msg"].(string), "shutting down") })
 	waitRefused(t, port, 2*time.Second)
 
-	code := srv.exitCode(t, 40*time.Second)
-	exited := time.Now()
-	wg.Wait()
-	done := <-readDone
-	if code != 0 {
-		t.Errorf("server exit code %d, want 0", code)
-	}
-	if got.err != nil || got.n != size || got.sum != want {
-		t.Fatalf("visitor got %d of %d bytes (sum match %v, err %v)", got.n, size, got.sum == want, got.err)
-	}
-	if done.After(exited) {
-		t.Errorf("server exited %s before the transfer finished", done.Sub(exited))
-	}
-	t.Logf("SIGTERM at %d MiB of %d; transfer finished %s later; server exited %s after SIGTERM",
-		size/10>>20, size>>20, done.Sub(sigterm).Round(time.Millisecond), exited.Sub(sigterm).Round(time.Millisecond))
+	d.drainedBy(t, srv, sigterm, size, sumOf(21, size))
 }
 
 // pacedReader reads at most rate bytes per second on average.

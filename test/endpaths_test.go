@@ -52,12 +52,6 @@ func hangingAddr(t *testing.T) string {
 	return addr
 }
 
-// slowDrain reads r at about rate bytes per second until EOF or an error
-// and returns the count, the hash and how reading ended.
-func slowDrain(r io.Reader, rate int) (int64, [32]byte, error) {
-	return drain(&pacedReader{r: r, rate: int64(rate), start: time.Now()})
-}
-
 // dialSmallWindow dials port with a 16 KiB receive buffer, set before the
 // handshake so that the window stays small: a slow visitor whose data
 // waits in the tunnel, not in its own socket.
@@ -80,43 +74,17 @@ func dialSmallWindow(t *testing.T, port int) *net.TCPConn {
 func TestFinishedDownloadSurvivesClientStop(t *testing.T) {
 	leakCheck(t)
 	const size = 4 << 20
-	sums := make(chan [32]byte, 1)
-	be := startBackend(t, func(c net.Conn) {
-		_, _ = io.Copy(io.Discard, c) // the request, to its half-close
-		sum, _ := stream(c, 11, size)
-		sums <- sum
-	})
+	be := requestBackend(t, 11, size)
 	srv := startServer(t, control.ServerOptions{})
 	log, logs := recordingLogger(t)
 	opts := fastClient(srv.addr, "fin", control.Mapping{Name: "dl", LocalAddr: be.addr})
 	opts.Logger = log
 	cl := startClientOpts(t, opts)
-	v := dialSmallWindow(t, cl.waitUp(t, "dl")["dl"])
-	defer v.Close()
-	if _, err := v.Write([]byte("GET /backup")); err != nil {
-		t.Fatal(err)
-	}
-	_ = v.CloseWrite()
-	got := make(chan error, 1)
-	var n int64
-	var gotSum [32]byte
-	go func() {
-		var err error
-		n, gotSum, err = slowDrain(v, 2<<20)
-		got <- err
-	}()
+	d := request(t, cl.waitUp(t, "dl")["dl"], 2<<20)
 	// The client's relay is done: both directions ended cleanly.
 	logs.waitLog(t, 15*time.Second, "visitor closed", "mapping", "dl", "bytes_out", strconv.Itoa(size))
-	sum := <-sums
 	_ = cl.stop(t)
-	select {
-	case err := <-got:
-		if err != nil || n != size || gotSum != sum {
-			t.Errorf("visitor read %d of %d bytes, hash match %v, end %v; want every byte and a clean EOF", n, size, gotSum == sum, err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the visitor's download did not end within 20s of the client's stop")
-	}
+	d.wait(t, 20*time.Second, size, sumOf(11, size))
 }
 
 // TestRefusedUploadFreesItsPlace pins issue 9, defect 2: the local dial
@@ -167,15 +135,7 @@ func TestVisitorResetFreesPlaceAtOnce(t *testing.T) {
 	cl := startClient(t, srv.addr, "rst", control.Mapping{Name: "e", LocalAddr: be.addr})
 	port := cl.waitUp(t, "e")["e"]
 	for i := range 3 {
-		v := dialPort(t, port)
-		if _, err := v.Write([]byte("hello")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(v, make([]byte, 5)); err != nil {
-			t.Fatalf("round %d: echo: %v", i, err)
-		}
-		_ = v.SetLinger(0)
-		v.Close()
+		echoThenReset(t, port)
 		start := time.Now()
 		if err := pollFor(time.Second, func() bool { return srv.ActiveVisitors() == 0 }); err != nil {
 			t.Fatalf("round %d: the reset visitor still holds its place after 1s", i)
@@ -365,22 +325,8 @@ func TestClientShutdownDrains(t *testing.T) {
 	srv := startServer(t, control.ServerOptions{Logger: slog})
 	cl := startClient(t, srv.addr, "drainer", control.Mapping{Name: "dl", LocalAddr: be.addr})
 	port := cl.waitUp(t, "dl")["dl"]
-	v := dialPort(t, port)
-	defer v.Close()
-	want, _ := stream(discard{}, 51, size)
-	pr := &pacedReader{r: v, rate: 16 << 20, start: time.Now()}
-	type result struct {
-		n   int64
-		sum [32]byte
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		n, sum, err := drain(pr)
-		v.Close() // done, as a visitor would be
-		got <- result{n, sum, err}
-	}()
-	if err := pollFor(10*time.Second, func() bool { return pr.count.Load() >= 1<<20 }); err != nil {
+	d := startDownload(dialPort(t, port), 16<<20)
+	if err := pollFor(10*time.Second, func() bool { return d.pr.count.Load() >= 1<<20 }); err != nil {
 		t.Fatal("the download did not start")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -394,10 +340,7 @@ func TestClientShutdownDrains(t *testing.T) {
 		t.Errorf("a new visitor while draining read %v, want a reset at once", err)
 	}
 	v2.Close()
-	r := <-got
-	if r.err != nil || r.n != size || r.sum != want {
-		t.Errorf("the download got %d of %d bytes (sum match %v), end %v", r.n, size, r.sum == want, r.err)
-	}
+	d.wait(t, 20*time.Second, size, sumOf(51, size))
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown = %v, want nil: every visitor finished", err)
 	}

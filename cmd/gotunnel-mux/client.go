@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/config"
@@ -167,21 +166,9 @@ func runUntilStopped(cl *control.Client, stop *stopper, grace time.Duration, log
 	case <-stop.ctx.Done():
 	}
 	log.Info("stopping; live visitors may finish", "grace", grace.String(), "visitors", cl.ActiveVisitors())
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	var wg sync.WaitGroup
-	wg.Go(func() { // a second signal cuts the grace short
-		select {
-		case <-stop.hard:
-			log.Warn("second signal: stopping now")
-			cancel()
-		case <-ctx.Done():
-		}
-	})
-	if err := cl.Shutdown(ctx); err != nil {
+	if err := stop.graceful(grace, log, cl.Shutdown); err != nil {
 		log.Warn("visitor connections cut off at stop", "err", err)
 	}
-	cancel()
-	wg.Wait()
 	return <-ran
 }
 

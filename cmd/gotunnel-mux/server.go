@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/config"
@@ -83,20 +81,7 @@ func serve(cfg *config.Server, opts control.ServerOptions, certs *certReloader, 
 	}
 	grace := cfg.ShutdownTimeout.D()
 	log.Info("shutting down; live visitors may finish", "grace", grace.String(), "visitors", srv.ActiveVisitors())
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	var wg sync.WaitGroup
-	wg.Go(func() { // a second signal cuts the grace short
-		select {
-		case <-stop.hard:
-			log.Warn("second signal: stopping now")
-			cancel()
-		case <-ctx.Done():
-		}
-	})
-	err = srv.Shutdown(ctx)
-	cancel()
-	wg.Wait()
-	if err != nil {
+	if err := stop.graceful(grace, log, srv.Shutdown); err != nil {
 		log.Warn("visitor connections cut off at shutdown", "err", err)
 	}
 	if err := <-served; !errors.Is(err, control.ErrServerClosed) {

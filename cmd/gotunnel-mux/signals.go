@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // stopper turns SIGINT/SIGTERM into a graceful stop (the first signal ends
@@ -51,6 +53,26 @@ func (s *stopper) stop() {
 	close(s.done)
 	s.wg.Wait()
 	s.cancel()
+}
+
+// graceful runs shutdown with a context that ends after grace, or at once
+// on a second signal, and returns what shutdown returned.
+func (s *stopper) graceful(grace time.Duration, log *slog.Logger, shutdown func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { // a second signal cuts the grace short
+		select {
+		case <-s.hard:
+			log.Warn("second signal: stopping now")
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	err := shutdown(ctx)
+	cancel()
+	return err
 }
 
 // onSIGHUP calls f on every SIGHUP (instead of the default: exit) until
