@@ -3,6 +3,7 @@ package test
 import (
 	"io"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -86,18 +87,38 @@ func (d *download) drainedBy(t *testing.T, p *proc, sigterm time.Time, size int6
 }
 
 // echoThenReset is a visitor that exchanges a few bytes with an echo
-// service and then resets its connection.
+// service and then resets its connection. With max_conns_per_mapping = 1
+// the previous visitor may hold the place for a few more milliseconds:
+// a visitor refused at once tries again, for up to a second.
 func echoThenReset(t *testing.T, port int) {
 	t.Helper()
-	v := dialPort(t, port)
-	if _, err := v.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := tryEchoThenReset(port)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("echo: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if _, err := io.ReadFull(v, make([]byte, 5)); err != nil {
-		t.Fatalf("echo: %v", err)
+}
+
+func tryEchoThenReset(port int) error {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 5*time.Second)
+	if err != nil {
+		return err
 	}
+	v := c.(*net.TCPConn)
 	_ = v.SetLinger(0)
-	v.Close()
+	defer v.Close()
+	_ = v.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := v.Write([]byte("hello")); err != nil {
+		return err
+	}
+	_, err = io.ReadFull(v, make([]byte, 5))
+	return err
 }
 
 // sumOf is the hash of size bytes of seed, as stream sends them.
