@@ -388,4 +388,3 @@ func TestClientShutdownCutsAtDeadline(t *testing.T) {
 		t.Fatal("the visitor still reads 10s after the grace ended")
 	}
 }
-
