@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -328,11 +327,12 @@ func connectCode(err error) Code {
 // connectOnce runs one session from dial to its end. healthy reports that
 // it logged in and every registration was answered.
 func (c *Client) connectOnce(ctx context.Context) (healthy bool, err error) {
-	conn, err := c.dialServer(ctx)
+	var offer certOffer
+	conn, err := c.dialServer(ctx, &offer)
 	if err != nil {
 		return false, err
 	}
-	cs, err := c.handshake(ctx, conn)
+	cs, err := c.handshake(ctx, conn, &offer)
 	if err == nil && c.stopped() {
 		cs.relayCancel()
 		_ = cs.mux.Close()
@@ -369,11 +369,11 @@ func (c *Client) emit(e Event) {
 
 // secure runs the TLS handshake over conn when TLS is configured, within
 // handshake_timeout. On failure conn is closed and the error explains.
-func (c *Client) secure(ctx context.Context, conn net.Conn) (net.Conn, error) {
+func (c *Client) secure(ctx context.Context, conn net.Conn, offer *certOffer) (net.Conn, error) {
 	if c.opts.TLS == nil {
 		return conn, nil
 	}
-	tc := tls.Client(conn, c.opts.TLS)
+	tc := tls.Client(conn, offer.config(c.opts.TLS))
 	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
@@ -388,7 +388,7 @@ func (c *Client) secure(ctx context.Context, conn net.Conn) (net.Conn, error) {
 
 // handshake logs in over conn under handshake_timeout. It owns conn: on
 // failure conn is closed, on success it belongs to the session.
-func (c *Client) handshake(ctx context.Context, conn net.Conn) (*clientSession, error) {
+func (c *Client) handshake(ctx context.Context, conn net.Conn, offer *certOffer) (*clientSession, error) {
 	deadline := time.Now().Add(c.opts.HandshakeTimeout)
 	_ = conn.SetDeadline(deadline)
 	ms, err := mux.Client(conn, c.opts.Mux)
@@ -400,13 +400,8 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn) (*clientSession, 
 	defer stop()
 	resp, err := c.login(ms, deadline)
 	if err != nil {
-		if rerr := ms.ReadErr(); c.opts.TLS != nil && rerr != nil {
-			// With TLS 1.3 the server refuses a client certificate
-			// after the client's side of the handshake is done: the
-			// alert ends the connection while login waits.
-			if te := tlsFailure(rerr, c.opts.TLS.ServerName); te != nil && !errors.Is(rerr, io.EOF) {
-				err = te
-			}
+		if c.opts.TLS != nil {
+			err = offer.loginFailure(err, ms.ReadErr(), c.opts.TLS.ServerName)
 		}
 		_ = ms.Close()
 		return nil, err

@@ -59,13 +59,71 @@ func remoteAlert(err error) *TLSError {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "certificate required"):
-		return &TLSError{"the server requires a client certificate signed by its client_ca_file; set [tls] cert_file and key_file (a certificate from another CA is not offered)", err}
+		return &TLSError{hintNoClientCert, err}
 	case strings.Contains(msg, "bad certificate"), strings.Contains(msg, "unknown certificate authority"),
 		strings.Contains(msg, "certificate expired"), strings.Contains(msg, "certificate unknown"):
-		return &TLSError{"the server refused this client's certificate; it must be signed by the server's client_ca_file and be valid", err}
+		return &TLSError{hintClientCertRefused, err}
 	}
 	return &TLSError{"the server ended the TLS handshake", err}
 }
+
+// certOffer records, during one TLS handshake, whether the server asked
+// for a client certificate and whether this client offered one; it is
+// written by the handshake and read after it, in the same goroutine.
+type certOffer struct{ asked, offered bool }
+
+// config returns cfg with a GetClientCertificate that records the offer
+// and chooses as crypto/tls does without one: the first of Certificates
+// the server accepts, else none.
+func (o *certOffer) config(cfg *tls.Config) *tls.Config {
+	if cfg.GetClientCertificate != nil {
+		return cfg
+	}
+	cfg = cfg.Clone()
+	certs := cfg.Certificates
+	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		o.asked = true
+		for i := range certs {
+			if cri.SupportsCertificate(&certs[i]) == nil {
+				o.offered = true
+				return &certs[i], nil
+			}
+		}
+		return new(tls.Certificate), nil
+	}
+	return cfg
+}
+
+// loginFailure explains a login that failed over TLS. With TLS 1.3 the
+// server refuses a client certificate after the client's side of the
+// handshake is done: its alert ends the connection while the login is
+// written or awaited. The write may fail (a broken pipe) before the alert
+// is read, so when the server had asked for a certificate, a login cut off
+// by the connection is taken for that refusal.
+func (o *certOffer) loginFailure(err, readErr error, serverName string) error {
+	var re *RejectError
+	switch {
+	case errors.As(err, &re):
+		return err
+	case readErr != nil && !errors.Is(readErr, io.EOF):
+		if te := tlsFailure(readErr, serverName); te != nil {
+			return te
+		}
+	}
+	switch {
+	case o.asked && !o.offered:
+		return &TLSError{hintNoClientCert, err}
+	case o.asked:
+		return &TLSError{hintClientCertRefused, err}
+	}
+	return err
+}
+
+// Hints for a server that refused this client's certificate, or wanted one.
+const (
+	hintNoClientCert      = "the server requires a client certificate signed by its client_ca_file; set [tls] cert_file and key_file (a certificate from another CA is not offered)"
+	hintClientCertRefused = "the server refused this client's certificate; it must be signed by the server's client_ca_file and be valid"
+)
 
 // First bytes that tell the transports apart on the server's one port.
 const (

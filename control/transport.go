@@ -64,7 +64,7 @@ func (e *transportError) Unwrap() error { return e.err }
 // dialServer opens the connection the session runs on: TCP to the server
 // or through the proxy, then TLS and WebSocket as the transport says, all
 // within deadline after the TCP dial. On error nothing is left open.
-func (c *Client) dialServer(ctx context.Context) (net.Conn, error) {
+func (c *Client) dialServer(ctx context.Context, offer *certOffer) (net.Conn, error) {
 	o := &c.opts
 	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
 	conn, err := o.Dial(dctx, o.ServerAddr)
@@ -73,7 +73,7 @@ func (c *Client) dialServer(ctx context.Context) (net.Conn, error) {
 		return nil, err
 	}
 	deadline := time.Now().Add(o.HandshakeTimeout)
-	if conn, err = c.secure(ctx, conn); err != nil {
+	if conn, err = c.secure(ctx, conn, offer); err != nil {
 		return nil, err
 	}
 	if o.Transport == TransportWS || o.Transport == TransportWSS {
