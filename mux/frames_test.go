@@ -215,3 +215,22 @@ func TestFrameScanner(t *testing.T) {
 		}
 	}
 }
+
+// TestBookFollowsHeaders: a FIN marks the stream's end, a close on both
+// sides forgets it, and a reset (yamux RST) forgets it at once.
+func TestBookFollowsHeaders(t *testing.T) {
+	b := newBook(false, 0)
+	hdr := func(flags byte, id byte) []byte { return []byte{0, 1, 0, flags, 0, 0, 0, id, 0, 0, 0, 0} }
+	end := b.end(5)
+	if err := b.header(hdr(yamuxFlagFIN, 5)); err != nil || !end.fin.Load() {
+		t.Fatalf("FIN header: %v, fin %v", err, end.fin.Load())
+	}
+	b.closedHere(5)
+	b.end(7)
+	if err := b.header(hdr(yamuxFlagRST, 7)); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.size(); n != 0 {
+		t.Errorf("book holds %d streams after a closed and a reset one, want 0", n)
+	}
+}
