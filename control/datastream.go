@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
@@ -60,8 +61,11 @@ type dataStream struct {
 	ackOnce sync.Once // reads the ack; then ackErr is set for good
 	ackErr  error
 
-	mu        sync.Mutex // guards the fields below and the stream's deadlines
-	aborted   bool       // Abort ran: reads only drain, the abort path owns the FIN
+	// aborted: Abort ran; reads only drain and the abort path owns the
+	// FIN. Set under mu, read without it on the relay's path.
+	aborted atomic.Bool
+
+	mu        sync.Mutex // guards peerReset, the setting of aborted, and the stream's deadlines
 	peerReset bool       // the peer reset the stream or refused it: nothing to tell it
 }
 
@@ -111,10 +115,7 @@ func (d *dataStream) Write(p []byte) (int, error) { return d.st.Write(p) }
 // Once the stream is aborted the abort path owns the FIN: it must follow
 // the data_channel_reset on the wire, never overtake it.
 func (d *dataStream) CloseWrite() error {
-	d.mu.Lock()
-	aborted := d.aborted
-	d.mu.Unlock()
-	if aborted {
+	if d.aborted.Load() {
 		return nil
 	}
 	return d.st.CloseWrite()
@@ -132,11 +133,7 @@ func (d *dataStream) SetWriteDeadline(t time.Time) error { return d.st.SetWriteD
 // Shrink releases the receive buffer while it is empty.
 func (d *dataStream) Shrink() { d.st.Shrink() }
 
-func (d *dataStream) draining() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.aborted
-}
+func (d *dataStream) draining() bool { return d.aborted.Load() }
 
 // atFIN decides what the peer's FIN means. The peer writes a
 // data_channel_reset before it closes the stream, but the reset travels on
@@ -162,11 +159,11 @@ func (d *dataStream) atFIN() error {
 // until the peer's FIN, for at most drainTimeout.
 func (d *dataStream) Abort() {
 	d.mu.Lock()
-	if d.aborted {
+	if d.aborted.Load() {
 		d.mu.Unlock()
 		return
 	}
-	d.aborted = true
+	d.aborted.Store(true)
 	now := time.Now()
 	_ = d.st.SetWriteDeadline(now)
 	_ = d.st.SetReadDeadline(now.Add(drainTimeout))
@@ -196,7 +193,7 @@ func (d *dataStream) resetByPeer() {
 // written a visitor's first bytes already, and must not block on them.
 func (d *dataStream) refuse(code Code, reason string, timeout time.Duration) {
 	d.mu.Lock()
-	d.aborted = true
+	d.aborted.Store(true)
 	d.mu.Unlock()
 	_ = d.st.SetWriteDeadline(time.Now().Add(timeout))
 	_ = WriteFrame(d.st, &DataChannelAck{Status: StatusFail, Code: code, Reason: reason})
@@ -223,14 +220,14 @@ func (d *dataStream) ack() error {
 // the deadlines: readAck never wipes the drain's.
 func (d *dataStream) readAck() {
 	d.mu.Lock()
-	if !d.aborted {
+	if !d.aborted.Load() {
 		_ = d.st.SetReadDeadline(d.ackDeadline)
 	}
 	d.mu.Unlock()
 	m, err := ReadFrame(d.st)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.aborted {
+	if !d.aborted.Load() {
 		_ = d.st.SetReadDeadline(time.Time{})
 	}
 	if err != nil {
