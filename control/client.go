@@ -220,10 +220,9 @@ func (c *Client) Run(ctx context.Context) error {
 		wg.Wait()
 		c.wg.Wait()
 	}()
-	pctx := ctx
 	for _, m := range c.mappings {
 		if m.HealthCheck {
-			wg.Go(func() { c.probeLoop(pctx, m) })
+			wg.Go(func() { c.probeLoop(ctx, m) })
 		}
 	}
 	return c.reconnectLoop(ctx)

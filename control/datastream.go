@@ -81,7 +81,7 @@ func (t *streamTable) newDataStream(st *mux.Stream, ackDeadline time.Time) *data
 // that reads on while the abort is under way must not take it for a
 // clean end and half-close its TCP end before the abort resets it.
 func (d *dataStream) Read(p []byte) (int, error) {
-	if d.draining() {
+	if d.aborted.Load() {
 		n, err := d.st.Read(p)
 		if err == io.EOF {
 			err = errAborted
@@ -100,7 +100,7 @@ func (d *dataStream) Read(p []byte) (int, error) {
 
 // WaitRead waits for the ack, then for data, without a buffer.
 func (d *dataStream) WaitRead() error {
-	if d.draining() {
+	if d.aborted.Load() {
 		return nil
 	}
 	if err := d.ack(); err != nil {
@@ -132,8 +132,6 @@ func (d *dataStream) SetWriteDeadline(t time.Time) error { return d.st.SetWriteD
 
 // Shrink releases the receive buffer while it is empty.
 func (d *dataStream) Shrink() { d.st.Shrink() }
-
-func (d *dataStream) draining() bool { return d.aborted.Load() }
 
 // atFIN decides what the peer's FIN means. The peer writes a
 // data_channel_reset before it closes the stream, but the reset travels on

@@ -1,9 +1,11 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -84,20 +86,27 @@ func newTunnel(t *testing.T) *tunnel {
 	return tu
 }
 
-// stream opens a data stream from the server; it returns the server's end
-// and the client's, wrapped and registered in the client's table.
-func (tu *tunnel) stream(t *testing.T) (*mux.Stream, *dataStream, context.Context) {
+// open opens a data stream from the server and returns both raw ends,
+// once the client has accepted it.
+func (tu *tunnel) open(t *testing.T) (sst, cst *mux.Stream) {
 	t.Helper()
 	sst, err := tu.srv.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, _ = sst.Write([]byte("h"))
-	cst, err := tu.cli.Accept()
-	if err != nil {
+	if cst, err = tu.cli.Accept(); err != nil {
 		t.Fatal(err)
 	}
 	_, _ = io.ReadFull(cst, make([]byte, 1))
+	return sst, cst
+}
+
+// stream opens a data stream from the server; it returns the server's end
+// and the client's, wrapped and registered in the client's table.
+func (tu *tunnel) stream(t *testing.T) (*mux.Stream, *dataStream, context.Context) {
+	t.Helper()
+	sst, cst := tu.open(t)
 	ds := tu.table.newDataStream(cst, time.Time{})
 	return sst, ds, tu.table.add(context.Background(), ds)
 }
@@ -196,9 +205,7 @@ func TestStreamTableTombs(t *testing.T) {
 	tu := newTunnel(t)
 	tab := tu.table
 	// A reset that overtakes its stream is applied when the stream appears.
-	sst, _ := tu.srv.Open()
-	_, _ = sst.Write([]byte("h"))
-	cst, _ := tu.cli.Accept()
+	_, cst := tu.open(t)
 	tab.reset(cst.StreamID())
 	tab.reset(cst.StreamID())
 	early := tab.newDataStream(cst, time.Time{})
@@ -315,7 +322,7 @@ func TestHealthReportsKeepOrder(t *testing.T) {
 		m := &clientMapping{Mapping: Mapping{Name: "web"}}
 		m.online.Store(true)
 		cs := &clientSession{
-			c:    &Client{opts: ClientOptions{HandshakeTimeout: time.Hour}, mappings: []*clientMapping{m}},
+			c:    &Client{opts: ClientOptions{HandshakeTimeout: time.Hour}, mappings: []*clientMapping{m}, stopping: context.Background()},
 			mux:  tu.cli,
 			w:    w,
 			regs: map[string]*regState{"web": {up: true, port: 1234, sentOnline: true, answered: true}},
@@ -417,16 +424,7 @@ func TestAckReadKeepsAbortDeadline(t *testing.T) {
 	defer func(d time.Duration) { drainTimeout = d }(drainTimeout)
 	drainTimeout = 300 * time.Millisecond
 	tu := newTunnel(t)
-	sst, err := tu.srv.Open() // the server's end is the one that reads an ack
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = sst.Write([]byte("h"))
-	cst, err := tu.cli.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.ReadFull(cst, make([]byte, 1))
+	sst, cst := tu.open(t) // the server's end is the one that reads an ack
 	tab := newStreamTable(tu.w)
 	ds := tab.newDataStream(sst, time.Now().Add(10*time.Second))
 	tab.add(context.Background(), ds)
@@ -435,8 +433,10 @@ func TestAckReadKeepsAbortDeadline(t *testing.T) {
 		_, err := io.Copy(io.Discard, ds) // waits for the ack first
 		drained <- err
 	}()
-	if err := waitFor(5*time.Second, func() bool { return ds.ackDeadline.Before(time.Now().Add(10 * time.Second)) }); err != nil {
-		t.Fatal(err)
+	// The abort must come while the ack read is under way: wait until the
+	// reader is blocked in it.
+	if err := waitFor(5*time.Second, func() bool { return blockedIn("(*dataStream).readAck") }); err != nil {
+		t.Fatal("the reader never waited for the ack")
 	}
 	ds.Abort()
 	if err := WriteFrame(cst, &DataChannelAck{Status: StatusOK}); err != nil { // the late ack
@@ -449,3 +449,10 @@ func TestAckReadKeepsAbortDeadline(t *testing.T) {
 	}
 	tab.remove(ds)
 }
+
+// blockedIn reports whether some goroutine's stack is in function fn.
+func blockedIn(fn string) bool {
+	buf := make([]byte, 1<<20)
+	return bytes.Contains(buf[:runtime.Stack(buf, true)], []byte(fn))
+}
+

@@ -156,10 +156,8 @@ func runClient(args []string, stderr io.Writer) int {
 // server that no mapping takes new visitors and lets live ones finish for
 // up to grace, a second one stops at once.
 func runUntilStopped(cl *control.Client, stop *stopper, grace time.Duration, log *slog.Logger) error {
-	runCtx, hard := context.WithCancel(context.Background())
-	defer hard()
 	ran := make(chan error, 1)
-	go func() { ran <- cl.Run(runCtx) }()
+	go func() { ran <- cl.Run(context.Background()) }() // Shutdown ends it
 	select {
 	case err := <-ran:
 		return err
