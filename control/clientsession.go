@@ -54,9 +54,8 @@ type clientSession struct {
 	relayCtx    context.Context    // their parent: ends at a hard stop, or after the grace
 	relayCancel context.CancelFunc // set in newClientSession
 
-	mu       sync.Mutex // guards regs and draining
-	regs     map[string]*regState
-	draining bool // the client is stopping: no new visitors, no online reports
+	mu   sync.Mutex // guards regs
+	regs map[string]*regState
 }
 
 func newClientSession(ctx context.Context, c *Client, ms *mux.Session, lr *loginResult) *clientSession {
@@ -129,20 +128,26 @@ func (cs *clientSession) finishRelays() {
 	<-done
 }
 
-// drain tells the server that no mapping takes new visitors (offline_port,
-// draining), and refuses the data streams that still arrive; live visitor
-// connections go on.
+// drain tells the server that no mapping takes new visitors, once
+// Shutdown has begun; openLocal refuses the data streams that still
+// arrive, and live visitor connections go on.
 func (cs *clientSession) drain() {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	cs.draining = true
 	for _, m := range cs.c.mappings {
-		if r := cs.regs[m.Name]; r.up {
-			r.sentOnline = false
-			cs.w.sendThen(&OfflinePort{Name: m.Name, Port: r.port, Draining: true}, nil)
-		}
+		cs.drainLocked(m, cs.regs[m.Name])
 	}
 	cs.log.Info("draining: no new visitors", "active", cs.streams.len())
+}
+
+// drainLocked sends offline_port, draining, for m when it is up and the
+// server takes visitors for it: at the drain, or when a register is
+// answered after it. cs.mu is held.
+func (cs *clientSession) drainLocked(m *clientMapping, r *regState) {
+	if r.up && r.sentOnline {
+		r.sentOnline = false
+		cs.w.sendThen(&OfflinePort{Name: m.Name, Port: r.port, Draining: true}, nil)
+	}
 }
 
 // readLoop handles the server's control frames until an error. After
@@ -242,7 +247,7 @@ func (cs *clientSession) checkRegs(now time.Time) error {
 			return fmt.Errorf("%w (mapping %s)", errRegisterReply, m.Name)
 		case !r.sent && !r.up && !r.retryAt.IsZero() && !now.Before(r.retryAt):
 			cs.sendRegisterLocked(m, now)
-		case r.up && !cs.draining && m.online.Load() != r.sentOnline:
+		case r.up && !cs.c.stopped() && m.online.Load() != r.sentOnline:
 			cs.reportLocked(m, r, m.online.Load())
 		}
 	}
@@ -301,7 +306,10 @@ func (cs *clientSession) registered(resp *RegisterResp) {
 	cs.log.Info(fmt.Sprintf("%s  tcp://%s -> %s", m.Name, net.JoinHostPort(cs.c.host, strconv.Itoa(resp.RemotePort)), m.LocalAddr),
 		"mapping", m.Name, "remote_port", resp.RemotePort, "local_addr", m.LocalAddr)
 	cs.c.emit(Event{Kind: EventMappingUp, Mapping: m.Name, RemotePort: resp.RemotePort})
-	if on := m.online.Load(); on != r.sentOnline && !cs.draining {
+	switch on := m.online.Load(); {
+	case cs.c.stopped():
+		cs.drainLocked(m, r) // sentOnline is what the register told the server
+	case on != r.sentOnline:
 		cs.reportLocked(m, r, on)
 	}
 }
@@ -334,7 +342,7 @@ func (cs *clientSession) refusedLocked(m *clientMapping, r *regState, re *Reject
 func (cs *clientSession) healthChanged(m *clientMapping, on bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if r := cs.regs[m.Name]; r.up && r.sentOnline != on && !cs.draining {
+	if r := cs.regs[m.Name]; r.up && r.sentOnline != on && !cs.c.stopped() {
 		cs.reportLocked(m, r, on)
 	}
 }
@@ -411,7 +419,7 @@ func (cs *clientSession) openLocal(ctx context.Context, ds *dataStream) (net.Con
 	switch {
 	case m == nil:
 		return nil, nil, &RejectError{Code: CodeLocalUnreachable, Reason: "no mapping named " + hdr.Name}
-	case cs.isDraining():
+	case cs.c.stopped():
 		return nil, nil, &RejectError{Code: CodeMappingOffline, Reason: "the client is stopping"}
 	}
 	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
@@ -434,10 +442,4 @@ func (cs *clientSession) openLocal(ctx context.Context, ds *dataStream) (net.Con
 		return nil, nil, &RejectError{Code: CodeLocalUnreachable, Reason: "ack not written"}
 	}
 	return local, hdr, nil
-}
-
-func (cs *clientSession) isDraining() bool {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	return cs.draining
 }

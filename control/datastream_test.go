@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -456,3 +457,27 @@ func blockedIn(fn string) bool {
 	return bytes.Contains(buf[:runtime.Stack(buf, true)], []byte(fn))
 }
 
+// TestRegisteredWhileStoppingIsDrained: a mapping whose register is
+// answered after Shutdown began is told offline (draining) at once, like
+// those that were up already, so the server takes no visitor for it.
+func TestRegisteredWhileStoppingIsDrained(t *testing.T) {
+	tu := newTunnel(t)
+	m := &clientMapping{Mapping: Mapping{Name: "late"}}
+	m.online.Store(true)
+	stopping, stop := context.WithCancel(context.Background())
+	c := &Client{log: slog.New(slog.DiscardHandler), mappings: []*clientMapping{m},
+		byName: map[string]*clientMapping{"late": m}, stopping: stopping, stop: stop}
+	cs := &clientSession{c: c, log: c.log, mux: tu.cli, w: tu.w, streams: tu.table,
+		regs: map[string]*regState{"late": {sent: true, sentOnline: true}}}
+	cs.drain() // nothing is up yet
+	stop()
+	cs.registered(&RegisterResp{Status: StatusOK, Name: "late", RemotePort: 4242})
+	if err := waitFor(5*time.Second, func() bool { return tu.rec.count() == 1 }); err != nil {
+		t.Fatalf("%d frames written, want the draining offline_port", tu.rec.count())
+	}
+	tu.rec.mu.Lock()
+	defer tu.rec.mu.Unlock()
+	if o, ok := tu.rec.msgs[0].(*OfflinePort); !ok || !o.Draining || o.Port != 4242 {
+		t.Errorf("wrote %#v, want offline_port 4242 draining", tu.rec.msgs[0])
+	}
+}
