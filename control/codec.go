@@ -15,6 +15,9 @@ var (
 	ErrFrameSize = errors.New("control: frame length out of range")
 	// ErrMalformed is a frame body that is not a valid message.
 	ErrMalformed = errors.New("control: malformed frame")
+	// ErrHeartbeatTimeout ends a session from which nothing at all was
+	// read for heartbeat_timeout, on either side.
+	ErrHeartbeatTimeout = errors.New("control: heartbeat timeout")
 )
 
 const headerLen = 4

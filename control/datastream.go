@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
 
 // drainTimeout bounds how long an aborted data stream is drained while
@@ -30,12 +28,31 @@ var (
 	errAborted = errors.New("control: data stream aborted")
 )
 
-// shrinkEvery is how often idle streams' receive buffers are released.
-const shrinkEvery = 5 * time.Second
+// ShrinkEvery is how often idle streams' receive buffers are released.
+const ShrinkEvery = 5 * time.Second
 
-// dataStream is one data stream of a session as the relay sees it, and
+// Stream is a data stream as the multiplexer hands it out (a
+// *mux.Stream): a net.Conn that half-closes, can wait for data without a
+// buffer, and knows where its FIN fell in the control stream.
+type Stream interface {
+	net.Conn
+	// CloseWrite sends the FIN: this side writes no more.
+	CloseWrite() error
+	// WaitRead waits until something can be read, without a buffer.
+	WaitRead() error
+	// Shrink releases the receive buffer while it is empty.
+	Shrink()
+	// FinMark is how many control-stream bytes had arrived when the
+	// peer's FIN did; ok is false before the FIN.
+	FinMark() (mark int64, ok bool)
+	// StreamID is the multiplexer's id for the stream, as
+	// data_channel_reset names it.
+	StreamID() uint32
+}
+
+// DataStream is one data stream of a session as the relay sees it, and
 // the one owner of how it ends. While the relay runs it is registered in
-// the session's streamTable, so that the peer's data_channel_reset can
+// the session's StreamTable, so that the peer's data_channel_reset can
 // abort it.
 //
 // Every way it ends goes through here (protocol.md 7.5):
@@ -47,16 +64,16 @@ const shrinkEvery = 5 * time.Second
 //     without telling the peer;
 //   - the peer's FIN arrives after the peer's reset: the FIN is taken for
 //     the abort it is, never for a clean end (atFIN).
-type dataStream struct {
+type DataStream struct {
 	// set in newDataStream
-	st    *mux.Stream
+	st    Stream
 	id    uint32
-	table *streamTable
+	table *StreamTable
 	// server side: the client's data_channel_ack comes first, before this
 	// deadline; zero on the client
 	ackDeadline time.Time
 
-	cancel context.CancelCauseFunc // aborts the relay; set by streamTable.add
+	cancel context.CancelCauseFunc // aborts the relay; set by StreamTable.add
 
 	ackOnce sync.Once // reads the ack; then ackErr is set for good
 	ackErr  error
@@ -69,10 +86,13 @@ type dataStream struct {
 	peerReset bool       // the peer reset the stream or refused it: nothing to tell it
 }
 
-var _ net.Conn = (*dataStream)(nil)
+var _ net.Conn = (*DataStream)(nil)
 
-func (t *streamTable) newDataStream(st *mux.Stream, ackDeadline time.Time) *dataStream {
-	return &dataStream{st: st, id: st.StreamID(), table: t, ackDeadline: ackDeadline}
+// Open wraps st, a data stream of the table's session, for its relay.
+// On the server ackDeadline bounds the wait for the client's
+// data_channel_ack, which the first Read reads; zero on the client.
+func (t *StreamTable) Open(st Stream, ackDeadline time.Time) *DataStream {
+	return &DataStream{st: st, id: st.StreamID(), table: t, ackDeadline: ackDeadline}
 }
 
 // Read reads the peer's bytes; on the server the first call reads the
@@ -80,7 +100,7 @@ func (t *streamTable) newDataStream(st *mux.Stream, ackDeadline time.Time) *data
 // drains, and the peer's FIN reads as errAborted, never io.EOF: a copy
 // that reads on while the abort is under way must not take it for a
 // clean end and half-close its TCP end before the abort resets it.
-func (d *dataStream) Read(p []byte) (int, error) {
+func (d *DataStream) Read(p []byte) (int, error) {
 	if d.aborted.Load() {
 		n, err := d.st.Read(p)
 		if err == io.EOF {
@@ -99,7 +119,7 @@ func (d *dataStream) Read(p []byte) (int, error) {
 }
 
 // WaitRead waits for the ack, then for data, without a buffer.
-func (d *dataStream) WaitRead() error {
+func (d *DataStream) WaitRead() error {
 	if d.aborted.Load() {
 		return nil
 	}
@@ -109,12 +129,12 @@ func (d *dataStream) WaitRead() error {
 	return d.st.WaitRead()
 }
 
-func (d *dataStream) Write(p []byte) (int, error) { return d.st.Write(p) }
+func (d *DataStream) Write(p []byte) (int, error) { return d.st.Write(p) }
 
 // CloseWrite half-closes the stream (FIN) at the end of a clean direction.
 // Once the stream is aborted the abort path owns the FIN: it must follow
 // the data_channel_reset on the wire, never overtake it.
-func (d *dataStream) CloseWrite() error {
+func (d *DataStream) CloseWrite() error {
 	if d.aborted.Load() {
 		return nil
 	}
@@ -122,23 +142,32 @@ func (d *dataStream) CloseWrite() error {
 }
 
 // Close is the relay's last call; a yamux close is a half-close.
-func (d *dataStream) Close() error { return d.CloseWrite() }
+func (d *DataStream) Close() error { return d.CloseWrite() }
 
-func (d *dataStream) LocalAddr() net.Addr                { return d.st.LocalAddr() }
-func (d *dataStream) RemoteAddr() net.Addr               { return d.st.RemoteAddr() }
-func (d *dataStream) SetDeadline(t time.Time) error      { return d.st.SetDeadline(t) }
-func (d *dataStream) SetReadDeadline(t time.Time) error  { return d.st.SetReadDeadline(t) }
-func (d *dataStream) SetWriteDeadline(t time.Time) error { return d.st.SetWriteDeadline(t) }
+// LocalAddr implements net.Conn.
+func (d *DataStream) LocalAddr() net.Addr { return d.st.LocalAddr() }
+
+// RemoteAddr implements net.Conn.
+func (d *DataStream) RemoteAddr() net.Addr { return d.st.RemoteAddr() }
+
+// SetDeadline implements net.Conn.
+func (d *DataStream) SetDeadline(t time.Time) error { return d.st.SetDeadline(t) }
+
+// SetReadDeadline implements net.Conn.
+func (d *DataStream) SetReadDeadline(t time.Time) error { return d.st.SetReadDeadline(t) }
+
+// SetWriteDeadline implements net.Conn.
+func (d *DataStream) SetWriteDeadline(t time.Time) error { return d.st.SetWriteDeadline(t) }
 
 // Shrink releases the receive buffer while it is empty.
-func (d *dataStream) Shrink() { d.st.Shrink() }
+func (d *DataStream) Shrink() { d.st.Shrink() }
 
 // atFIN decides what the peer's FIN means. The peer writes a
 // data_channel_reset before it closes the stream, but the reset travels on
 // the control stream, read by another goroutine: so the FIN waits until
 // every control frame that arrived before it has been handled, and a reset
 // among them makes the end an abort (errPeerReset), not a clean EOF.
-func (d *dataStream) atFIN() error {
+func (d *DataStream) atFIN() error {
 	if mark, ok := d.st.FinMark(); ok {
 		d.table.waitHandled(mark)
 	}
@@ -155,7 +184,7 @@ func (d *dataStream) atFIN() error {
 // for a window that will never open), the peer is told unless it is the
 // one that aborted, the FIN follows, and reads drain what still arrives
 // until the peer's FIN, for at most drainTimeout.
-func (d *dataStream) Abort() {
+func (d *DataStream) Abort() {
 	d.mu.Lock()
 	if d.aborted.Load() {
 		d.mu.Unlock()
@@ -168,16 +197,16 @@ func (d *dataStream) Abort() {
 	tell := !d.peerReset
 	d.mu.Unlock()
 	if tell {
-		d.table.w.sendThen(&DataChannelReset{Stream: d.id}, d.fin)
+		d.table.w.SendThen(&DataChannelReset{Stream: d.id}, d.fin)
 		return
 	}
 	d.fin()
 }
 
-func (d *dataStream) fin() { _ = d.st.CloseWrite() }
+func (d *DataStream) fin() { _ = d.st.CloseWrite() }
 
 // resetByPeer records the peer's abort and aborts the relay.
-func (d *dataStream) resetByPeer() {
+func (d *DataStream) resetByPeer() {
 	d.mu.Lock()
 	d.peerReset = true
 	d.mu.Unlock()
@@ -186,27 +215,27 @@ func (d *dataStream) resetByPeer() {
 	}
 }
 
-// refuse answers a data stream this side will not serve with a failing
+// Refuse answers a data stream this side will not serve with a failing
 // ack, closes it and drains it until the peer's FIN: the peer may have
 // written a visitor's first bytes already, and must not block on them.
-func (d *dataStream) refuse(code Code, reason string, timeout time.Duration) {
+func (d *DataStream) Refuse(code Code, reason string, timeout time.Duration) {
 	d.mu.Lock()
 	d.aborted.Store(true)
 	d.mu.Unlock()
 	_ = d.st.SetWriteDeadline(time.Now().Add(timeout))
 	_ = WriteFrame(d.st, &DataChannelAck{Status: StatusFail, Code: code, Reason: reason})
 	d.fin()
-	d.drain()
+	d.Drain()
 }
 
-// drain reads and discards until the peer's FIN or drainTimeout.
-func (d *dataStream) drain() {
+// Drain reads and discards until the peer's FIN or drainTimeout.
+func (d *DataStream) Drain() {
 	_ = d.st.SetReadDeadline(time.Now().Add(drainTimeout))
 	_, _ = io.Copy(io.Discard, d.st)
 }
 
 // ack reads the client's data_channel_ack once, on the server.
-func (d *dataStream) ack() error {
+func (d *DataStream) ack() error {
 	if d.ackDeadline.IsZero() {
 		return nil
 	}
@@ -216,7 +245,7 @@ func (d *dataStream) ack() error {
 
 // readAck reads the ack under the open deadline. An Abort meanwhile owns
 // the deadlines: readAck never wipes the drain's.
-func (d *dataStream) readAck() {
+func (d *DataStream) readAck() {
 	d.mu.Lock()
 	if !d.aborted.Load() {
 		_ = d.st.SetReadDeadline(d.ackDeadline)
@@ -246,13 +275,13 @@ func (d *dataStream) readAck() {
 // maxTombs bounds the resets remembered for streams not yet registered.
 const maxTombs = 1024
 
-// streamTable holds a session's live data streams by yamux stream ID, and
+// StreamTable holds a session's live data streams by yamux stream ID, and
 // how far the control reader has got.
-type streamTable struct {
-	w *ctlWriter // the session's control writer: resets and the FINs after them
+type StreamTable struct {
+	w *Writer // the session's control writer: resets and the FINs after them
 
 	mu      sync.Mutex // guards all fields below
-	live    map[uint32]*dataStream
+	live    map[uint32]*DataStream
 	tombs   map[uint32]struct{} // resets that came before their stream
 	order   []uint32            // tombs, oldest first
 	handled int64               // control stream bytes read and handled
@@ -260,14 +289,16 @@ type streamTable struct {
 	stopped bool                // the control reader has stopped
 }
 
-func newStreamTable(w *ctlWriter) *streamTable {
-	return &streamTable{w: w, live: make(map[uint32]*dataStream), tombs: make(map[uint32]struct{}), moved: make(chan struct{})}
+// NewStreamTable returns the table of a session whose control stream w
+// writes.
+func NewStreamTable(w *Writer) *StreamTable {
+	return &StreamTable{w: w, live: make(map[uint32]*DataStream), tombs: make(map[uint32]struct{}), moved: make(chan struct{})}
 }
 
-// add registers d with a cancel func for its relay under ctx; the relay
+// Add registers d with a cancel func for its relay under ctx; the relay
 // must run with the returned context. When the peer reset the stream
 // before it was registered, the context is already cancelled.
-func (t *streamTable) add(ctx context.Context, d *dataStream) context.Context {
+func (t *StreamTable) Add(ctx context.Context, d *DataStream) context.Context {
 	ctx, d.cancel = context.WithCancelCause(ctx)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -280,7 +311,8 @@ func (t *streamTable) add(ctx context.Context, d *dataStream) context.Context {
 	return ctx
 }
 
-func (t *streamTable) remove(d *dataStream) {
+// Remove unregisters d once its relay has ended.
+func (t *StreamTable) Remove(d *DataStream) {
 	t.mu.Lock()
 	if t.live[d.id] == d {
 		delete(t.live, d.id)
@@ -289,8 +321,8 @@ func (t *streamTable) remove(d *dataStream) {
 	d.cancel(context.Canceled)
 }
 
-// reset handles the peer's data_channel_reset for stream id.
-func (t *streamTable) reset(id uint32) {
+// Reset handles the peer's data_channel_reset for stream id.
+func (t *StreamTable) Reset(id uint32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if d, ok := t.live[id]; ok {
@@ -308,16 +340,16 @@ func (t *streamTable) reset(id uint32) {
 	}
 }
 
-// len is the number of live data streams.
-func (t *streamTable) len() int {
+// Len is the number of live data streams.
+func (t *StreamTable) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.live)
 }
 
-// handledUpTo records that the control reader has read and handled the
+// HandledUpTo records that the control reader has read and handled the
 // control stream's first n bytes.
-func (t *streamTable) handledUpTo(n int64) {
+func (t *StreamTable) HandledUpTo(n int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n > t.handled && !t.stopped {
@@ -327,9 +359,9 @@ func (t *streamTable) handledUpTo(n int64) {
 	}
 }
 
-// stopReading records that the control reader has stopped: nothing more
+// StopReading records that the control reader has stopped: nothing more
 // will be handled.
-func (t *streamTable) stopReading() {
+func (t *StreamTable) StopReading() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.stopped {
@@ -340,7 +372,7 @@ func (t *streamTable) stopReading() {
 
 // waitHandled waits until the control reader has handled the control
 // stream's first mark bytes, has stopped, or finWait has passed.
-func (t *streamTable) waitHandled(mark int64) {
+func (t *StreamTable) waitHandled(mark int64) {
 	var timeout <-chan time.Time
 	for {
 		t.mu.Lock()
@@ -362,13 +394,13 @@ func (t *streamTable) waitHandled(mark int64) {
 	}
 }
 
-// shrink releases the receive buffer of every live stream whose buffer is
+// Shrink releases the receive buffer of every live stream whose buffer is
 // empty: yamux keeps a stream's buffer at its peak size (up to the window)
 // otherwise, so a burst would cost its memory for as long as the stream
 // then stays idle. A busy stream allocates a fresh one on its next frame.
-func (t *streamTable) shrink() {
+func (t *StreamTable) Shrink() {
 	t.mu.Lock()
-	live := make([]*dataStream, 0, len(t.live))
+	live := make([]*DataStream, 0, len(t.live))
 	for _, d := range t.live {
 		live = append(live, d)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -20,8 +19,8 @@ import (
 type tunnel struct {
 	cli, srv   *mux.Session
 	cctl, sctl *mux.Stream
-	w          *ctlWriter
-	table      *streamTable // the client's
+	w          *Writer
+	table      *StreamTable // the client's
 	rec        *frameRecorder
 }
 
@@ -75,10 +74,10 @@ func newTunnel(t *testing.T) *tunnel {
 	_, _ = io.ReadFull(tu.sctl, make([]byte, 1))
 	tu.srv.Trust()
 	tu.rec = &frameRecorder{w: tu.cctl}
-	tu.w = newCtlWriter(tu.rec, tu.cli.Done(), func(error) {})
-	tu.table = newStreamTable(tu.w)
+	tu.w = NewWriter(tu.rec, tu.cli.Done(), func(error) {})
+	tu.table = NewStreamTable(tu.w)
 	var wg sync.WaitGroup
-	wg.Go(tu.w.run)
+	wg.Go(tu.w.Run)
 	t.Cleanup(func() {
 		_ = tu.cli.Close()
 		_ = tu.srv.Close()
@@ -105,11 +104,11 @@ func (tu *tunnel) open(t *testing.T) (sst, cst *mux.Stream) {
 
 // stream opens a data stream from the server; it returns the server's end
 // and the client's, wrapped and registered in the client's table.
-func (tu *tunnel) stream(t *testing.T) (*mux.Stream, *dataStream, context.Context) {
+func (tu *tunnel) stream(t *testing.T) (*mux.Stream, *DataStream, context.Context) {
 	t.Helper()
 	sst, cst := tu.open(t)
-	ds := tu.table.newDataStream(cst, time.Time{})
-	return sst, ds, tu.table.add(context.Background(), ds)
+	ds := tu.table.Open(cst, time.Time{})
+	return sst, ds, tu.table.Add(context.Background(), ds)
 }
 
 func readEOF(t *testing.T, st *mux.Stream) {
@@ -152,7 +151,7 @@ func TestAbortResetsBeforeFIN(t *testing.T) {
 func TestPeerResetAnsweredWithFIN(t *testing.T) {
 	tu := newTunnel(t)
 	sst, ds, ctx := tu.stream(t)
-	tu.table.reset(ds.id)
+	tu.table.Reset(ds.id)
 	if context.Cause(ctx) != errPeerReset {
 		t.Fatalf("relay context cause = %v, want errPeerReset", context.Cause(ctx))
 	}
@@ -161,7 +160,7 @@ func TestPeerResetAnsweredWithFIN(t *testing.T) {
 	if n := tu.rec.count(); n != 0 {
 		t.Errorf("the abort after a peer reset wrote %d control frames, want none", n)
 	}
-	tu.table.remove(ds)
+	tu.table.Remove(ds)
 }
 
 // TestFINAfterResetIsAnAbort pins issue 9, defect 4: the peer resets, then
@@ -186,12 +185,12 @@ func TestFINAfterResetIsAnAbort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu.table.reset(m.(*DataChannelReset).Stream)
-	tu.table.handledUpTo(tu.cctl.Consumed())
+	tu.table.Reset(m.(*DataChannelReset).Stream)
+	tu.table.HandledUpTo(tu.cctl.Consumed())
 	if err := <-got; err != errPeerReset {
 		t.Errorf("stream ended with %v, want errPeerReset", err)
 	}
-	tu.table.remove(ds)
+	tu.table.Remove(ds)
 
 	// Without a reset before it, the FIN is a clean end.
 	sst2, ds2, _ := tu.stream(t)
@@ -199,7 +198,7 @@ func TestFINAfterResetIsAnAbort(t *testing.T) {
 	if _, err := io.Copy(io.Discard, ds2); err != nil {
 		t.Errorf("clean FIN read as %v", err)
 	}
-	tu.table.remove(ds2)
+	tu.table.Remove(ds2)
 }
 
 func TestStreamTableTombs(t *testing.T) {
@@ -207,95 +206,24 @@ func TestStreamTableTombs(t *testing.T) {
 	tab := tu.table
 	// A reset that overtakes its stream is applied when the stream appears.
 	_, cst := tu.open(t)
-	tab.reset(cst.StreamID())
-	tab.reset(cst.StreamID())
-	early := tab.newDataStream(cst, time.Time{})
-	if ctx := tab.add(context.Background(), early); ctx.Err() == nil {
+	tab.Reset(cst.StreamID())
+	tab.Reset(cst.StreamID())
+	early := tab.Open(cst, time.Time{})
+	if ctx := tab.Add(context.Background(), early); ctx.Err() == nil {
 		t.Error("a stream reset before it was registered started live")
 	}
-	tab.remove(early)
+	tab.Remove(early)
 	// Tombstones are bounded.
 	for id := uint32(100); id < 100+2*maxTombs; id++ {
-		tab.reset(id)
+		tab.Reset(id)
 	}
 	if len(tab.tombs) != maxTombs || len(tab.order) != maxTombs {
 		t.Errorf("%d tombstones (%d in order), want %d", len(tab.tombs), len(tab.order), maxTombs)
 	}
-	if tab.len() != 0 {
-		t.Errorf("%d live streams left", tab.len())
+	if tab.Len() != 0 {
+		t.Errorf("%d live streams left", tab.Len())
 	}
 }
-
-func TestEvery(t *testing.T) {
-	var e every
-	if n, ok := e.allow(time.Hour); !ok || n != 1 {
-		t.Fatalf("first allow = %d, %v; want 1, true", n, ok)
-	}
-	for i := 2; i <= 4; i++ {
-		if n, ok := e.allow(time.Hour); ok || n != i-1 {
-			t.Errorf("allow %d within the interval = %d, %v; want %d, false", i, n, ok, i-1)
-		}
-	}
-	e.next = time.Now().Add(-time.Second)
-	if n, ok := e.allow(time.Hour); !ok || n != 4 {
-		t.Errorf("allow after the interval = %d, %v; want 4 (this and 3 suppressed), true", n, ok)
-	}
-}
-
-func TestSpreadAtMax(t *testing.T) {
-	r := ReconnectOptions{Min: time.Second, Max: 16 * time.Second, Factor: 2, Jitter: true}
-	seen := map[time.Duration]bool{}
-	for range 200 {
-		w := spread(r.Max, r)
-		if w < r.Max/2 || w > r.Max {
-			t.Fatalf("spread(Max) = %s, want within [%s, %s]", w, r.Max/2, r.Max)
-		}
-		seen[w] = true
-	}
-	if len(seen) < 100 {
-		t.Errorf("spread(Max) gave %d distinct waits in 200 draws: clients would return in lock-step", len(seen))
-	}
-	if w := spread(3*time.Second, r); w != 3*time.Second {
-		t.Errorf("spread below Max = %s, want it unchanged", w)
-	}
-	r.Jitter = false
-	if w := spread(r.Max, r); w != r.Max {
-		t.Errorf("spread without jitter = %s, want Max", w)
-	}
-}
-
-func TestGuardTrustedProxyNotCappedPerAddress(t *testing.T) {
-	o := &ServerOptions{MaxUnauthenticated: 100, MaxUnauthenticatedPerIP: 2, BadLoginLimit: 2, BadLoginPause: time.Minute}
-	o.setDefaults()
-	for _, trusted := range []bool{false, true} {
-		g := newGuard(o, func(string) bool { return trusted })
-		admitted := 0
-		for range 5 {
-			a, b := net.Pipe()
-			defer a.Close()
-			defer b.Close()
-			if g.admit(tcpAddrConn{a}) {
-				admitted++
-			}
-		}
-		if want := map[bool]int{false: 2, true: 5}[trusted]; admitted != want {
-			t.Errorf("trusted=%v: %d of 5 admitted from one address, want %d", trusted, admitted, want)
-		}
-	}
-	g := newGuard(o, func(string) bool { return false })
-	client := &net.TCPAddr{IP: net.ParseIP("203.0.113.9"), Port: 1}
-	for range 2 {
-		g.badToken(client)
-	}
-	if !g.isPaused(client) || g.isPaused(&net.TCPAddr{IP: net.ParseIP("203.0.113.10")}) {
-		t.Error("after bad_login_limit wrong tokens the address is not paused, or another one is")
-	}
-}
-
-// tcpAddrConn gives a pipe a TCP peer address.
-type tcpAddrConn struct{ net.Conn }
-
-func (tcpAddrConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9} }
 
 // gate passes writes through once opened; until then they block.
 type gate struct {
@@ -306,62 +234,6 @@ type gate struct {
 func (g *gate) Write(p []byte) (int, error) {
 	<-g.open
 	return g.w.Write(p)
-}
-
-// TestHealthReportsKeepOrder pins issue 9, defect 7: probe verdicts that
-// flap while the control stream is backed up reach the server in order,
-// ending with the last one. Before the fix a full queue started one
-// goroutine per frame, and offline_port and online_port could swap,
-// leaving a live mapping offline.
-func TestHealthReportsKeepOrder(t *testing.T) {
-	for run := range 20 {
-		tu := newTunnel(t)
-		g := &gate{w: tu.rec, open: make(chan struct{})}
-		w := newCtlWriter(g, tu.cli.Done(), func(error) {})
-		var wg sync.WaitGroup
-		wg.Go(w.run)
-		m := &clientMapping{Mapping: Mapping{Name: "web"}}
-		m.online.Store(true)
-		cs := &clientSession{
-			c:    &Client{opts: ClientOptions{HandshakeTimeout: time.Hour}, mappings: []*clientMapping{m}, stopping: context.Background()},
-			mux:  tu.cli,
-			w:    w,
-			regs: map[string]*regState{"web": {up: true, port: 1234, sentOnline: true, answered: true}},
-		}
-		for len(w.out) < ctlQueue-7 && w.trySend(&Ping{Time: 1}) { // the writer is stuck; 7 places left
-		}
-		final := run%2 == 0
-		for i := range 40 {
-			on := i%2 == 1 // ends online
-			if !final && i == 39 {
-				on = false
-			}
-			m.online.Store(on)
-			cs.healthChanged(m, on)
-		}
-		close(g.open)
-		want := map[bool]string{true: "online_port", false: "offline_port"}[final]
-		if err := waitFor(5*time.Second, func() bool {
-			_ = cs.checkRegs(time.Now())
-			return len(w.out) == 0 && lastReport(tu.rec) == want
-		}); err != nil {
-			t.Fatalf("run %d: the last report the server got is %q, want %s", run, lastReport(tu.rec), want)
-		}
-		_ = tu.cli.Close()
-		wg.Wait()
-	}
-}
-
-func lastReport(r *frameRecorder) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	last := ""
-	for _, m := range r.msgs {
-		if t := m.Type(); t == "online_port" || t == "offline_port" {
-			last = t
-		}
-	}
-	return last
 }
 
 func waitFor(d time.Duration, cond func() bool) error {
@@ -381,18 +253,18 @@ func waitFor(d time.Duration, cond func() bool) error {
 func TestCtlWriterFIFO(t *testing.T) {
 	tu := newTunnel(t)
 	g := &gate{w: tu.rec, open: make(chan struct{})}
-	w := newCtlWriter(g, tu.cli.Done(), func(error) {})
+	w := NewWriter(g, tu.cli.Done(), func(error) {})
 	var wg sync.WaitGroup
-	wg.Go(w.run)
-	const n = 3 * ctlQueue
+	wg.Go(w.Run)
+	const n = 3 * MaxQueued
 	sent := make(chan struct{})
 	go func() {
 		for i := range n {
-			w.send(&Ping{Time: int64(i)})
+			w.Send(&Ping{Time: int64(i)})
 		}
 		close(sent)
 	}()
-	if err := waitFor(5*time.Second, func() bool { return len(w.out) == ctlQueue }); err != nil {
+	if err := waitFor(5*time.Second, func() bool { return len(w.out) == MaxQueued }); err != nil {
 		t.Fatal("the queue did not fill")
 	}
 	select {
@@ -426,9 +298,9 @@ func TestAckReadKeepsAbortDeadline(t *testing.T) {
 	drainTimeout = 300 * time.Millisecond
 	tu := newTunnel(t)
 	sst, cst := tu.open(t) // the server's end is the one that reads an ack
-	tab := newStreamTable(tu.w)
-	ds := tab.newDataStream(sst, time.Now().Add(10*time.Second))
-	tab.add(context.Background(), ds)
+	tab := NewStreamTable(tu.w)
+	ds := tab.Open(sst, time.Now().Add(10*time.Second))
+	tab.Add(context.Background(), ds)
 	drained := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(io.Discard, ds) // waits for the ack first
@@ -436,7 +308,7 @@ func TestAckReadKeepsAbortDeadline(t *testing.T) {
 	}()
 	// The abort must come while the ack read is under way: wait until the
 	// reader is blocked in it.
-	if err := waitFor(5*time.Second, func() bool { return blockedIn("(*dataStream).readAck") }); err != nil {
+	if err := waitFor(5*time.Second, func() bool { return blockedIn("(*DataStream).readAck") }); err != nil {
 		t.Fatal("the reader never waited for the ack")
 	}
 	ds.Abort()
@@ -448,36 +320,11 @@ func TestAckReadKeepsAbortDeadline(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the drain still runs 5s after an abort with a 300ms drain timeout: the ack wiped its deadline")
 	}
-	tab.remove(ds)
+	tab.Remove(ds)
 }
 
 // blockedIn reports whether some goroutine's stack is in function fn.
 func blockedIn(fn string) bool {
 	buf := make([]byte, 1<<20)
 	return bytes.Contains(buf[:runtime.Stack(buf, true)], []byte(fn))
-}
-
-// TestRegisteredWhileStoppingIsDrained: a mapping whose register is
-// answered after Shutdown began is told offline (draining) at once, like
-// those that were up already, so the server takes no visitor for it.
-func TestRegisteredWhileStoppingIsDrained(t *testing.T) {
-	tu := newTunnel(t)
-	m := &clientMapping{Mapping: Mapping{Name: "late"}}
-	m.online.Store(true)
-	stopping, stop := context.WithCancel(context.Background())
-	c := &Client{log: slog.New(slog.DiscardHandler), mappings: []*clientMapping{m},
-		byName: map[string]*clientMapping{"late": m}, stopping: stopping, stop: stop}
-	cs := &clientSession{c: c, log: c.log, mux: tu.cli, w: tu.w, streams: tu.table,
-		regs: map[string]*regState{"late": {sent: true, sentOnline: true}}}
-	cs.drain() // nothing is up yet
-	stop()
-	cs.registered(&RegisterResp{Status: StatusOK, Name: "late", RemotePort: 4242})
-	if err := waitFor(5*time.Second, func() bool { return tu.rec.count() == 1 }); err != nil {
-		t.Fatalf("%d frames written, want the draining offline_port", tu.rec.count())
-	}
-	tu.rec.mu.Lock()
-	defer tu.rec.mu.Unlock()
-	if o, ok := tu.rec.msgs[0].(*OfflinePort); !ok || !o.Draining || o.Port != 4242 {
-		t.Errorf("wrote %#v, want offline_port 4242 draining", tu.rec.msgs[0])
-	}
 }

@@ -1,24 +1,17 @@
-// Package control speaks the gotunnel-mux control protocol: the message
-// catalog and its length-prefixed JSON codec (the data stream's header and
-// ack too), the server (accept, login, registry of clients and mappings,
-// heartbeat sweep) and the client (dial, login, register, heartbeat,
-// reconnect, accept data streams).
+// Package control is the gotunnel-mux control protocol's wire format:
+// the message catalog and its length-prefixed JSON codec (the data
+// stream's header and ack too), the refusal codes and RejectError, the
+// control stream's writer (one FIFO, with the step that must follow a
+// frame), and the table of a session's data streams, which owns how each
+// of them ends (protocol.md 7.5). Both sides build on it: the server in
+// package control/server, the client in control/client.
 //
-// A server:
+// Framing a message:
 //
-//	srv := control.NewServer(control.ServerOptions{Token: tok, Logger: log})
-//	go srv.Serve(ln) // ln from net.Listen; Serve returns ErrServerClosed after Close
-//	defer srv.Close()
+//	err := control.WriteFrame(w, &control.Ping{Time: now.UnixMilli()})
+//	m, err := control.ReadFrame(r) // a Message; check its type with a switch
 //
-// A client:
-//
-//	cl, err := control.NewClient(control.ClientOptions{
-//		ServerAddr: "tunnel.example.com:7000", Token: tok, Name: "laptop",
-//		Mappings: []control.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022}},
-//	})
-//	err = cl.Run(ctx) // reconnects until ctx ends or the server refuses for good
-//
-// It does not read configuration files or the environment, install signal
-// handlers or choose log handlers: package main does. docs/protocol.md is
-// the normative description of the wire format implemented here.
+// It imports only the standard library: it dials nothing, listens on
+// nothing and knows neither yamux nor the transports. docs/protocol.md is
+// the normative description of the format implemented here.
 package control

@@ -1,6 +1,8 @@
 package control
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 )
 
@@ -326,4 +328,12 @@ func (m *DataChannelReset) validate() error {
 		return fmt.Errorf("stream: 0 is not a stream")
 	}
 	return nil
+}
+
+// NewID returns a random id for login.client_id and
+// login_resp.session_id: 16 hex digits.
+func NewID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

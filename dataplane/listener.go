@@ -137,35 +137,14 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 }
 
 func (l *Listener) acceptLoop() {
-	var delay time.Duration
 	for {
-		c, err := l.ln.Accept()
+		c, err := Accept(l.ctx, l.ln, func(err error, retryIn time.Duration) {
+			l.log.Warn("accept visitor", "port", l.port(), "err", err, "retry_in", retryIn.String())
+		})
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || l.ctx.Err() != nil {
-				return
-			}
-			// Out of descriptors or similar: back off like net/http.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			l.log.Warn("accept visitor", "port", l.port(), "err", err, "retry_in", delay.String())
-			if !l.pause(delay) {
-				return
-			}
-			continue
+			return
 		}
-		delay = 0
 		l.admit(c)
-	}
-}
-
-// pause waits d or until the listener closes; false means it closed.
-func (l *Listener) pause(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-l.ctx.Done():
-		return false
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 )
 
 // The end paths of issue 9 with the real binaries, as users run them.
@@ -54,7 +54,7 @@ func TestBinaryKill9AfterFinishedDownload(t *testing.T) {
 	leakCheck(t)
 	const size = 6 << 20
 	be := requestBackend(t, 31, size)
-	srv := startServer(t, control.ServerOptions{})
+	srv := startServer(t, server.Options{})
 	cli := clientBinary(t, srv.addr, "", mappingToml("dl", be.addr, 0))
 	d := request(t, upPort(t, cli, "dl"), 1<<20)
 	cli.waitLog(t, "the client's relay done", func(m map[string]any) bool {
@@ -194,7 +194,7 @@ func TestBinaryClientSIGTERMDrainsDownload(t *testing.T) {
 		_ = c.(*net.TCPConn).CloseWrite()
 		_, _ = io.Copy(io.Discard, c)
 	})
-	srv := startServer(t, control.ServerOptions{})
+	srv := startServer(t, server.Options{})
 	cli := clientBinary(t, srv.addr, `shutdown_timeout = "30s"`, mappingToml("big", be.addr, 0))
 	port := upPort(t, cli, "big")
 	v := dialPort(t, port)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
 )
 
 // serverBinary starts the server binary on 127.0.0.1 (port 0 unless addr
@@ -101,7 +101,7 @@ func TestBinarySIGTERMDrainsLiveTransfer(t *testing.T) {
 		_, _ = io.Copy(io.Discard, c)
 	})
 	srv, addr := serverBinary(t, "", `shutdown_timeout = "30s"`)
-	cl := startClientOpts(t, fastClient(addr, "drain", control.Mapping{Name: "big", LocalAddr: be.addr}))
+	cl := startClientOpts(t, fastClient(addr, "drain", client.Mapping{Name: "big", LocalAddr: be.addr}))
 	port := cl.waitUp(t, "big")["big"]
 
 	v := dialPort(t, port)
@@ -144,7 +144,7 @@ func TestBinarySecondSignalStopsAtOnce(t *testing.T) {
 	leakCheck(t)
 	be := startBackend(t, echo)
 	srv, addr := serverBinary(t, "", `shutdown_timeout = "60s"`)
-	cl := startClientOpts(t, fastClient(addr, "hold", control.Mapping{Name: "e", LocalAddr: be.addr}))
+	cl := startClientOpts(t, fastClient(addr, "hold", client.Mapping{Name: "e", LocalAddr: be.addr}))
 	v := dialPort(t, cl.waitUp(t, "e")["e"])
 	defer v.Close()
 	if _, err := v.Write([]byte("x")); err != nil {

@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 )
 
 // Regression tests for the end paths of issue 9: each way a data stream
@@ -75,9 +76,9 @@ func TestFinishedDownloadSurvivesClientStop(t *testing.T) {
 	leakCheck(t)
 	const size = 4 << 20
 	be := requestBackend(t, 11, size)
-	srv := startServer(t, control.ServerOptions{})
+	srv := startServer(t, server.Options{})
 	log, logs := recordingLogger(t)
-	opts := fastClient(srv.addr, "fin", control.Mapping{Name: "dl", LocalAddr: be.addr})
+	opts := fastClient(srv.addr, "fin", client.Mapping{Name: "dl", LocalAddr: be.addr})
 	opts.Logger = log
 	cl := startClientOpts(t, opts)
 	d := request(t, cl.waitUp(t, "dl")["dl"], 2<<20)
@@ -95,8 +96,8 @@ func TestFinishedDownloadSurvivesClientStop(t *testing.T) {
 func TestRefusedUploadFreesItsPlace(t *testing.T) {
 	leakCheck(t)
 	hang := hangingAddr(t)
-	srv := startServer(t, control.ServerOptions{MaxConnsPerMapping: 1})
-	opts := fastClient(srv.addr, "up", control.Mapping{Name: "hang", LocalAddr: hang})
+	srv := startServer(t, server.Options{MaxConnsPerMapping: 1})
+	opts := fastClient(srv.addr, "up", client.Mapping{Name: "hang", LocalAddr: hang})
 	opts.DialTimeout = 500 * time.Millisecond
 	cl := startClientOpts(t, opts)
 	port := cl.waitUp(t, "hang")["hang"]
@@ -131,8 +132,8 @@ func TestRefusedUploadFreesItsPlace(t *testing.T) {
 func TestVisitorResetFreesPlaceAtOnce(t *testing.T) {
 	leakCheck(t)
 	be := startBackend(t, echo)
-	srv := startServer(t, control.ServerOptions{MaxConnsPerMapping: 1})
-	cl := startClient(t, srv.addr, "rst", control.Mapping{Name: "e", LocalAddr: be.addr})
+	srv := startServer(t, server.Options{MaxConnsPerMapping: 1})
+	cl := startClient(t, srv.addr, "rst", client.Mapping{Name: "e", LocalAddr: be.addr})
 	port := cl.waitUp(t, "e")["e"]
 	for i := range 3 {
 		echoThenReset(t, port)
@@ -163,9 +164,9 @@ func TestLateAckAbortIsNotCleanEOF(t *testing.T) {
 		_, err := io.Copy(io.Discard, c)
 		ended <- err
 	})
-	srv := startServer(t, control.ServerOptions{StreamOpenTimeout: 500 * time.Millisecond, HeartbeatTimeout: 10 * time.Second})
+	srv := startServer(t, server.Options{StreamOpenTimeout: 500 * time.Millisecond, HeartbeatTimeout: 10 * time.Second})
 	px := startFaultProxy(t, srv.addr)
-	opts := fastClient(px.addr, "late", control.Mapping{Name: "u", LocalAddr: be.addr})
+	opts := fastClient(px.addr, "late", client.Mapping{Name: "u", LocalAddr: be.addr})
 	opts.HeartbeatTimeout, opts.HandshakeTimeout = 10*time.Second, 5*time.Second
 	cl := startClientOpts(t, opts)
 	port := cl.waitUp(t, "u")["u"]
@@ -203,12 +204,12 @@ func TestRegisterRetryDoesNotKillBusySession(t *testing.T) {
 	takenPort := taken.Addr().(*net.TCPAddr).Port
 	be := startBackend(t, func(c net.Conn) { _, _ = stream(c, 3, 256<<10) })
 	slog, slogs := recordingLogger(t)
-	srv := startServer(t, control.ServerOptions{HeartbeatTimeout: 20 * time.Second, Logger: slog})
+	srv := startServer(t, server.Options{HeartbeatTimeout: 20 * time.Second, Logger: slog})
 	px := startFaultProxy(t, srv.addr)
 	clog, clogs := recordingLogger(t)
 	opts := fastClient(px.addr, "busy",
-		control.Mapping{Name: "dl", LocalAddr: be.addr},
-		control.Mapping{Name: "taken", LocalAddr: be.addr, RemotePort: takenPort})
+		client.Mapping{Name: "dl", LocalAddr: be.addr},
+		client.Mapping{Name: "taken", LocalAddr: be.addr, RemotePort: takenPort})
 	opts.Logger = clog
 	opts.HeartbeatTimeout = 20 * time.Second
 	opts.HandshakeTimeout = 500 * time.Millisecond
@@ -233,7 +234,7 @@ func TestRegisterRetryDoesNotKillBusySession(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if n := countEvents(cl.events, control.EventSessionDown); n != 0 {
+	if n := countEvents(cl.events, client.EventSessionDown); n != 0 {
 		t.Errorf("the session went down %d times during the downloads", n)
 	}
 	if n := slogs.count("mapping refused", "mapping", "taken"); n < 3 {
@@ -263,10 +264,10 @@ func TestZeroPortKeptAcrossReconnect(t *testing.T) {
 	be := startBackend(t, echo)
 	ln := listen(t)
 	addr := ln.Addr().String()
-	srv := startServerOn(t, ln, control.ServerOptions{AllowPorts: []control.PortRange{{Lo: 20000, Hi: 40000}}})
+	srv := startServerOn(t, ln, server.Options{AllowPorts: []server.PortRange{{Lo: 20000, Hi: 40000}}})
 	px := startFaultProxy(t, addr)
 	log, logs := recordingLogger(t)
-	opts := fastClient(px.addr, "zero", control.Mapping{Name: "any", LocalAddr: be.addr})
+	opts := fastClient(px.addr, "zero", client.Mapping{Name: "any", LocalAddr: be.addr})
 	opts.Logger = log
 	cl := startClientOpts(t, opts)
 	port := cl.waitUp(t, "any")["any"]
@@ -276,7 +277,7 @@ func TestZeroPortKeptAcrossReconnect(t *testing.T) {
 		t.Errorf("after a link cut the mapping came back on %d, want %d", got, port)
 	}
 	srv.stop(t)
-	srv = startServerOn(t, reListen(t, addr), control.ServerOptions{AllowPorts: []control.PortRange{{Lo: 20000, Hi: 40000}}})
+	srv = startServerOn(t, reListen(t, addr), server.Options{AllowPorts: []server.PortRange{{Lo: 20000, Hi: 40000}}})
 	if got := cl.waitUp(t, "any")["any"]; got != port {
 		t.Errorf("after a server restart the mapping came back on %d, want %d", got, port)
 	}
@@ -291,7 +292,7 @@ func TestZeroPortKeptAcrossReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer squatter.Close()
-	startServerOn(t, reListen(t, addr), control.ServerOptions{AllowPorts: []control.PortRange{{Lo: 20000, Hi: 40000}}})
+	startServerOn(t, reListen(t, addr), server.Options{AllowPorts: []server.PortRange{{Lo: 20000, Hi: 40000}}})
 	if got := cl.waitUp(t, "any")["any"]; got == port {
 		t.Errorf("the mapping came back on its taken port %d", got)
 	}
@@ -322,8 +323,8 @@ func TestClientShutdownDrains(t *testing.T) {
 	const size = 32 << 20
 	be := startBackend(t, func(c net.Conn) { _, _ = stream(c, 51, size) })
 	slog, slogs := recordingLogger(t)
-	srv := startServer(t, control.ServerOptions{Logger: slog})
-	cl := startClient(t, srv.addr, "drainer", control.Mapping{Name: "dl", LocalAddr: be.addr})
+	srv := startServer(t, server.Options{Logger: slog})
+	cl := startClient(t, srv.addr, "drainer", client.Mapping{Name: "dl", LocalAddr: be.addr})
 	port := cl.waitUp(t, "dl")["dl"]
 	d := startDownload(dialPort(t, port), 16<<20)
 	if err := pollFor(10*time.Second, func() bool { return d.pr.count.Load() >= 1<<20 }); err != nil {
@@ -358,8 +359,8 @@ func TestClientShutdownCutsAtDeadline(t *testing.T) {
 			}
 		}
 	})
-	srv := startServer(t, control.ServerOptions{})
-	cl := startClient(t, srv.addr, "cut", control.Mapping{Name: "inf", LocalAddr: be.addr})
+	srv := startServer(t, server.Options{})
+	cl := startClient(t, srv.addr, "cut", client.Mapping{Name: "inf", LocalAddr: be.addr})
 	v := dialPort(t, cl.waitUp(t, "inf")["inf"])
 	defer v.Close()
 	if _, err := io.ReadFull(v, make([]byte, 1<<20)); err != nil {

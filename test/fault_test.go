@@ -13,11 +13,14 @@ import (
 	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
+	"github.com/gotunnel-mux/gotunnel-mux/mux/transport"
 )
 
 // fastServer has short intervals so that fault tests end quickly.
-func fastServer() control.ServerOptions {
-	return control.ServerOptions{
+func fastServer() server.Options {
+	return server.Options{
 		HeartbeatTimeout:       time.Second,
 		HeartbeatCheckInterval: 100 * time.Millisecond,
 		LoginTimeout:           2 * time.Second,
@@ -28,20 +31,20 @@ func fastServer() control.ServerOptions {
 // overTransports runs a test once per transport that needs no TLS: the
 // same faults must be survived over plain TCP and over WebSocket.
 func overTransports(t *testing.T, body func(t *testing.T, transport string)) {
-	for _, tr := range []string{control.TransportTCP, control.TransportWS} {
+	for _, tr := range []string{transport.TCP, transport.WS} {
 		t.Run(tr, func(t *testing.T) { body(t, tr) })
 	}
 }
 
 // over sets the client's transport.
-func over(transport string, o control.ClientOptions) control.ClientOptions {
+func over(transport string, o client.Options) client.Options {
 	o.Transport = transport
 	return o
 }
 
 // fastClient has short heartbeat, handshake, backoff and probe intervals.
-func fastClient(addr, name string, maps ...control.Mapping) control.ClientOptions {
-	return control.ClientOptions{
+func fastClient(addr, name string, maps ...client.Mapping) client.Options {
+	return client.Options{
 		ServerAddr:        addr,
 		Name:              name,
 		Mappings:          maps,
@@ -49,8 +52,8 @@ func fastClient(addr, name string, maps ...control.Mapping) control.ClientOption
 		HeartbeatTimeout:  time.Second,
 		HandshakeTimeout:  time.Second,
 		DialTimeout:       time.Second,
-		Reconnect:         control.ReconnectOptions{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2},
-		Health:            control.HealthOptions{Interval: 50 * time.Millisecond, Timeout: 200 * time.Millisecond, Failures: 2},
+		Reconnect:         client.ReconnectOptions{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2},
+		Health:            client.HealthOptions{Interval: 50 * time.Millisecond, Timeout: 200 * time.Millisecond, Failures: 2},
 	}
 }
 
@@ -67,14 +70,14 @@ func testServerRestartClientComesBack(t *testing.T, tr string) {
 	ln := listen(t)
 	addr := ln.Addr().String()
 	srv := startServerOn(t, ln, fastServer())
-	cl := startClientOpts(t, over(tr, fastClient(addr, "phoenix", control.Mapping{Name: "e", LocalAddr: be.addr})))
+	cl := startClientOpts(t, over(tr, fastClient(addr, "phoenix", client.Mapping{Name: "e", LocalAddr: be.addr})))
 	for round := range 5 {
 		port := cl.waitUp(t, "e")["e"]
 		if err := echoRoundTrip(port, uint64(round), 256<<10); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		srv.stop(t)
-		cl.waitEvent(t, control.EventSessionDown, "")
+		cl.waitEvent(t, client.EventSessionDown, "")
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Fatalf("round %d: listen again on %s: %v", round, addr, err)
@@ -99,7 +102,7 @@ func testBlackHole(t *testing.T, tr string) {
 	so.Logger = srvLog
 	srv := startServer(t, so)
 	px := startFaultProxy(t, srv.addr)
-	cl := startClientOpts(t, over(tr, fastClient(px.addr, "hole", control.Mapping{Name: "e", LocalAddr: be.addr})))
+	cl := startClientOpts(t, over(tr, fastClient(px.addr, "hole", client.Mapping{Name: "e", LocalAddr: be.addr})))
 	port := cl.waitUp(t, "e")["e"]
 	if err := echoRoundTrip(port, 1, 64<<10); err != nil {
 		t.Fatal(err)
@@ -111,7 +114,7 @@ func testBlackHole(t *testing.T, tr string) {
 	if limit := so.HeartbeatTimeout + so.HeartbeatCheckInterval + 500*time.Millisecond; freed > limit {
 		t.Errorf("port freed %s after the black hole began, want within heartbeat_timeout + one sweep (+0.5s slack) = %s", freed, limit)
 	}
-	e := cl.waitEvent(t, control.EventSessionDown, "")
+	e := cl.waitEvent(t, client.EventSessionDown, "")
 	if !errors.Is(e.Err, control.ErrHeartbeatTimeout) {
 		t.Errorf("client session ended with %v, want a heartbeat timeout", e.Err)
 	}
@@ -139,14 +142,14 @@ func testBlackHoleThenNewClientSameName(t *testing.T, tr string) {
 	so.HeartbeatTimeout, so.HeartbeatCheckInterval = time.Minute, time.Second
 	srv := startServer(t, so)
 	px := startFaultProxy(t, srv.addr)
-	oldOpts := over(tr, fastClient(px.addr, "twin", control.Mapping{Name: "e", LocalAddr: be.addr}))
+	oldOpts := over(tr, fastClient(px.addr, "twin", client.Mapping{Name: "e", LocalAddr: be.addr}))
 	oldOpts.HeartbeatTimeout = time.Minute
 	old := startClientOpts(t, oldOpts)
 	port := old.waitUp(t, "e")["e"]
 	px.blackhole.Store(true)
 
 	start := time.Now()
-	fresh := startClientOpts(t, over(tr, fastClient(srv.addr, "twin", control.Mapping{Name: "e", LocalAddr: be.addr, RemotePort: port})))
+	fresh := startClientOpts(t, over(tr, fastClient(srv.addr, "twin", client.Mapping{Name: "e", LocalAddr: be.addr, RemotePort: port})))
 	if got := fresh.waitUp(t, "e")["e"]; got != port {
 		t.Fatalf("new client got port %d, want %d", got, port)
 	}
@@ -172,14 +175,14 @@ func TestLocalServiceDown(t *testing.T) {
 	srvLog, srvRec := recordingLogger(t)
 	so.Logger = srvLog
 	srv := startServer(t, so)
-	cl := startClientOpts(t, fastClient(srv.addr, "svc", control.Mapping{Name: "e", LocalAddr: be.addr, HealthCheck: true}))
+	cl := startClientOpts(t, fastClient(srv.addr, "svc", client.Mapping{Name: "e", LocalAddr: be.addr, HealthCheck: true}))
 	port := cl.waitUp(t, "e")["e"]
 	if err := echoRoundTrip(port, 1, 1<<10); err != nil {
 		t.Fatal(err)
 	}
 
 	be.close()
-	cl.waitEvent(t, control.EventMappingOffline, "e")
+	cl.waitEvent(t, client.EventMappingOffline, "e")
 	srvRec.waitLog(t, 5*time.Second, "mapping offline", "mapping", "e")
 	for i := range 3 {
 		start := time.Now()
@@ -199,7 +202,7 @@ func TestLocalServiceDown(t *testing.T) {
 	be2 := &backend{ln: back, addr: be.addr}
 	be2.wg.Go(func() { be2.serve(echo) })
 	t.Cleanup(be2.close)
-	cl.waitEvent(t, control.EventMappingOnline, "e")
+	cl.waitEvent(t, client.EventMappingOnline, "e")
 	srvRec.waitLog(t, 5*time.Second, "mapping online", "mapping", "e")
 	if err := echoRoundTrip(port, 2, 1<<10); err != nil {
 		t.Errorf("after the service returned: %v", err)
@@ -229,7 +232,7 @@ func TestWrongTokenOnReconnect(t *testing.T) {
 	addr := ln.Addr().String()
 	srv := startServerOn(t, ln, fastServer())
 	cl := startClientOpts(t, fastClient(addr, "stale"))
-	cl.waitEvent(t, control.EventSessionUp, "")
+	cl.waitEvent(t, client.EventSessionUp, "")
 	srv.stop(t)
 	ln2, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -257,7 +260,7 @@ func TestReconnectCyclesLeakNothing(t *testing.T) {
 	be := startBackend(t, echo)
 	srv := startServer(t, fastServer())
 	px := startFaultProxy(t, srv.addr)
-	cl := startClientOpts(t, fastClient(px.addr, "cycler", control.Mapping{Name: "e", LocalAddr: be.addr}))
+	cl := startClientOpts(t, fastClient(px.addr, "cycler", client.Mapping{Name: "e", LocalAddr: be.addr}))
 	port := cl.waitUp(t, "e")["e"]
 	if err := echoRoundTrip(port, 0, 1<<10); err != nil {
 		t.Fatal(err)
@@ -265,7 +268,7 @@ func TestReconnectCyclesLeakNothing(t *testing.T) {
 	g0, f0 := settle(t)
 	for i := range 50 {
 		px.cutAll()
-		cl.waitEvent(t, control.EventSessionDown, "")
+		cl.waitEvent(t, client.EventSessionDown, "")
 		port = cl.waitUp(t, "e")["e"]
 		if i%10 == 9 {
 			if err := echoRoundTrip(port, uint64(i), 1<<10); err != nil {
@@ -345,7 +348,7 @@ func TestFailedAttemptsLoggedAndBounded(t *testing.T) {
 			logger, rec := recordingLogger(t)
 			opts := fastClient(ln.Addr().String(), "doomed")
 			opts.HandshakeTimeout = 100 * time.Millisecond
-			opts.Reconnect = control.ReconnectOptions{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, Factor: 2, MaxRetries: 5}
+			opts.Reconnect = client.ReconnectOptions{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, Factor: 2, MaxRetries: 5}
 			opts.Logger = logger
 			cl := startClientOpts(t, opts)
 			select {
@@ -383,7 +386,7 @@ func TestLocalServiceUnreachableWithoutProbe(t *testing.T) {
 	dead.Close() // a port where nothing listens: the dial is refused
 	srv := startServer(t, fastServer())
 	logger, rec := recordingLogger(t)
-	opts := fastClient(srv.addr, "noprobe", control.Mapping{Name: "gone", LocalAddr: addr})
+	opts := fastClient(srv.addr, "noprobe", client.Mapping{Name: "gone", LocalAddr: addr})
 	opts.Logger = logger
 	cl := startClientOpts(t, opts)
 	port := cl.waitUp(t, "gone")["gone"]
@@ -408,18 +411,18 @@ func TestPortInUseRetriedWhileSessionLives(t *testing.T) {
 	port := squatter.Addr().(*net.TCPAddr).Port
 	be := startBackend(t, echo)
 	srv := startServer(t, fastServer())
-	cl := startClientOpts(t, fastClient(srv.addr, "patient", control.Mapping{Name: "p", LocalAddr: be.addr, RemotePort: port}))
-	e := cl.waitEvent(t, control.EventMappingFailed, "p")
+	cl := startClientOpts(t, fastClient(srv.addr, "patient", client.Mapping{Name: "p", LocalAddr: be.addr, RemotePort: port}))
+	e := cl.waitEvent(t, client.EventMappingFailed, "p")
 	var re *control.RejectError
 	if !errors.As(e.Err, &re) || re.Code != control.CodePortInUse {
 		t.Fatalf("mapping failed with %v, want 1004", e.Err)
 	}
-	cl.waitEvent(t, control.EventMappingFailed, "p") // it tries again
+	cl.waitEvent(t, client.EventMappingFailed, "p") // it tries again
 	squatter.Close()
 	if got := cl.waitUp(t, "p")["p"]; got != port {
 		t.Fatalf("mapping came up on %d, want %d", got, port)
 	}
-	if n := countEvents(cl.events, control.EventSessionDown); n != 0 {
+	if n := countEvents(cl.events, client.EventSessionDown); n != 0 {
 		t.Errorf("the session went down %d times while retrying a registration", n)
 	}
 	if err := echoRoundTrip(port, 4, 4<<10); err != nil {

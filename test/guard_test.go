@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
+	"github.com/gotunnel-mux/gotunnel-mux/mux/transport"
 )
 
 // startFront runs a reverse proxy on a loopback port of its own in front
@@ -58,7 +61,7 @@ func attempt(t *testing.T, addr, transport, token string) error {
 	for {
 		select {
 		case e := <-cl.events:
-			if e.Kind == control.EventSessionUp {
+			if e.Kind == client.EventSessionUp {
 				return cl.stop(t)
 			}
 		case err := <-cl.done:
@@ -80,7 +83,7 @@ func rawUpgrade(t *testing.T, addr string) int {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	req := "GET " + control.DefaultWSPath + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	req := "GET " + transport.DefaultWSPath + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	if _, err := c.Write([]byte(req)); err != nil {
 		t.Fatal(err)
@@ -116,11 +119,11 @@ func TestBadTokensWithoutForwardedForDoNotPauseTheProxy(t *testing.T) {
 	// One forwarded address guesses: it alone is paused.
 	guesser := startFront(t, srv.addr, "203.0.113.66")
 	for i := range so.BadLoginLimit {
-		if err := attempt(t, guesser, control.TransportWS, "wrong-guess"); control.CodeOf(err) != control.CodeBadToken {
+		if err := attempt(t, guesser, transport.WS, "wrong-guess"); control.CodeOf(err) != control.CodeBadToken {
 			t.Fatalf("guess %d from a forwarded address: Run = %v, want 1002", i, err)
 		}
 	}
-	if err := attempt(t, guesser, control.TransportWS, "wrong-guess"); err == nil || control.CodeOf(err) == control.CodeBadToken {
+	if err := attempt(t, guesser, transport.WS, "wrong-guess"); err == nil || control.CodeOf(err) == control.CodeBadToken {
 		t.Errorf("guess beyond bad_login_limit: Run = %v, want the pause (429) before any login", err)
 	}
 
@@ -129,10 +132,10 @@ func TestBadTokensWithoutForwardedForDoNotPauseTheProxy(t *testing.T) {
 	noXFF := startFront(t, srv.addr, "")
 	onProxy := startFront(t, srv.addr, "127.0.0.1")
 	for i := range so.BadLoginLimit + 1 {
-		if err := attempt(t, noXFF, control.TransportWS, "wrong-guess"); err == nil || control.CodeOf(err) == control.CodeBadToken {
+		if err := attempt(t, noXFF, transport.WS, "wrong-guess"); err == nil || control.CodeOf(err) == control.CodeBadToken {
 			t.Errorf("guess %d without X-Forwarded-For: Run = %v, want the upgrade refused before login", i, err)
 		}
-		if err := attempt(t, onProxy, control.TransportWS, "wrong-guess"); control.CodeOf(err) != control.CodeBadToken {
+		if err := attempt(t, onProxy, transport.WS, "wrong-guess"); control.CodeOf(err) != control.CodeBadToken {
 			t.Errorf("guess %d from the proxy's own address: Run = %v, want 1002 every time (never paused)", i, err)
 		}
 	}
@@ -143,9 +146,9 @@ func TestBadTokensWithoutForwardedForDoNotPauseTheProxy(t *testing.T) {
 		"ws via the proxy, on the proxy's machine":    onProxy,
 		"tcp from the proxy's machine":                srv.addr,
 	} {
-		tr := control.TransportWS
+		tr := transport.WS
 		if addr == srv.addr {
-			tr = control.TransportTCP
+			tr = transport.TCP
 		}
 		if err := attempt(t, addr, tr, testToken); err != nil {
 			t.Errorf("%s: Run = %v, want a session", name, err)
@@ -192,9 +195,9 @@ func (r *rawClient) ping(n int64) error {
 // lives on until the drain ends, and the port stays free.
 func TestLoginDuringShutdownCannotBindOrTakeOver(t *testing.T) {
 	leakCheck(t)
-	srv := startServer(t, control.ServerOptions{})
+	srv := startServer(t, server.Options{})
 	be := startBackend(t, echo)
-	carrier := startClient(t, srv.addr, "carrier", control.Mapping{Name: "e", LocalAddr: be.addr})
+	carrier := startClient(t, srv.addr, "carrier", client.Mapping{Name: "e", LocalAddr: be.addr})
 	port := carrier.waitUp(t, "e")["e"]
 	visitor := dialPort(t, port)
 	defer visitor.Close()

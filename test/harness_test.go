@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 	"go.uber.org/goleak"
-
-	"github.com/gotunnel-mux/gotunnel-mux/control"
 )
 
 const testToken = "test-token-0123456789abcdef"
@@ -53,20 +53,20 @@ func listen(t testing.TB) net.Listener {
 	return ln
 }
 
-type server struct {
-	*control.Server
+type testServer struct {
+	*server.Server
 	addr string
 	done chan error
 }
 
 // startServer runs a server on a fresh loopback port until the test ends.
-func startServer(t testing.TB, opts control.ServerOptions) *server {
+func startServer(t testing.TB, opts server.Options) *testServer {
 	t.Helper()
 	return startServerOn(t, listen(t), opts)
 }
 
 // startServerOn runs a server on ln until the test ends or stop is called.
-func startServerOn(t testing.TB, ln net.Listener, opts control.ServerOptions) *server {
+func startServerOn(t testing.TB, ln net.Listener, opts server.Options) *testServer {
 	t.Helper()
 	if opts.Token == "" {
 		opts.Token = testToken
@@ -77,39 +77,39 @@ func startServerOn(t testing.TB, ln net.Listener, opts control.ServerOptions) *s
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t).With("side", "server")
 	}
-	srv := control.NewServer(opts)
-	s := &server{Server: srv, addr: ln.Addr().String(), done: make(chan error, 1)}
+	srv := server.New(opts)
+	s := &testServer{Server: srv, addr: ln.Addr().String(), done: make(chan error, 1)}
 	go func() { s.done <- srv.Serve(ln) }()
 	t.Cleanup(func() { s.stop(t) })
 	return s
 }
 
 // stop closes the server abruptly and waits for Serve to return.
-func (s *server) stop(t testing.TB) {
+func (s *testServer) stop(t testing.TB) {
 	t.Helper()
 	_ = s.Close()
 	if err, ok := <-s.done; ok {
 		close(s.done)
-		if !errors.Is(err, control.ErrServerClosed) {
+		if !errors.Is(err, server.ErrClosed) {
 			t.Errorf("Serve = %v, want ErrServerClosed", err)
 		}
 	}
 }
 
-type client struct {
-	*control.Client
-	events chan control.Event
+type testClient struct {
+	*client.Client
+	events chan client.Event
 	cancel context.CancelFunc
 	done   chan error
 }
 
 // startClient runs a client until the test ends (or stop is called).
-func startClient(t testing.TB, addr, name string, maps ...control.Mapping) *client {
+func startClient(t testing.TB, addr, name string, maps ...client.Mapping) *testClient {
 	t.Helper()
-	return startClientOpts(t, control.ClientOptions{ServerAddr: addr, Name: name, Mappings: maps})
+	return startClientOpts(t, client.Options{ServerAddr: addr, Name: name, Mappings: maps})
 }
 
-func startClientOpts(t testing.TB, opts control.ClientOptions) *client {
+func startClientOpts(t testing.TB, opts client.Options) *testClient {
 	t.Helper()
 	if opts.Token == "" {
 		opts.Token = testToken
@@ -118,29 +118,29 @@ func startClientOpts(t testing.TB, opts control.ClientOptions) *client {
 		opts.Logger = testLogger(t).With("side", "client", "name", opts.Name)
 	}
 	if opts.Reconnect.Min == 0 {
-		opts.Reconnect = control.ReconnectOptions{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2}
+		opts.Reconnect = client.ReconnectOptions{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2}
 	}
-	events := make(chan control.Event, 1024)
-	opts.OnEvent = func(e control.Event) {
+	events := make(chan client.Event, 1024)
+	opts.OnEvent = func(e client.Event) {
 		select {
 		case events <- e:
 		default:
 			t.Errorf("event channel full, dropped %+v", e)
 		}
 	}
-	cl, err := control.NewClient(opts)
+	cl, err := client.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &client{Client: cl, events: events, cancel: cancel, done: make(chan error, 1)}
+	c := &testClient{Client: cl, events: events, cancel: cancel, done: make(chan error, 1)}
 	go func() { c.done <- cl.Run(ctx) }()
 	t.Cleanup(func() { c.stop(t) })
 	return c
 }
 
 // stop ends the client's Run and waits for it.
-func (c *client) stop(t testing.TB) error {
+func (c *testClient) stop(t testing.TB) error {
 	t.Helper()
 	c.cancel()
 	select {
@@ -158,7 +158,7 @@ func (c *client) stop(t testing.TB) error {
 
 // waitEvent waits for the next event of kind for mapping (any mapping when
 // ""), skipping others.
-func (c *client) waitEvent(t testing.TB, kind control.EventKind, mapping string) control.Event {
+func (c *testClient) waitEvent(t testing.TB, kind client.EventKind, mapping string) client.Event {
 	t.Helper()
 	timeout := time.After(15 * time.Second)
 	for {
@@ -174,14 +174,14 @@ func (c *client) waitEvent(t testing.TB, kind control.EventKind, mapping string)
 }
 
 // waitUp waits until every named mapping is up and returns their ports.
-func (c *client) waitUp(t testing.TB, names ...string) map[string]int {
+func (c *testClient) waitUp(t testing.TB, names ...string) map[string]int {
 	t.Helper()
 	ports := map[string]int{}
 	timeout := time.After(15 * time.Second)
 	for len(ports) < len(names) {
 		select {
 		case e := <-c.events:
-			if e.Kind == control.EventMappingUp {
+			if e.Kind == client.EventMappingUp {
 				ports[e.Mapping] = e.RemotePort
 			}
 		case <-timeout:

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
 )
 
 // procMemory reads a process's resident and peak resident memory in KiB.
@@ -107,7 +108,7 @@ format = "json"
 	pid := srv.cmd.Process.Pid
 
 	be := startBackend(t, echo)
-	cl := startClientOpts(t, fastClient(addr, "legit", control.Mapping{Name: "e", LocalAddr: be.addr}))
+	cl := startClientOpts(t, fastClient(addr, "legit", client.Mapping{Name: "e", LocalAddr: be.addr}))
 	port := cl.waitUp(t, "e")["e"]
 	stillWorks := func(step string) {
 		t.Helper()
@@ -241,7 +242,7 @@ format = "json"
 	if hwm > 64<<10 {
 		t.Errorf("server peak resident memory %d KiB, want under 64 MiB", hwm)
 	}
-	if n := countEvents(cl.events, control.EventSessionDown); n != 0 {
+	if n := countEvents(cl.events, client.EventSessionDown); n != 0 {
 		t.Errorf("the legitimate client's session went down %d times", n)
 	}
 	if strings.Contains(srv.output(), "panic") {

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 )
 
 // TestVisitorResetStopsLocalStream: a visitor resets its connection in the
@@ -27,8 +28,8 @@ func TestVisitorResetStopsLocalStream(t *testing.T) {
 			}
 		}
 	})
-	srv := startServer(t, control.ServerOptions{})
-	cl := startClient(t, srv.addr, "rst", control.Mapping{Name: "inf", LocalAddr: be.addr})
+	srv := startServer(t, server.Options{})
+	cl := startClient(t, srv.addr, "rst", client.Mapping{Name: "inf", LocalAddr: be.addr})
 	v := dialPort(t, cl.waitUp(t, "inf")["inf"])
 	if _, err := io.ReadFull(v, make([]byte, 4<<20)); err != nil {
 		t.Fatal(err)
@@ -55,8 +56,8 @@ func TestLocalResetReachesVisitor(t *testing.T) {
 		_ = c.(*net.TCPConn).SetLinger(0)
 		_ = c.Close()
 	})
-	srv := startServer(t, control.ServerOptions{})
-	cl := startClient(t, srv.addr, "rst2", control.Mapping{Name: "cut", LocalAddr: be.addr})
+	srv := startServer(t, server.Options{})
+	cl := startClient(t, srv.addr, "rst2", client.Mapping{Name: "cut", LocalAddr: be.addr})
 	v := dialPort(t, cl.waitUp(t, "cut")["cut"])
 	defer v.Close()
 	_ = v.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
 )
 
 // lockedBuffer is a bytes.Buffer safe for concurrent log writes.
@@ -58,7 +58,7 @@ func TestTokenNeverLogged(t *testing.T) {
 	}
 	close(intruder.done)
 
-	good := fastClient(px.addr, "owner", control.Mapping{Name: "e", LocalAddr: be.addr})
+	good := fastClient(px.addr, "owner", client.Mapping{Name: "e", LocalAddr: be.addr})
 	good.Token, good.Logger = token, both("client")
 	cl := startClientOpts(t, good)
 	if err := echoRoundTrip(cl.waitUp(t, "e")["e"], 1, 8<<10); err != nil {
@@ -71,7 +71,7 @@ func TestTokenNeverLogged(t *testing.T) {
 	twin := fastClient(srv.addr, "owner")
 	twin.Token, twin.Logger = token, both("twin")
 	tw := startClientOpts(t, twin)
-	tw.waitEvent(t, control.EventSessionUp, "")
+	tw.waitEvent(t, client.EventSessionUp, "")
 	_ = tw.stop(t)
 	_ = cl.stop(t)
 	srv.stop(t)

@@ -10,21 +10,23 @@ import (
 	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 )
 
 func TestTwoClientsAndAWrongToken(t *testing.T) {
 	leakCheck(t)
-	srv := startServer(t, control.ServerOptions{})
+	srv := startServer(t, server.Options{})
 	be1, be2 := startBackend(t, echo), startBackend(t, echo)
-	c1 := startClient(t, srv.addr, "one", control.Mapping{Name: "web", LocalAddr: be1.addr})
-	c2 := startClient(t, srv.addr, "two", control.Mapping{Name: "web", LocalAddr: be2.addr})
+	c1 := startClient(t, srv.addr, "one", client.Mapping{Name: "web", LocalAddr: be1.addr})
+	c2 := startClient(t, srv.addr, "two", client.Mapping{Name: "web", LocalAddr: be2.addr})
 	p1, p2 := c1.waitUp(t, "web")["web"], c2.waitUp(t, "web")["web"]
 	if p1 == p2 {
 		t.Fatalf("both clients got port %d", p1)
 	}
 
-	bad := startClientOpts(t, control.ClientOptions{ServerAddr: srv.addr, Name: "three", Token: "wrong-token-wrong-token",
-		Mappings: []control.Mapping{{Name: "x", LocalAddr: be1.addr}}})
+	bad := startClientOpts(t, client.Options{ServerAddr: srv.addr, Name: "three", Token: "wrong-token-wrong-token",
+		Mappings: []client.Mapping{{Name: "x", LocalAddr: be1.addr}}})
 	select {
 	case err := <-bad.done:
 		close(bad.done)
@@ -32,7 +34,7 @@ func TestTwoClientsAndAWrongToken(t *testing.T) {
 		if !errors.As(err, &re) || re.Code != control.CodeBadToken {
 			t.Fatalf("Run with a wrong token = %v, want a RejectError with code 1002", err)
 		}
-		if n := countEvents(bad.events, control.EventSessionUp); n != 0 {
+		if n := countEvents(bad.events, client.EventSessionUp); n != 0 {
 			t.Errorf("refused client saw %d sessions up", n)
 		}
 	case <-time.After(10 * time.Second):
@@ -48,7 +50,7 @@ func TestTwoClientsAndAWrongToken(t *testing.T) {
 	}
 }
 
-func countEvents(ch chan control.Event, kind control.EventKind) int {
+func countEvents(ch chan client.Event, kind client.EventKind) int {
 	n := 0
 	for {
 		select {
@@ -65,14 +67,14 @@ func countEvents(ch chan control.Event, kind control.EventKind) int {
 func TestPortNotAllowedLeavesOthersWorking(t *testing.T) {
 	leakCheck(t)
 	free := freePort(t)
-	srv := startServer(t, control.ServerOptions{AllowPorts: []control.PortRange{{Lo: free, Hi: free}, {Lo: 20000, Hi: 60000}}})
+	srv := startServer(t, server.Options{AllowPorts: []server.PortRange{{Lo: free, Hi: free}, {Lo: 20000, Hi: 60000}}})
 	be := startBackend(t, echo)
 	cl := startClient(t, srv.addr, "mixed",
-		control.Mapping{Name: "denied", LocalAddr: be.addr, RemotePort: 1999},
-		control.Mapping{Name: "fixed", LocalAddr: be.addr, RemotePort: free},
-		control.Mapping{Name: "picked", LocalAddr: be.addr, RemotePort: 0},
+		client.Mapping{Name: "denied", LocalAddr: be.addr, RemotePort: 1999},
+		client.Mapping{Name: "fixed", LocalAddr: be.addr, RemotePort: free},
+		client.Mapping{Name: "picked", LocalAddr: be.addr, RemotePort: 0},
 	)
-	e := cl.waitEvent(t, control.EventMappingFailed, "denied")
+	e := cl.waitEvent(t, client.EventMappingFailed, "denied")
 	var re *control.RejectError
 	if !errors.As(e.Err, &re) || re.Code != control.CodePortNotAllowed {
 		t.Fatalf("denied mapping failed with %v, want code 1003", e.Err)
@@ -138,9 +140,9 @@ func waitRefused(t *testing.T, port int, d time.Duration) {
 
 func TestClientDisconnectEndsVisitorsAndFreesPorts(t *testing.T) {
 	leakCheck(t)
-	srv := startServer(t, control.ServerOptions{})
+	srv := startServer(t, server.Options{})
 	be := startBackend(t, echo)
-	cl := startClient(t, srv.addr, "leaver", control.Mapping{Name: "e", LocalAddr: be.addr})
+	cl := startClient(t, srv.addr, "leaver", client.Mapping{Name: "e", LocalAddr: be.addr})
 	port := cl.waitUp(t, "e")["e"]
 	v := dialPort(t, port)
 	defer v.Close()
@@ -172,13 +174,13 @@ func TestClientDisconnectEndsVisitorsAndFreesPorts(t *testing.T) {
 // heartbeat timeout.
 func TestTakeoverGetsPortsAtOnce(t *testing.T) {
 	leakCheck(t)
-	srv := startServer(t, control.ServerOptions{HeartbeatTimeout: time.Hour, HeartbeatCheckInterval: time.Minute})
+	srv := startServer(t, server.Options{HeartbeatTimeout: time.Hour, HeartbeatCheckInterval: time.Minute})
 	be := startBackend(t, echo)
 	old := dialRaw(t, srv.addr)
 	port := old.login(t, "same", control.Register{Name: "p", RemotePort: 0, LocalAddr: be.addr, Online: true})[0]
 
 	start := time.Now()
-	cl := startClient(t, srv.addr, "same", control.Mapping{Name: "p", LocalAddr: be.addr, RemotePort: port})
+	cl := startClient(t, srv.addr, "same", client.Mapping{Name: "p", LocalAddr: be.addr, RemotePort: port})
 	if p := cl.waitUp(t, "p")["p"]; p != port {
 		t.Fatalf("new session got port %d, want %d", p, port)
 	}

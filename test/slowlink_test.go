@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 )
 
 // endless writes the deterministic byte sequence of seed to w until a
@@ -69,10 +70,10 @@ func TestSlowSaturatedUplink(t *testing.T) {
 	duration := 60 * time.Second
 	bulk := startBackend(t, func(c net.Conn) { endless(c, seed) })
 	be := startBackend(t, echo)
-	srv := startServer(t, control.ServerOptions{})
+	srv := startServer(t, server.Options{})
 	px := startFaultProxy(t, srv.addr)
 	px.uplinkBps.Store(uplink)
-	cl := startClientOpts(t, control.ClientOptions{ServerAddr: px.addr, Name: "slow", Mappings: []control.Mapping{
+	cl := startClientOpts(t, client.Options{ServerAddr: px.addr, Name: "slow", Mappings: []client.Mapping{
 		{Name: "bulk", LocalAddr: bulk.addr}, {Name: "echo", LocalAddr: be.addr}}})
 	ports := cl.waitUp(t, "bulk", "echo")
 
@@ -108,7 +109,7 @@ func TestSlowSaturatedUplink(t *testing.T) {
 	t.Logf("small request through the saturated uplink took %s", time.Since(start).Round(time.Millisecond))
 	time.Sleep(duration/2 - time.Since(start))
 
-	if n := countEvents(cl.events, control.EventSessionDown); n != 0 {
+	if n := countEvents(cl.events, client.EventSessionDown); n != 0 {
 		t.Errorf("the session went down %d times under a slow, saturated uplink", n)
 	}
 	close(stop)

@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
 )
 
 // tlsServer runs a server that requires TLS with a certificate from ca;
 // with clientCA set, it requires client certificates signed by it.
-func tlsServer(t *testing.T, ca, clientCA *testCA) (*server, *logStore) {
+func tlsServer(t *testing.T, ca, clientCA *testCA) (*testServer, *logStore) {
 	t.Helper()
 	cert := ca.issue(t, "tunnel server", false, time.Time{})
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert.tls}}
@@ -28,16 +28,16 @@ func tlsServer(t *testing.T, ca, clientCA *testCA) (*server, *logStore) {
 
 // failingClient runs a client expected to fail every attempt and returns
 // its log once it has failed twice (so it also retried).
-func failingClient(t *testing.T, opts control.ClientOptions) *logStore {
+func failingClient(t *testing.T, opts client.Options) *logStore {
 	t.Helper()
 	logger, rec := recordingLogger(t)
 	opts.Logger = logger
-	opts.Reconnect = control.ReconnectOptions{Min: 20 * time.Millisecond, Max: 50 * time.Millisecond, Factor: 2}
+	opts.Reconnect = client.ReconnectOptions{Min: 20 * time.Millisecond, Max: 50 * time.Millisecond, Factor: 2}
 	cl := startClientOpts(t, opts)
 	if err := pollFor(10*time.Second, func() bool { return rec.count("disconnected") >= 2 }); err != nil {
 		t.Fatalf("client did not fail (and retry) within 10s")
 	}
-	if n := countEvents(cl.events, control.EventSessionUp); n != 0 {
+	if n := countEvents(cl.events, client.EventSessionUp); n != 0 {
 		t.Errorf("a failing client logged in %d times", n)
 	}
 	_ = cl.stop(t)
@@ -67,7 +67,7 @@ func TestTLSWithTheCA(t *testing.T) {
 	ca := newCA(t, "test CA")
 	srv, _ := tlsServer(t, ca, nil)
 	be := startBackend(t, echo)
-	opts := fastClient(srv.addr, "tls", control.Mapping{Name: "e", LocalAddr: be.addr})
+	opts := fastClient(srv.addr, "tls", client.Mapping{Name: "e", LocalAddr: be.addr})
 	opts.TLS = &tls.Config{RootCAs: ca.pool(), MinVersion: tls.VersionTLS12}
 	cl := startClientOpts(t, opts)
 	if err := echoRoundTrip(cl.waitUp(t, "e")["e"], 1, 4<<20); err != nil {
@@ -99,7 +99,7 @@ func TestTLSFailuresAreExplained(t *testing.T) {
 				opts.Logger = logger
 				addr, srvRec = startServer(t, opts).addr, rec
 			} else {
-				var srv *server
+				var srv *testServer
 				srv, srvRec = tlsServer(t, ca, nil)
 				addr = srv.addr
 			}
@@ -149,7 +149,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal("a client without a valid certificate reached login")
 	}
 
-	opts := fastClient(srv.addr, "mtls", control.Mapping{Name: "e", LocalAddr: be.addr})
+	opts := fastClient(srv.addr, "mtls", client.Mapping{Name: "e", LocalAddr: be.addr})
 	opts.TLS = &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{clientCA.issue(t, "laptop", true, time.Time{}).tls}}
 	cl := startClientOpts(t, opts)
 	if err := echoRoundTrip(cl.waitUp(t, "e")["e"], 2, 1<<20); err != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/mux/transport"
 )
 
 func TestWebSocketStraightToServer(t *testing.T) {
@@ -21,8 +23,8 @@ func TestWebSocketStraightToServer(t *testing.T) {
 	so.Logger = logger
 	srv := startServer(t, so)
 	be := startBackend(t, echo)
-	opts := fastClient(srv.addr, "ws", control.Mapping{Name: "e", LocalAddr: be.addr})
-	opts.Transport = control.TransportWS
+	opts := fastClient(srv.addr, "ws", client.Mapping{Name: "e", LocalAddr: be.addr})
+	opts.Transport = transport.WS
 	cl := startClientOpts(t, opts)
 	if err := echoRoundTrip(cl.waitUp(t, "e")["e"], 1, 4<<20); err != nil {
 		t.Fatal(err)
@@ -48,8 +50,8 @@ func TestWSSStraightToServer(t *testing.T) {
 	ca := newCA(t, "wss CA")
 	srv, _ := tlsServer(t, ca, nil)
 	be := startBackend(t, echo)
-	opts := fastClient(srv.addr, "wss", control.Mapping{Name: "e", LocalAddr: be.addr})
-	opts.Transport = control.TransportWSS
+	opts := fastClient(srv.addr, "wss", client.Mapping{Name: "e", LocalAddr: be.addr})
+	opts.Transport = transport.WSS
 	opts.TLS = &tls.Config{RootCAs: ca.pool()}
 	cl := startClientOpts(t, opts)
 	if err := echoRoundTrip(cl.waitUp(t, "e")["e"], 2, 4<<20); err != nil {
@@ -57,7 +59,7 @@ func TestWSSStraightToServer(t *testing.T) {
 	}
 	// A plain WebSocket on the TLS server is refused in words.
 	plain := fastClient(srv.addr, "plainws")
-	plain.Transport = control.TransportWS
+	plain.Transport = transport.WS
 	rec := failingClient(t, plain)
 	if err := lastFailure(t, rec, "1010"); !strings.Contains(err, "use a wss:// server_addr") {
 		t.Errorf("plain ws on a TLS server failed with %q, want 1010 and the way out", err)
@@ -70,9 +72,9 @@ func TestTCPAndWebSocketOnOnePort(t *testing.T) {
 	leakCheck(t)
 	srv := startServer(t, fastServer())
 	be := startBackend(t, echo)
-	tcp := startClientOpts(t, fastClient(srv.addr, "viatcp", control.Mapping{Name: "a", LocalAddr: be.addr}))
-	wsOpts := fastClient(srv.addr, "viaws", control.Mapping{Name: "b", LocalAddr: be.addr})
-	wsOpts.Transport = control.TransportWS
+	tcp := startClientOpts(t, fastClient(srv.addr, "viatcp", client.Mapping{Name: "a", LocalAddr: be.addr}))
+	wsOpts := fastClient(srv.addr, "viaws", client.Mapping{Name: "b", LocalAddr: be.addr})
+	wsOpts.Transport = transport.WS
 	ws := startClientOpts(t, wsOpts)
 	pa, pb := tcp.waitUp(t, "a")["a"], ws.waitUp(t, "b")["b"]
 	errs := make(chan error, 2)
@@ -90,10 +92,10 @@ func TestThroughProxies(t *testing.T) {
 		name, scheme, user, pass string
 		transport                string
 	}{
-		{"http CONNECT", "http", "", "", control.TransportTCP},
-		{"http CONNECT with basic auth", "http", "alice", "s3cret", control.TransportTCP},
-		{"SOCKS5 with auth", "socks5", "bob", "pa55", control.TransportTCP},
-		{"ws through http CONNECT", "http", "carol", "pw", control.TransportWS},
+		{"http CONNECT", "http", "", "", transport.TCP},
+		{"http CONNECT with basic auth", "http", "alice", "s3cret", transport.TCP},
+		{"SOCKS5 with auth", "socks5", "bob", "pa55", transport.TCP},
+		{"ws through http CONNECT", "http", "carol", "pw", transport.WS},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,7 +115,7 @@ func TestThroughProxies(t *testing.T) {
 			if tc.user != "" {
 				u.User = url.UserPassword(tc.user, tc.pass)
 			}
-			opts := fastClient(srv.addr, "proxied", control.Mapping{Name: "e", LocalAddr: be.addr})
+			opts := fastClient(srv.addr, "proxied", client.Mapping{Name: "e", LocalAddr: be.addr})
 			opts.Proxy, opts.Transport = u, tc.transport
 			cl := startClientOpts(t, opts)
 			if err := echoRoundTrip(cl.waitUp(t, "e")["e"], 5, 1<<20); err != nil {
@@ -188,8 +190,8 @@ func TestWSSBehindTLSTerminatingProxy(t *testing.T) {
 	})
 
 	be := startBackend(t, echo)
-	opts := fastClient(fl.Addr().String(), "behind", control.Mapping{Name: "e", LocalAddr: be.addr})
-	opts.Transport, opts.TLS = control.TransportWSS, &tls.Config{RootCAs: ca.pool()}
+	opts := fastClient(fl.Addr().String(), "behind", client.Mapping{Name: "e", LocalAddr: be.addr})
+	opts.Transport, opts.TLS = transport.WSS, &tls.Config{RootCAs: ca.pool()}
 	cl := startClientOpts(t, opts)
 	if err := echoRoundTrip(cl.waitUp(t, "e")["e"], 6, 2<<20); err != nil {
 		t.Fatal(err)
@@ -224,7 +226,7 @@ func TestBadTokensPausedBehindReverseProxy(t *testing.T) {
 	})
 	for i := range 2 {
 		opts := fastClient(fl.Addr().String(), "guesser")
-		opts.Transport, opts.Token = control.TransportWS, "wrong-guess"
+		opts.Transport, opts.Token = transport.WS, "wrong-guess"
 		cl := startClientOpts(t, opts)
 		var re *control.RejectError
 		if err := <-cl.done; !errors.As(err, &re) || re.Code != control.CodeBadToken {
@@ -233,7 +235,7 @@ func TestBadTokensPausedBehindReverseProxy(t *testing.T) {
 		close(cl.done)
 	}
 	opts := fastClient(fl.Addr().String(), "guesser")
-	opts.Transport, opts.Token = control.TransportWS, "wrong-guess"
+	opts.Transport, opts.Token = transport.WS, "wrong-guess"
 	rec := failingClient(t, opts)
 	if err := lastFailure(t, rec, "1001"); !strings.Contains(err, "429") {
 		t.Errorf("third guess failed with %q, want the pause (429)", err)

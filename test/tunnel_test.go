@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 )
 
 // bulkBackend reads the visitor's bytes to EOF while it sends its own n
@@ -33,8 +34,8 @@ func TestBytesIntactBothWays(t *testing.T) {
 		wg.Wait()
 		results <- r
 	})
-	srv := startServer(t, control.ServerOptions{})
-	cl := startClient(t, srv.addr, "bulk", control.Mapping{Name: "bulk", LocalAddr: be.addr})
+	srv := startServer(t, server.Options{})
+	cl := startClient(t, srv.addr, "bulk", client.Mapping{Name: "bulk", LocalAddr: be.addr})
 	port := cl.waitUp(t, "bulk")["bulk"]
 
 	v := dialPort(t, port)
@@ -63,12 +64,12 @@ func TestBytesIntactBothWays(t *testing.T) {
 
 func TestConcurrentVisitorsOnThreeMappings(t *testing.T) {
 	leakCheck(t)
-	srv := startServer(t, control.ServerOptions{})
-	var maps []control.Mapping
+	srv := startServer(t, server.Options{})
+	var maps []client.Mapping
 	names := []string{"a", "b", "c"}
 	for _, n := range names {
 		be := startBackend(t, echo)
-		maps = append(maps, control.Mapping{Name: n, LocalAddr: be.addr})
+		maps = append(maps, client.Mapping{Name: n, LocalAddr: be.addr})
 	}
 	cl := startClient(t, srv.addr, "many", maps...)
 	ports := cl.waitUp(t, names...)
@@ -135,8 +136,8 @@ func testHalfCloseVisitorFirst(t *testing.T, tr string) {
 		_, _ = stream(c, 7, respSize)
 		_ = c.(*net.TCPConn).CloseWrite()
 	})
-	srv := startServer(t, control.ServerOptions{})
-	cl := startClientOpts(t, over(tr, control.ClientOptions{ServerAddr: srv.addr, Name: "hc", Mappings: []control.Mapping{{Name: "hc", LocalAddr: be.addr}}}))
+	srv := startServer(t, server.Options{})
+	cl := startClientOpts(t, over(tr, client.Options{ServerAddr: srv.addr, Name: "hc", Mappings: []client.Mapping{{Name: "hc", LocalAddr: be.addr}}}))
 	v := dialPort(t, cl.waitUp(t, "hc")["hc"])
 	defer v.Close()
 	sent, err := stream(v, 6, reqSize)
@@ -173,8 +174,8 @@ func testHalfCloseBackendFirst(t *testing.T, tr string) {
 		answerSum = sum
 		backendGot <- n
 	})
-	srv := startServer(t, control.ServerOptions{})
-	cl := startClientOpts(t, over(tr, control.ClientOptions{ServerAddr: srv.addr, Name: "hc2", Mappings: []control.Mapping{{Name: "hc2", LocalAddr: be.addr}}}))
+	srv := startServer(t, server.Options{})
+	cl := startClientOpts(t, over(tr, client.Options{ServerAddr: srv.addr, Name: "hc2", Mappings: []client.Mapping{{Name: "hc2", LocalAddr: be.addr}}}))
 	v := dialPort(t, cl.waitUp(t, "hc2")["hc2"])
 	defer v.Close()
 	n, sum, err := drain(v)

@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
 
@@ -29,11 +30,11 @@ func BenchmarkWindow(b *testing.B) {
 
 func benchWindow(b *testing.B, rtt time.Duration, window uint32) {
 	sink := startBackend(b, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
-	srv := startServer(b, control.ServerOptions{Mux: mux.Options{WindowSize: window}})
+	srv := startServer(b, server.Options{Mux: mux.Options{WindowSize: window}})
 	px := startFaultProxy(b, srv.addr)
 	px.latency.Store(int64(rtt / 2))
-	cl := startClientOpts(b, control.ClientOptions{ServerAddr: px.addr, Name: "bench",
-		Mappings: []control.Mapping{{Name: "sink", LocalAddr: sink.addr}}, Mux: mux.Options{WindowSize: window}})
+	cl := startClientOpts(b, client.Options{ServerAddr: px.addr, Name: "bench",
+		Mappings: []client.Mapping{{Name: "sink", LocalAddr: sink.addr}}, Mux: mux.Options{WindowSize: window}})
 	port := cl.waitUp(b, "sink")["sink"]
 	v := dialPort(b, port)
 	defer v.Close()

@@ -12,6 +12,8 @@ import (
 
 	"github.com/gotunnel-mux/gotunnel-mux/config"
 	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/mux/transport"
 )
 
 const defaultClientFile = "client.toml"
@@ -129,7 +131,7 @@ func runClient(args []string, stderr io.Writer) int {
 	if len(cfg.Mappings) == 0 {
 		log.Warn("no mappings configured: the client will connect but expose nothing")
 	}
-	cl, err := control.NewClient(opts)
+	cl, err := client.New(opts)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -155,7 +157,7 @@ func runClient(args []string, stderr io.Writer) int {
 // runUntilStopped runs cl until it fails or a signal: the first tells the
 // server that no mapping takes new visitors and lets live ones finish for
 // up to grace, a second one stops at once.
-func runUntilStopped(cl *control.Client, stop *stopper, grace time.Duration, log *slog.Logger) error {
+func runUntilStopped(cl *client.Client, stop *stopper, grace time.Duration, log *slog.Logger) error {
 	ran := make(chan error, 1)
 	go func() { ran <- cl.Run(context.Background()) }() // Shutdown ends it
 	select {
@@ -170,19 +172,19 @@ func runUntilStopped(cl *control.Client, stop *stopper, grace time.Duration, log
 	return <-ran
 }
 
-func clientOptions(cfg *config.Client, log *slog.Logger) control.ClientOptions {
-	maps := make([]control.Mapping, len(cfg.Mappings))
+func clientOptions(cfg *config.Client, log *slog.Logger) client.Options {
+	maps := make([]client.Mapping, len(cfg.Mappings))
 	for i, m := range cfg.Mappings {
-		maps[i] = control.Mapping{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, HealthCheck: *m.HealthCheck}
+		maps[i] = client.Mapping{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, HealthCheck: *m.HealthCheck}
 	}
 	ep := cfg.Endpoint()
-	transport := ep.Scheme
-	if transport == control.TransportTCP && cfg.TLSEnabled() {
-		transport = control.TransportTLS
+	scheme := ep.Scheme
+	if scheme == transport.TCP && cfg.TLSEnabled() {
+		scheme = transport.TLS
 	}
-	return control.ClientOptions{
+	return client.Options{
 		ServerAddr:        ep.Host,
-		Transport:         transport,
+		Transport:         scheme,
 		WSPath:            ep.Path,
 		Token:             cfg.Token,
 		Name:              cfg.Name,
@@ -192,11 +194,11 @@ func clientOptions(cfg *config.Client, log *slog.Logger) control.ClientOptions {
 		DialTimeout:       cfg.DialTimeout.D(),
 		HandshakeTimeout:  cfg.HandshakeTimeout.D(),
 		ShutdownTimeout:   grace(cfg.ShutdownTimeout.D()),
-		Reconnect: control.ReconnectOptions{
+		Reconnect: client.ReconnectOptions{
 			Min: cfg.Reconnect.Min.D(), Max: cfg.Reconnect.Max.D(), Factor: cfg.Reconnect.Factor,
 			Jitter: cfg.Reconnect.Jitter, MaxRetries: cfg.Reconnect.MaxRetries,
 		},
-		Health: control.HealthOptions{
+		Health: client.HealthOptions{
 			Interval: cfg.Health.Interval.D(), Timeout: cfg.Health.Timeout.D(), Failures: cfg.Health.Failures,
 		},
 		Mux:        muxOptions(cfg.Mux, log),

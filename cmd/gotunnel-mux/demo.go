@@ -14,7 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 )
 
 // runDemo runs a server, a client and a small web service on loopback,
@@ -48,7 +49,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	defer d.close()
 	select {
 	case e := <-d.up:
-		if e.Kind != control.EventMappingUp {
+		if e.Kind != client.EventMappingUp {
 			gate.open()
 			log.Error("demo mapping refused", "err", e.Err)
 			return exitFailure
@@ -71,15 +72,15 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 type demo struct {
 	web    *http.Server
 	webLn  net.Listener
-	srv    *control.Server
+	srv    *server.Server
 	srvLn  net.Listener
 	cancel context.CancelFunc
-	up     chan control.Event
+	up     chan client.Event
 	wg     sync.WaitGroup
 }
 
 func startDemo(ctx context.Context, log *slog.Logger, port int) (*demo, error) {
-	d := &demo{up: make(chan control.Event, 1)}
+	d := &demo{up: make(chan client.Event, 1)}
 	var err error
 	if d.webLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, err
@@ -90,13 +91,13 @@ func startDemo(ctx context.Context, log *slog.Logger, port int) (*demo, error) {
 	}
 	token := randomToken()
 	d.web = &http.Server{Handler: demoPage(), ReadHeaderTimeout: 10 * time.Second}
-	d.srv = control.NewServer(control.ServerOptions{Token: token, PublicAddr: "127.0.0.1", Logger: log.With("side", "server")})
-	cl, err := control.NewClient(control.ClientOptions{
+	d.srv = server.New(server.Options{Token: token, PublicAddr: "127.0.0.1", Logger: log.With("side", "server")})
+	cl, err := client.New(client.Options{
 		ServerAddr: d.srvLn.Addr().String(), Token: token, Name: "demo",
-		Mappings: []control.Mapping{{Name: "web", LocalAddr: d.webLn.Addr().String(), RemotePort: port, HealthCheck: true}},
+		Mappings: []client.Mapping{{Name: "web", LocalAddr: d.webLn.Addr().String(), RemotePort: port, HealthCheck: true}},
 		Logger:   log.With("side", "client"),
-		OnEvent: func(e control.Event) {
-			if e.Kind == control.EventMappingUp || e.Kind == control.EventMappingFailed {
+		OnEvent: func(e client.Event) {
+			if e.Kind == client.EventMappingUp || e.Kind == client.EventMappingFailed {
 				select {
 				case d.up <- e:
 				default:

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/config"
-	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
 
@@ -53,13 +53,13 @@ func runServer(args []string, stderr io.Writer) int {
 
 // serve runs the server until a signal: the first drains live visitors for
 // up to shutdown_timeout, a second one stops at once.
-func serve(cfg *config.Server, opts control.ServerOptions, certs *certReloader, log *slog.Logger) int {
+func serve(cfg *config.Server, opts server.Options, certs *certReloader, log *slog.Logger) int {
 	ln, err := net.Listen("tcp", cfg.BindAddr)
 	if err != nil {
 		log.Error("cannot listen", "addr", cfg.BindAddr, "err", err)
 		return exitFailure
 	}
-	srv := control.NewServer(opts)
+	srv := server.New(opts)
 	stop := newStopper()
 	defer stop.stop()
 	hup := onSIGHUP(func() {
@@ -84,19 +84,19 @@ func serve(cfg *config.Server, opts control.ServerOptions, certs *certReloader, 
 	if err := stop.graceful(grace, log, srv.Shutdown); err != nil {
 		log.Warn("visitor connections cut off at shutdown", "err", err)
 	}
-	if err := <-served; !errors.Is(err, control.ErrServerClosed) {
+	if err := <-served; !errors.Is(err, server.ErrClosed) {
 		log.Warn("serve ended", "err", err)
 	}
 	log.Info("server stopped")
 	return exitOK
 }
 
-func serverOptions(cfg *config.Server, log *slog.Logger) control.ServerOptions {
-	ranges := make([]control.PortRange, len(cfg.AllowPorts))
+func serverOptions(cfg *config.Server, log *slog.Logger) server.Options {
+	ranges := make([]server.PortRange, len(cfg.AllowPorts))
 	for i, r := range cfg.AllowPorts {
-		ranges[i] = control.PortRange{Lo: r.Lo, Hi: r.Hi}
+		ranges[i] = server.PortRange{Lo: r.Lo, Hi: r.Hi}
 	}
-	return control.ServerOptions{
+	return server.Options{
 		Token:                   cfg.Token,
 		PublicAddr:              cfg.PublicAddr,
 		AllowPorts:              ranges,

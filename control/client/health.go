@@ -1,9 +1,11 @@
-package control
+package client
 
 import (
 	"context"
 	"net"
 	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
 )
 
 // probeLoop dials m's local service every health.interval for as long as
@@ -56,7 +58,7 @@ func (c *Client) setOnline(m *clientMapping, on bool, err error) {
 		c.log.Info("mapping online: local service answers again", "mapping", m.Name, "local_addr", m.LocalAddr)
 		c.emit(Event{Kind: EventMappingOnline, Mapping: m.Name})
 	} else {
-		c.log.Warn("mapping offline: local service down", "mapping", m.Name, "local_addr", m.LocalAddr, "code", int(CodeMappingOffline), "err", err)
+		c.log.Warn("mapping offline: local service down", "mapping", m.Name, "local_addr", m.LocalAddr, "code", int(control.CodeMappingOffline), "err", err)
 		c.emit(Event{Kind: EventMappingOffline, Mapping: m.Name, Err: err})
 	}
 	if cs := c.current(); cs != nil {

@@ -1,10 +1,12 @@
-package control
+package server
 
 import (
 	"context"
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
 
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
@@ -13,7 +15,7 @@ import (
 // visitorHandler serves each visitor of m: open a data stream, send the
 // open_data_channel header, and relay. The visitor's first bytes follow the
 // header at once; the client's bytes reach the visitor only after an ok
-// ack (see dataStream.ack).
+// ack (see DataStream.ack).
 func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 	return func(ctx context.Context, visitor net.Conn) {
 		start := time.Now()
@@ -28,14 +30,14 @@ func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 			ss.log.Debug("visitor reset", "mapping", m.name, "visitor", visitor.RemoteAddr().String(), "err", err)
 			return
 		}
-		ds := ss.streams.newDataStream(st, deadline)
-		rctx := ss.streams.add(ctx, ds)
-		defer ss.streams.remove(ds)
+		ds := ss.streams.Open(st, deadline)
+		rctx := ss.streams.Add(ctx, ds)
+		defer ss.streams.Remove(ds)
 		if late {
 			// The guard has reset the visitor; the client may be serving
 			// the stream already: abort it as any other.
 			ds.Abort()
-			ds.drain()
+			ds.Drain()
 			ss.log.Debug("visitor reset", "mapping", m.name, "visitor", visitor.RemoteAddr().String(),
 				"err", fmt.Errorf("open data stream: %w", context.DeadlineExceeded))
 			return
@@ -46,7 +48,7 @@ func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 			"duration", time.Since(start).Round(time.Microsecond).String()}
 		if res.Err != nil {
 			attrs = append(attrs, "err", res.Err)
-			if code := CodeOf(res.Err); code != 0 {
+			if code := control.CodeOf(res.Err); code != 0 {
 				attrs = append(attrs, "code", int(code))
 			}
 		}
@@ -61,7 +63,7 @@ func (ss *serverSession) openData(m *mapping, visitor net.Conn, deadline time.Ti
 		return nil, fmt.Errorf("open data stream: %w", err)
 	}
 	_ = st.SetWriteDeadline(deadline)
-	err = WriteFrame(st, &OpenDataChannel{Name: m.name, RemotePort: m.port, Visitor: visitor.RemoteAddr().String()})
+	err = control.WriteFrame(st, &control.OpenDataChannel{Name: m.name, RemotePort: m.port, Visitor: visitor.RemoteAddr().String()})
 	_ = st.SetWriteDeadline(time.Time{})
 	if err != nil {
 		_ = st.Close()

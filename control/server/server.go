@@ -1,29 +1,29 @@
-package control
+package server
 
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
 
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
+	"github.com/gotunnel-mux/gotunnel-mux/mux/transport"
 )
 
-// ErrServerClosed is returned by Serve after Close or Shutdown.
-var ErrServerClosed = errors.New("control: server closed")
+// ErrClosed is returned by Serve after Close or Shutdown.
+var ErrClosed = errors.New("server: closed")
 
 // PortRange is an inclusive range of ports.
 type PortRange struct{ Lo, Hi int }
@@ -31,9 +31,9 @@ type PortRange struct{ Lo, Hi int }
 // Contains reports whether p lies in r.
 func (r PortRange) Contains(p int) bool { return p >= r.Lo && p <= r.Hi }
 
-// ServerOptions configure a Server. Zero durations and limits take the
+// Options configure a Server. Zero durations and limits take the
 // defaults of docs/config.md.
-type ServerOptions struct {
+type Options struct {
 	Token                  string      // required
 	PublicAddr             string      // host mapping listeners bind to; default "0.0.0.0"
 	AllowPorts             []PortRange // default 1024-65535
@@ -70,7 +70,7 @@ type ServerOptions struct {
 	Logger     *slog.Logger // nil discards
 }
 
-func (o *ServerOptions) setDefaults() {
+func (o *Options) setDefaults() {
 	o.PublicAddr = cmp.Or(o.PublicAddr, "0.0.0.0")
 	if len(o.AllowPorts) == 0 {
 		o.AllowPorts = []PortRange{{1024, 65535}}
@@ -83,9 +83,9 @@ func (o *ServerOptions) setDefaults() {
 	o.ShutdownTimeout = cmp.Or(o.ShutdownTimeout, 10*time.Second)
 	o.MaxUnauthenticated = cmp.Or(o.MaxUnauthenticated, 256)
 	o.MaxUnauthenticatedPerIP = cmp.Or(o.MaxUnauthenticatedPerIP, 32)
-	o.MaxFrameSize = min(cmp.Or(o.MaxFrameSize, MaxFrameSize), MaxFrameSize)
+	o.MaxFrameSize = min(cmp.Or(o.MaxFrameSize, control.MaxFrameSize), control.MaxFrameSize)
 	o.BadLoginPause = cmp.Or(o.BadLoginPause, time.Minute)
-	o.WSPath = cmp.Or(o.WSPath, DefaultWSPath)
+	o.WSPath = cmp.Or(o.WSPath, transport.DefaultWSPath)
 	o.BufferSize = cmp.Or(o.BufferSize, dataplane.DefaultBufSize)
 	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
 	if o.Mux.Logger == nil {
@@ -94,10 +94,10 @@ func (o *ServerOptions) setDefaults() {
 }
 
 // Server accepts client connections, logs clients in and serves their
-// mappings. Its zero value is not usable: call NewServer.
+// mappings. Its zero value is not usable: call New.
 type Server struct {
-	// set in NewServer
-	opts     ServerOptions
+	// set in New
+	opts     Options
 	log      *slog.Logger
 	tokenSum [sha256.Size]byte
 	reg      *registry
@@ -111,41 +111,41 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sweeping  bool
 
-	httpOnce  sync.Once // starts the HTTP side: WebSocket upgrades
-	httpQ     *connQueue
-	httpSrv   *http.Server
-	httpConns sync.WaitGroup // net/http's connection goroutines, until hijacked or closed
+	entry *transport.Entry // first-byte sniffing, TLS and the WebSocket side
 }
 
-// NewServer returns a server that is ready to Serve.
-func NewServer(opts ServerOptions) *Server {
+// New returns a server that is ready to Serve.
+func New(opts Options) *Server {
 	opts.setDefaults()
 	s := &Server{
 		opts:      opts,
 		log:       opts.Logger,
 		tokenSum:  sha256.Sum256([]byte(opts.Token)),
 		reg:       newRegistry(),
-		guard:     newGuard(&opts, nil),
 		bufs:      dataplane.NewPool(opts.BufferSize),
 		listeners: make(map[net.Listener]struct{}),
 	}
-	s.guard.trusted = s.trusted
+	s.entry = transport.NewEntry(transport.EntryOptions{
+		TLS: opts.TLS, AllowPlain: opts.AllowPlain, WSPath: opts.WSPath, TrustedProxies: opts.TrustedProxies,
+		HTTPTimeout: opts.LoginTimeout, Session: s.serveWebSocket, Paused: s.pausedRemote, Refused: s.upgradeRefused,
+		Logger: opts.Logger,
+	})
+	s.guard = newGuard(&opts, s.entry.TrustedIP)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
 
 // Serve accepts client connections on ln until Close or Shutdown, then
-// returns ErrServerClosed. The Server owns ln. Serve may be called for
+// returns ErrClosed. The Server owns ln. Serve may be called for
 // several listeners at once.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
 		_ = ln.Close()
-		return ErrServerClosed
+		return ErrClosed
 	}
 	s.listeners[ln] = struct{}{}
-	s.startHTTP(ln.Addr())
 	if !s.sweeping {
 		s.sweeping = true
 		s.wg.Go(s.sweepLoop)
@@ -158,21 +158,13 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 func (s *Server) acceptLoop(ln net.Listener) error {
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := dataplane.Accept(s.ctx, ln, func(err error, retryIn time.Duration) {
+			s.log.Warn("accept client", "err", err, "retry_in", retryIn.String())
+		})
 		if err != nil {
-			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return ErrServerClosed
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept client", "err", err, "retry_in", delay.String())
-			if !sleepCtx(s.ctx, delay) {
-				return ErrServerClosed
-			}
-			continue
+			return ErrClosed
 		}
-		delay = 0
 		if !s.guard.admit(c) {
 			_ = c.Close()
 			continue
@@ -185,19 +177,17 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 func (s *Server) handleConn(c net.Conn) {
 	deadline := time.Now().Add(s.opts.LoginTimeout)
 	_ = c.SetDeadline(deadline)
-	conn, refusal, err := s.secure(c, deadline)
+	a, err := s.entry.Handle(s.ctx, c, deadline, func() { s.guard.release(c) })
 	if err != nil {
-		s.guard.release(c)
+		s.entryFailed(c.RemoteAddr().String(), err)
 		return
 	}
-	if h, ok := conn.(*handoff); ok {
-		if !s.httpQ.push(h) {
-			_ = h.Close()
-		}
-		return
+	var refusal *control.RejectError
+	if a.TLSRequired {
+		refusal = &control.RejectError{Code: control.CodeTLS, Reason: "this server requires TLS; use a tls:// or wss:// server_addr (or [tls] with a bare host:port)"}
 	}
-	sess, err := s.loginOver(conn, deadline, refusal)
-	s.guard.release(c)
+	sess, err := s.loginOver(a.Conn, deadline, refusal)
+	a.Release()
 	if err != nil {
 		return
 	}
@@ -205,11 +195,29 @@ func (s *Server) handleConn(c net.Conn) {
 	sess.run()
 }
 
+// entryFailed logs why the entry let a connection go; a connection handed
+// to the HTTP side is not a failure.
+func (s *Server) entryFailed(remote string, err error) {
+	var fb *transport.FirstByteError
+	var he *transport.HandshakeError
+	switch {
+	case errors.Is(err, transport.ErrHandedOff):
+	case errors.As(err, &he):
+		s.log.Warn("tls handshake failed", "remote", remote, "code", int(control.CodeTLS), "err", he.Err)
+	case errors.Is(err, transport.ErrTLSOnPlain):
+		s.log.Warn("login failed: the client speaks TLS and this server has no [tls]", "remote", remote, "code", int(control.CodeTLS))
+	case errors.As(err, &fb):
+		s.log.Warn("login failed: not the gotunnel-mux protocol", "remote", remote, "code", int(control.CodeMalformed), "first_byte", int(fb.Byte))
+	default:
+		s.log.Warn("login failed", "remote", remote, "code", int(control.CodeLoginTimeout), "err", err)
+	}
+}
+
 // loginOver runs the rest of the handshake on c (TLS and WebSocket are done
 // by now) until deadline: a yamux session, the control stream, a valid
 // login frame and the reply; or, with a refusal, the refusal. On success
 // the connection belongs to the returned session; on failure it is closed.
-func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *RejectError) (*serverSession, error) {
+func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *control.RejectError) (*serverSession, error) {
 	remote := c.RemoteAddr().String()
 	_ = c.SetDeadline(deadline)
 	ms, err := mux.Server(c, s.opts.Mux)
@@ -221,13 +229,13 @@ func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *RejectError)
 	defer cancel()
 	ctl, err := ms.AcceptControl(ctx)
 	if err != nil {
-		s.log.Warn("login failed", "remote", remote, "code", int(CodeLoginTimeout), "err", err)
+		s.log.Warn("login failed", "remote", remote, "code", int(control.CodeLoginTimeout), "err", err)
 		_ = ms.Close()
 		return nil, err
 	}
 	if refusal != nil {
 		s.log.Warn("login refused", "remote", remote, "code", int(refusal.Code), "reason", refusal.Reason)
-		s.refuse(ms, ctl, &ErrorMsg{Code: refusal.Code, Reason: refusal.Reason}, true)
+		s.refuse(ms, ctl, &control.ErrorMsg{Code: refusal.Code, Reason: refusal.Reason}, true)
 		return nil, refusal
 	}
 	_ = ctl.SetDeadline(deadline)
@@ -241,13 +249,13 @@ func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *RejectError)
 	}
 	s.guard.goodLogin(ms.RemoteAddr())
 	if s.ctx.Err() != nil || !s.reg.accepting() {
-		s.log.Info("login refused: server shutting down", "remote", remote, "client", login.Name, "code", int(CodeShuttingDown))
-		s.refuse(ms, ctl, &ErrorMsg{Code: CodeShuttingDown, Reason: CodeShuttingDown.String()}, true)
+		s.log.Info("login refused: server shutting down", "remote", remote, "client", login.Name, "code", int(control.CodeShuttingDown))
+		s.refuse(ms, ctl, &control.ErrorMsg{Code: control.CodeShuttingDown, Reason: control.CodeShuttingDown.String()}, true)
 		return nil, errShuttingDown
 	}
 	ms.Trust()
 	sess := newServerSession(s, ms, ctl, login)
-	if err := WriteFrame(ctl, &LoginResp{Status: StatusOK, SessionID: sess.id}); err != nil {
+	if err := control.WriteFrame(ctl, &control.LoginResp{Status: control.StatusOK, SessionID: sess.id}); err != nil {
 		_ = ms.Close()
 		return nil, err
 	}
@@ -258,124 +266,45 @@ func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *RejectError)
 
 // readLogin reads and checks the login frame; on failure it answers and
 // closes the session.
-func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*Login, error) {
-	m, err := ReadFrameMax(ctl, s.opts.MaxFrameSize)
+func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*control.Login, error) {
+	m, err := control.ReadFrameMax(ctl, s.opts.MaxFrameSize)
 	if err != nil {
-		code := CodeOf(err)
+		code := control.CodeOf(err)
 		switch {
 		case errors.Is(context.Cause(ms.Context()), mux.ErrStrayStreams):
-			code, err = CodeMalformed, mux.ErrStrayStreams
+			code, err = control.CodeMalformed, mux.ErrStrayStreams
 		case code == 0:
-			code = CodeLoginTimeout
+			code = control.CodeLoginTimeout
 		}
 		s.log.Warn("login failed", "remote", remote, "code", int(code), "err", err)
-		s.refuse(ms, ctl, &ErrorMsg{Code: code, Reason: code.String()}, false)
+		s.refuse(ms, ctl, &control.ErrorMsg{Code: code, Reason: code.String()}, false)
 		return nil, err
 	}
-	login, ok := m.(*Login)
+	login, ok := m.(*control.Login)
 	if !ok {
-		s.log.Warn("login failed", "remote", remote, "code", int(CodeMalformed), "err", "first frame is "+m.Type())
-		s.refuse(ms, ctl, &ErrorMsg{Code: CodeMalformed, Reason: "first frame must be login"}, false)
-		return nil, ErrMalformed
+		s.log.Warn("login failed", "remote", remote, "code", int(control.CodeMalformed), "err", "first frame is "+m.Type())
+		s.refuse(ms, ctl, &control.ErrorMsg{Code: control.CodeMalformed, Reason: "first frame must be login"}, false)
+		return nil, control.ErrMalformed
 	}
 	if re := s.checkLogin(login); re != nil {
-		if re.Code == CodeBadToken {
+		if re.Code == control.CodeBadToken {
 			s.guard.badToken(ms.RemoteAddr())
 		}
 		s.log.Warn("login refused", "remote", remote, "client", login.Name, "code", int(re.Code), "reason", re.Reason)
-		s.refuse(ms, ctl, &LoginResp{Status: StatusFail, Code: re.Code, Reason: re.Reason}, true)
+		s.refuse(ms, ctl, &control.LoginResp{Status: control.StatusFail, Code: re.Code, Reason: re.Reason}, true)
 		return nil, re
 	}
 	return login, nil
 }
 
-// secure reads the connection's first byte to tell yamux, TLS and HTTP
-// apart (protocol.md 1.2). TLS is run to its end and the first byte inside
-// it read the same way. It returns the connection to log in over, a
-// *handoff for the HTTP side, or a refusal to tell a plain client on a
-// TLS server; on error c is closed.
-func (s *Server) secure(c net.Conn, deadline time.Time) (net.Conn, *RejectError, error) {
-	remote := c.RemoteAddr().String()
-	first, err := readFirst(c)
-	if err != nil {
-		s.log.Warn("login failed", "remote", remote, "code", int(CodeLoginTimeout), "err", err)
-		_ = c.Close()
-		return nil, nil, err
-	}
-	pc := &prefixConn{Conn: c, prefix: []byte{first}}
-	switch {
-	case first == firstTLS && s.opts.TLS != nil:
-		return s.secureTLS(c, pc, deadline)
-	case first == firstTLS:
-		s.log.Warn("login failed: the client speaks TLS and this server has no [tls]", "remote", remote, "code", int(CodeTLS))
-		_ = c.Close()
-		return nil, nil, &RejectError{Code: CodeTLS, Reason: "TLS client, plain server"}
-	case isHTTP(first):
-		return &handoff{Conn: pc, raw: c, deadline: deadline, release: s.releaser(c)}, nil, nil
-	case first != firstYamux:
-		s.log.Warn("login failed: not the gotunnel-mux protocol", "remote", remote, "code", int(CodeMalformed), "first_byte", int(first))
-		_ = c.Close()
-		return nil, nil, ErrMalformed
-	case s.opts.TLS != nil && !s.opts.AllowPlain:
-		return pc, &RejectError{Code: CodeTLS, Reason: "this server requires TLS; use a tls:// or wss:// server_addr (or [tls] with a bare host:port)"}, nil
-	}
-	return pc, nil, nil
-}
-
-// secureTLS runs the TLS handshake, then tells yamux from HTTP (wss) by
-// the first byte inside.
-func (s *Server) secureTLS(c, pc net.Conn, deadline time.Time) (net.Conn, *RejectError, error) {
-	remote := c.RemoteAddr().String()
-	tc := tls.Server(pc, s.opts.TLS)
-	ctx, cancel := context.WithDeadline(s.ctx, deadline)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
-		s.log.Warn("tls handshake failed", "remote", remote, "code", int(CodeTLS), "err", err)
-		_ = c.Close()
-		return nil, nil, err
-	}
-	first, err := readFirst(tc)
-	if err != nil {
-		s.log.Warn("login failed", "remote", remote, "code", int(CodeLoginTimeout), "err", err)
-		_ = c.Close()
-		return nil, nil, err
-	}
-	inner := &prefixConn{Conn: tc, prefix: []byte{first}}
-	switch {
-	case isHTTP(first):
-		return &handoff{Conn: inner, raw: c, tls: true, deadline: deadline, release: s.releaser(c)}, nil, nil
-	case first != firstYamux:
-		s.log.Warn("login failed: not the gotunnel-mux protocol", "remote", remote, "code", int(CodeMalformed), "first_byte", int(first))
-		_ = c.Close()
-		return nil, nil, ErrMalformed
-	}
-	return inner, nil, nil
-}
-
-// releaser frees c's admission slot, once.
-func (s *Server) releaser(c net.Conn) func() {
-	var once sync.Once
-	return func() { once.Do(func() { s.guard.release(c) }) }
-}
-
-func readFirst(c net.Conn) (byte, error) {
-	var b [1]byte
-	_, err := io.ReadFull(c, b[:])
-	return b[0], err
-}
-
-// isHTTP reports whether b can start an HTTP request (a method's first
-// letter).
-func isHTTP(b byte) bool { return b >= 'A' && b <= 'Z' }
-
 // checkLogin returns the refusal for a login that must be refused, or nil.
-func (s *Server) checkLogin(l *Login) *RejectError {
-	if l.Version != Version {
-		return &RejectError{Code: CodeUnsupportedVersion, Reason: fmt.Sprintf("server speaks version %d, client %d", Version, l.Version)}
+func (s *Server) checkLogin(l *control.Login) *control.RejectError {
+	if l.Version != control.Version {
+		return &control.RejectError{Code: control.CodeUnsupportedVersion, Reason: fmt.Sprintf("server speaks version %d, client %d", control.Version, l.Version)}
 	}
 	sum := sha256.Sum256([]byte(l.Token))
 	if subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
-		return &RejectError{Code: CodeBadToken, Reason: CodeBadToken.String()}
+		return &control.RejectError{Code: control.CodeBadToken, Reason: control.CodeBadToken.String()}
 	}
 	return nil
 }
@@ -385,9 +314,9 @@ func (s *Server) checkLogin(l *Login) *RejectError {
 // on a TLS server), it first gives the client up to 2 s to read the frame
 // and close, so that our close cannot turn into a reset that loses the
 // frame; a peer sending garbage gets no such courtesy.
-func (s *Server) refuse(ms *mux.Session, ctl *mux.Stream, last Message, linger bool) {
+func (s *Server) refuse(ms *mux.Session, ctl *mux.Stream, last control.Message, linger bool) {
 	_ = ctl.SetWriteDeadline(time.Now().Add(time.Second))
-	if err := WriteFrame(ctl, last); err == nil && linger {
+	if err := control.WriteFrame(ctl, last); err == nil && linger {
 		_ = ctl.CloseWrite()
 		t := time.NewTimer(2 * time.Second)
 		select {
@@ -413,15 +342,15 @@ func (s *Server) sweepLoop() {
 			return
 		case now := <-t.C:
 			s.guard.sweep(now)
-			shrink := now.Sub(lastShrink) >= shrinkEvery
+			shrink := now.Sub(lastShrink) >= control.ShrinkEvery
 			if shrink {
 				lastShrink = now
 			}
 			for _, ss := range s.reg.sessions() {
 				if idle := now.Sub(ss.mux.LastRead()); idle > s.opts.HeartbeatTimeout {
-					ss.kill(fmt.Errorf("%w: nothing read for %s", ErrHeartbeatTimeout, idle.Round(time.Millisecond)))
+					ss.kill(fmt.Errorf("%w: nothing read for %s", control.ErrHeartbeatTimeout, idle.Round(time.Millisecond)))
 				} else if shrink {
-					ss.streams.shrink()
+					ss.streams.Shrink()
 				}
 			}
 		}
@@ -451,15 +380,11 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.guard.close()
-	if s.httpSrv != nil {
-		_ = s.httpQ.Close()
-		_ = s.httpSrv.Close()
-	}
+	_ = s.entry.Close()
 	for _, ss := range s.reg.close() {
-		ss.kill(ErrServerClosed)
+		ss.kill(ErrClosed)
 	}
-	s.wg.Wait() // the HTTP side's Serve too: no connection is added after this
-	s.httpConns.Wait()
+	s.wg.Wait() // WebSocket sessions too: no connection is added after this
 	return nil
 }
 
@@ -473,45 +398,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for ln := range s.listeners {
 		_ = ln.Close()
 	}
-	if s.httpQ != nil {
-		_ = s.httpQ.Close()
-	}
 	s.mu.Unlock()
+	_ = s.entry.Close()
 	s.reg.drain()
-	err := pollUntil(ctx, 20*time.Millisecond, func() bool { return s.ActiveVisitors() == 0 })
-	_ = s.Close()
-	return err
-}
-
-// pollUntil checks cond every interval until it holds (nil) or ctx ends
-// (ctx's error).
-func pollUntil(ctx context.Context, every time.Duration, cond func() bool) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
+	var wg sync.WaitGroup
+	var cut atomic.Bool
+	for _, ss := range s.reg.sessions() {
+		for _, ln := range ss.listeners() {
+			wg.Go(func() {
+				if ln.Shutdown(ctx) != nil && ctx.Err() != nil {
+					cut.Store(true)
+				}
+			})
 		}
 	}
-	return nil
-}
-
-// sleepCtx waits d or until ctx ends; false means ctx ended.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
+	wg.Wait()
+	_ = s.Close()
+	if cut.Load() {
+		return ctx.Err()
 	}
-}
-
-func randomID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return nil
 }

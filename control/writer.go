@@ -6,17 +6,17 @@ import (
 	"time"
 )
 
-// ctlQueue is how many frames may wait for the control writer. A producer
-// that finds it full waits (send) or tries again later (trySend); nothing
+// MaxQueued is how many frames may wait for the control writer. A producer
+// that finds it full waits (Send) or tries again later (TrySend); nothing
 // is ever queued out of order.
-const ctlQueue = 256
+const MaxQueued = 256
 
-// ctlWriter owns the writes on one control stream: one FIFO, written by
-// run in order. Besides frames it runs the step that must follow a frame on
+// Writer owns the writes on one control stream: one FIFO, written by
+// Run in order. Besides frames it runs the step that must follow a frame on
 // the wire (a data stream's FIN after its data_channel_reset), so that no
 // caller ever blocks on the network while holding anything, and no two
 // frames can swap.
-type ctlWriter struct {
+type Writer struct {
 	w    io.Writer
 	done <-chan struct{} // closed when the connection is closed; the writer stops
 	fail func(error)     // ends the session on a write error
@@ -29,15 +29,15 @@ type outFrame struct {
 	done  chan struct{} // closed once written, when not nil
 }
 
-// newCtlWriter writes to w until done is closed. It outlives the decision
+// NewWriter writes to w until done is closed. It outlives the decision
 // to end a session, so that a last error frame can still go out before
 // the connection is closed.
-func newCtlWriter(w io.Writer, done <-chan struct{}, fail func(error)) *ctlWriter {
-	return &ctlWriter{w: w, done: done, fail: fail, out: make(chan outFrame, ctlQueue)}
+func NewWriter(w io.Writer, done <-chan struct{}, fail func(error)) *Writer {
+	return &Writer{w: w, done: done, fail: fail, out: make(chan outFrame, MaxQueued)}
 }
 
-// run writes queued frames until the session ends or a write fails.
-func (c *ctlWriter) run() {
+// Run writes queued frames until the session ends or a write fails.
+func (c *Writer) Run() {
 	for {
 		select {
 		case <-c.done:
@@ -58,24 +58,27 @@ func (c *ctlWriter) run() {
 	}
 }
 
-// send queues m, waiting for room until the session ends.
-func (c *ctlWriter) send(m Message) { c.sendThen(m, nil) }
+// Len is how many frames wait to be written.
+func (c *Writer) Len() int { return len(c.out) }
 
-// sendThen queues m and, to run in the writer once m is on the wire,
+// Send queues m, waiting for room until the session ends.
+func (c *Writer) Send(m Message) { c.SendThen(m, nil) }
+
+// SendThen queues m and, to run in the writer once m is on the wire,
 // after; it waits for room until the session ends.
-func (c *ctlWriter) sendThen(m Message, after func()) {
+func (c *Writer) SendThen(m Message, after func()) {
 	select {
 	case c.out <- outFrame{m: m, after: after}:
 	case <-c.done:
 	}
 }
 
-// trySend queues m if there is room now. Callers that must never block
+// TrySend queues m if there is room now. Callers that must never block
 // (a heartbeat tick, a lock holder) use it and try again later.
-func (c *ctlWriter) trySend(m Message) bool { return c.trySendThen(m, nil) }
+func (c *Writer) TrySend(m Message) bool { return c.TrySendThen(m, nil) }
 
-// trySendThen is trySend with a step to run once m is on the wire.
-func (c *ctlWriter) trySendThen(m Message, after func()) bool {
+// TrySendThen is TrySend with a step to run once m is on the wire.
+func (c *Writer) TrySendThen(m Message, after func()) bool {
 	select {
 	case c.out <- outFrame{m: m, after: after}:
 		return true
@@ -84,9 +87,9 @@ func (c *ctlWriter) trySendThen(m Message, after func()) bool {
 	}
 }
 
-// flush queues m and waits until it is written, the session ends, or
+// Flush queues m and waits until it is written, the session ends, or
 // timeout passes: for the last frame before a close.
-func (c *ctlWriter) flush(m Message, timeout time.Duration) {
+func (c *Writer) Flush(m Message, timeout time.Duration) {
 	f := outFrame{m: m, done: make(chan struct{})}
 	t := time.NewTimer(timeout)
 	defer t.Stop()

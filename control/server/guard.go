@@ -1,4 +1,4 @@
-package control
+package server
 
 import (
 	"log/slog"
@@ -6,6 +6,10 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/mux/transport"
+	"golang.org/x/time/rate"
 )
 
 // guard is the server's admission control for connections that have not
@@ -19,15 +23,17 @@ type guard struct {
 	badLimit           int
 	badPause           time.Duration
 	log                *slog.Logger
-	trusted            func(host string) bool // a reverse proxy: its own address is not limited
+	trusted            func(netip.Addr) bool // a reverse proxy: its own address is not limited
 
 	mu     sync.Mutex // guards the fields below
 	conns  map[net.Conn]admitted
 	perIP  map[netip.Prefix]int
 	bad    map[netip.Prefix]*badRecord
 	closed bool
-	warn   every // rate of the "connection refused" line
-	xff    every // rate of the "no usable X-Forwarded-For" line
+	warnN  int // connections refused since the last "connection refused" line
+	xffN   int // upgrades refused since the last "no usable X-Forwarded-For" line
+
+	warn, xff rate.Sometimes // at most one of each line per logEvery
 }
 
 // admitted is what admit noted about a connection, for release.
@@ -46,27 +52,17 @@ type badRecord struct {
 // maxBadRecords bounds the addresses remembered for bad logins.
 const maxBadRecords = 1 << 16
 
-func newGuard(o *ServerOptions, trusted func(string) bool) *guard {
+func newGuard(o *Options, trusted func(netip.Addr) bool) *guard {
 	return &guard{
 		maxConns: o.MaxUnauthenticated, maxPerIP: o.MaxUnauthenticatedPerIP,
 		badLimit: o.BadLoginLimit, badPause: o.BadLoginPause, log: o.Logger, trusted: trusted,
 		conns: make(map[net.Conn]admitted), perIP: make(map[netip.Prefix]int), bad: make(map[netip.Prefix]*badRecord),
+		warn: rate.Sometimes{Interval: logEvery}, xff: rate.Sometimes{Interval: logEvery},
 	}
 }
 
-// peerIP is a's IP address, an IPv4-mapped IPv6 address as IPv4, without
-// a zone; the zero Addr when a is not an IP address (a pipe).
-func peerIP(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
-	}
-	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		return ap.Addr().Unmap().WithZone("")
-	}
-	ip, _ := netip.ParseAddr(a.String())
-	return ip.Unmap().WithZone("")
-}
+// logEvery is how often a refusal that can come in floods is logged.
+const logEvery = 10 * time.Second
 
 // limitKey is the unit of the per-address limits (max_unauthenticated_per_ip
 // and the bad-login pause): an IPv4 address, or the /64 an IPv6 address
@@ -98,8 +94,8 @@ func keyText(k netip.Prefix) string {
 // address nor paused (their forwarded addresses are checked by isPaused),
 // even when its /64 is.
 func (g *guard) admit(c net.Conn) bool {
-	ip := peerIP(c.RemoteAddr())
-	key, proxy := limitKey(ip), g.trusted(ip.String())
+	ip := transport.PeerIP(c.RemoteAddr())
+	key, proxy := limitKey(ip), g.trusted(ip)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	why := ""
@@ -119,9 +115,11 @@ func (g *guard) admit(c net.Conn) bool {
 		}
 		return true
 	}
-	if n, ok := g.warn.allow(10 * time.Second); ok {
-		g.log.Warn("connection refused before login", "remote", keyText(key), "reason", why, "refused", n)
-	}
+	g.warnN++
+	g.warn.Do(func() {
+		g.log.Warn("connection refused before login", "remote", keyText(key), "reason", why, "refused", g.warnN)
+		g.warnN = 0
+	})
 	return false
 }
 
@@ -129,7 +127,7 @@ func (g *guard) admit(c net.Conn) bool {
 // tokens: for a client behind a trusted reverse proxy, the forwarded
 // address, known only once its HTTP request is read.
 func (g *guard) isPaused(remote net.Addr) bool {
-	key := limitKey(peerIP(remote))
+	key := limitKey(transport.PeerIP(remote))
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.paused(key)
@@ -163,8 +161,8 @@ func (g *guard) release(c net.Conn) {
 // behind the proxy (and a session through it that names no client of its
 // own is refused before login, see noForwarded).
 func (g *guard) badToken(remote net.Addr) {
-	ip, now := peerIP(remote), time.Now()
-	if g.badLimit <= 0 || g.trusted(ip.String()) {
+	ip, now := transport.PeerIP(remote), time.Now()
+	if g.badLimit <= 0 || g.trusted(ip) {
 		return
 	}
 	key := limitKey(ip)
@@ -180,7 +178,7 @@ func (g *guard) badToken(remote net.Addr) {
 	}
 	if r.n++; r.n == g.badLimit {
 		r.until = now.Add(g.badPause)
-		g.log.Warn("address paused after repeated wrong tokens", "remote", keyText(key), "failures", r.n, "pause", g.badPause.String(), "code", int(CodeBadToken))
+		g.log.Warn("address paused after repeated wrong tokens", "remote", keyText(key), "failures", r.n, "pause", g.badPause.String(), "code", int(control.CodeBadToken))
 	}
 }
 
@@ -188,14 +186,18 @@ func (g *guard) badToken(remote net.Addr) {
 // trusted proxy at proxy was refused because its X-Forwarded-For names no
 // client (why): a proxy that is not set up to send it shows at once.
 func (g *guard) noForwarded(proxy net.Addr, why error) {
-	if n, ok := g.xff.allow(10 * time.Second); ok {
-		g.log.Warn("trusted proxy sent no usable X-Forwarded-For", "proxy", peerIP(proxy).String(), "err", why, "refused", n)
-	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.xffN++
+	g.xff.Do(func() {
+		g.log.Warn("trusted proxy sent no usable X-Forwarded-For", "proxy", transport.PeerIP(proxy).String(), "err", why, "refused", g.xffN)
+		g.xffN = 0
+	})
 }
 
 // goodLogin clears the address's record.
 func (g *guard) goodLogin(remote net.Addr) {
-	key := limitKey(peerIP(remote))
+	key := limitKey(transport.PeerIP(remote))
 	g.mu.Lock()
 	delete(g.bad, key)
 	g.mu.Unlock()
@@ -220,26 +222,4 @@ func (g *guard) close() {
 	for c := range g.conns {
 		_ = c.Close()
 	}
-}
-
-// every lets one event through per interval and counts the rest.
-type every struct {
-	mu   sync.Mutex
-	next time.Time
-	n    int // events since the last one let through
-}
-
-// allow reports whether an event may be logged now, and how many events
-// (this one included) happened since the last one that was.
-func (e *every) allow(interval time.Duration) (int, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.n++
-	now := time.Now()
-	if now.Before(e.next) {
-		return e.n, false
-	}
-	n := e.n
-	e.n, e.next = 0, now.Add(interval)
-	return n, true
 }

@@ -1,4 +1,4 @@
-package control
+package server
 
 import (
 	"context"
@@ -11,13 +11,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
-
-// ErrHeartbeatTimeout ends a session from which nothing at all was read for
-// heartbeat_timeout, on either side.
-var ErrHeartbeatTimeout = errors.New("control: heartbeat timeout")
 
 // errReplaced ends a server session taken over by a new login.
 var errReplaced = errors.New("replaced by a new login with the same name")
@@ -37,13 +35,13 @@ type serverSession struct {
 	cancel   context.CancelCauseFunc
 	started  time.Time
 
-	w       *ctlWriter   // owns writes on ctl once run starts
-	streams *streamTable // live data streams, for data_channel_reset
+	w       *control.Writer      // owns writes on ctl once run starts
+	streams *control.StreamTable // live data streams, for data_channel_reset
 
 	mu       sync.Mutex // guards mappings, refused and unbound
 	mappings map[string]*mapping
-	refused  map[string]Code // the last refusal of each mapping name, for the log level
-	unbound  bool            // no more listeners may be bound
+	refused  map[string]control.Code // the last refusal of each mapping name, for the log level
+	unbound  bool                    // no more listeners may be bound
 }
 
 // mapping is one registered mapping with its public listener.
@@ -54,10 +52,10 @@ type mapping struct {
 	ln        *dataplane.Listener
 }
 
-func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *Login) *serverSession {
+func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *control.Login) *serverSession {
 	ss := &serverSession{
 		srv:      s,
-		id:       randomID(),
+		id:       control.NewID(),
 		name:     l.Name,
 		clientID: l.ClientID,
 		remote:   ms.RemoteAddr().String(),
@@ -65,13 +63,13 @@ func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *Login) *se
 		ctl:      ctl,
 		started:  time.Now(),
 		mappings: make(map[string]*mapping),
-		refused:  make(map[string]Code),
+		refused:  make(map[string]control.Code),
 	}
 	ss.log = s.log.With("session", ss.id, "client", ss.name)
 	ss.ctx, ss.cancel = context.WithCancelCause(context.Background())
-	ss.w = newCtlWriter(ctl, ms.Done(), ss.cancel)
-	ss.streams = newStreamTable(ss.w)
-	ss.streams.handledUpTo(ctl.Consumed()) // the login
+	ss.w = control.NewWriter(ctl, ms.Done(), ss.cancel)
+	ss.streams = control.NewStreamTable(ss.w)
+	ss.streams.HandledUpTo(ctl.Consumed()) // the login
 	return ss
 }
 
@@ -89,12 +87,12 @@ func (ss *serverSession) run() {
 	stop := context.AfterFunc(ss.mux.Context(), func() { ss.cancel(context.Cause(ss.mux.Context())) })
 	defer stop()
 	var wg sync.WaitGroup
-	wg.Go(ss.w.run)
+	wg.Go(ss.w.Run)
 	wg.Go(ss.readLoop)
 	<-ss.ctx.Done()
 	cause := context.Cause(ss.ctx)
 	if errors.Is(cause, mux.ErrStrayStreams) {
-		ss.sendError(CodeMalformed, "client opened streams besides control")
+		ss.sendError(control.CodeMalformed, "client opened streams besides control")
 	}
 	ss.teardown(cause)
 	wg.Wait()
@@ -139,28 +137,34 @@ func (ss *serverSession) unbind() {
 func (ss *serverSession) teardown(cause error) {
 	ss.unbind()
 	_ = ss.mux.Close()
-	ss.mu.Lock()
-	ms := make([]*mapping, 0, len(ss.mappings))
-	for _, m := range ss.mappings {
-		ms = append(ms, m)
-	}
-	ss.mu.Unlock()
+	lns := ss.listeners()
 	grace := max(ss.srv.opts.ShutdownTimeout, 0)
-	if errors.Is(cause, ErrServerClosed) {
+	if errors.Is(cause, ErrClosed) {
 		grace = 0
 	}
 	ctx, cancel := context.WithTimeout(ss.srv.ctx, grace)
 	defer cancel()
-	for _, m := range ms {
-		_ = m.ln.Shutdown(ctx)
+	for _, ln := range lns {
+		_ = ln.Shutdown(ctx)
 	}
 	ss.srv.reg.release(ss)
+}
+
+// listeners are the public listeners of the session's mappings.
+func (ss *serverSession) listeners() []*dataplane.Listener {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	lns := make([]*dataplane.Listener, 0, len(ss.mappings))
+	for _, m := range ss.mappings {
+		lns = append(lns, m.ln)
+	}
+	return lns
 }
 
 func (ss *serverSession) logEnd(cause error) {
 	attrs := []any{"remote", ss.remote, "duration", time.Since(ss.started).Round(time.Millisecond).String()}
 	switch {
-	case errors.Is(cause, errReplaced), errors.Is(cause, ErrServerClosed), errors.Is(cause, mux.ErrSessionClosed):
+	case errors.Is(cause, errReplaced), errors.Is(cause, ErrClosed), errors.Is(cause, mux.ErrSessionClosed):
 		ss.log.Info("client session ended", append(attrs, "reason", cause.Error())...)
 	default:
 		ss.log.Warn("client session ended", append(attrs, "reason", cause.Error())...)
@@ -169,17 +173,17 @@ func (ss *serverSession) logEnd(cause error) {
 
 // sendError tells the client why the server is about to close its
 // session, waiting up to a second for the frame to go out.
-func (ss *serverSession) sendError(code Code, reason string) {
-	ss.w.flush(&ErrorMsg{Code: code, Reason: reason}, time.Second)
+func (ss *serverSession) sendError(code control.Code, reason string) {
+	ss.w.Flush(&control.ErrorMsg{Code: code, Reason: reason}, time.Second)
 }
 
 // readLoop handles the client's control frames until an error.
 func (ss *serverSession) readLoop() {
-	defer ss.streams.stopReading()
+	defer ss.streams.StopReading()
 	for {
-		m, err := ReadFrameMax(ss.ctl, ss.srv.opts.MaxFrameSize)
+		m, err := control.ReadFrameMax(ss.ctl, ss.srv.opts.MaxFrameSize)
 		if err != nil {
-			if code := CodeOf(err); code != 0 {
+			if code := control.CodeOf(err); code != 0 {
 				ss.sendError(code, err.Error())
 			}
 			ss.cancel(fmt.Errorf("read control: %w", err))
@@ -189,61 +193,61 @@ func (ss *serverSession) readLoop() {
 			ss.cancel(err)
 			return
 		}
-		ss.streams.handledUpTo(ss.ctl.Consumed())
+		ss.streams.HandledUpTo(ss.ctl.Consumed())
 	}
 }
 
-func (ss *serverSession) handle(m Message) error {
+func (ss *serverSession) handle(m control.Message) error {
 	switch m := m.(type) {
-	case *Register:
-		ss.w.send(ss.register(m))
-	case *Ping:
-		ss.w.send(&Pong{Time: m.Time})
-	case *OfflinePort:
+	case *control.Register:
+		ss.w.Send(ss.register(m))
+	case *control.Ping:
+		ss.w.Send(&control.Pong{Time: m.Time})
+	case *control.OfflinePort:
 		ss.setOnline(m.Name, m.Port, false, m.Draining)
-	case *OnlinePort:
+	case *control.OnlinePort:
 		ss.setOnline(m.Name, m.Port, true, false)
-	case *DataChannelReset:
-		ss.streams.reset(m.Stream)
+	case *control.DataChannelReset:
+		ss.streams.Reset(m.Stream)
 	default:
-		ss.sendError(CodeMalformed, "unexpected "+m.Type())
-		return fmt.Errorf("%w: unexpected %s", ErrMalformed, m.Type())
+		ss.sendError(control.CodeMalformed, "unexpected "+m.Type())
+		return fmt.Errorf("%w: unexpected %s", control.ErrMalformed, m.Type())
 	}
 	return nil
 }
 
 // register binds a public port for one mapping; every outcome is a reply.
-func (ss *serverSession) register(r *Register) *RegisterResp {
+func (ss *serverSession) register(r *control.Register) *control.RegisterResp {
 	m, err := ss.bind(r)
 	if err != nil {
-		var re *RejectError
+		var re *control.RejectError
 		errors.As(err, &re)
 		level := slog.LevelWarn
 		if ss.refusedBefore(r.Name, re.Code) {
 			level = slog.LevelDebug // the client retries a 1004 for as long as the session lives
 		}
 		ss.log.Log(context.Background(), level, "mapping refused", "mapping", r.Name, "remote_port", r.RemotePort, "code", int(re.Code), "reason", re.Reason)
-		return &RegisterResp{Status: StatusFail, Code: re.Code, Reason: re.Reason, Name: r.Name, RemotePort: r.RemotePort}
+		return &control.RegisterResp{Status: control.StatusFail, Code: re.Code, Reason: re.Reason, Name: r.Name, RemotePort: r.RemotePort}
 	}
 	m.ln.SetOnline(r.Online)
 	ss.log.Info("mapping up", "mapping", m.name, "remote_port", m.port, "local_addr", m.localAddr, "online", r.Online)
-	return &RegisterResp{Status: StatusOK, Name: m.name, RemotePort: m.port}
+	return &control.RegisterResp{Status: control.StatusOK, Name: m.name, RemotePort: m.port}
 }
 
 // bind checks the limits and binds the port; errors are *RejectError.
-func (ss *serverSession) bind(r *Register) (*mapping, error) {
+func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 	o := &ss.srv.opts
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	switch {
 	case ss.unbound:
-		return nil, &RejectError{Code: CodePortInUse, Reason: "session is closing"}
+		return nil, &control.RejectError{Code: control.CodePortInUse, Reason: "session is closing"}
 	case ss.mappings[r.Name] != nil:
-		return nil, &RejectError{Code: CodeDuplicateName, Reason: fmt.Sprintf("mapping %q is already registered", r.Name)}
+		return nil, &control.RejectError{Code: control.CodeDuplicateName, Reason: fmt.Sprintf("mapping %q is already registered", r.Name)}
 	case len(ss.mappings) >= o.MaxMappingsPerClient:
-		return nil, &RejectError{Code: CodeTooManyMappings, Reason: fmt.Sprintf("at most %d mappings per client", o.MaxMappingsPerClient)}
+		return nil, &control.RejectError{Code: control.CodeTooManyMappings, Reason: fmt.Sprintf("at most %d mappings per client", o.MaxMappingsPerClient)}
 	case r.RemotePort != 0 && !allowed(o.AllowPorts, r.RemotePort):
-		return nil, &RejectError{Code: CodePortNotAllowed, Reason: fmt.Sprintf("port %d is outside allow_ports", r.RemotePort)}
+		return nil, &control.RejectError{Code: control.CodePortNotAllowed, Reason: fmt.Sprintf("port %d is outside allow_ports", r.RemotePort)}
 	}
 	ln, err := ss.listen(r.RemotePort, r.PreferPort)
 	if err != nil {
@@ -262,7 +266,7 @@ func (ss *serverSession) bind(r *Register) (*mapping, error) {
 // refusedBefore reports whether the last register of name in this session
 // was refused with the same code, and remembers this refusal. ss.mu is
 // not held.
-func (ss *serverSession) refusedBefore(name string, code Code) bool {
+func (ss *serverSession) refusedBefore(name string, code control.Code) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	before := ss.refused[name] == code
@@ -293,17 +297,17 @@ func (ss *serverSession) listen(port, prefer int) (net.Listener, error) {
 			return ln, nil
 		}
 	}
-	return nil, &RejectError{Code: CodePortInUse, Reason: errNoFreePort.Error()}
+	return nil, &control.RejectError{Code: control.CodePortInUse, Reason: errNoFreePort.Error()}
 }
 
-func bindError(port int, err error) *RejectError {
+func bindError(port int, err error) *control.RejectError {
 	if errors.Is(err, syscall.EACCES) {
-		return &RejectError{Code: CodePortNotAllowed, Reason: fmt.Sprintf("port %d: permission denied on the server", port)}
+		return &control.RejectError{Code: control.CodePortNotAllowed, Reason: fmt.Sprintf("port %d: permission denied on the server", port)}
 	}
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return &RejectError{Code: CodePortInUse, Reason: fmt.Sprintf("port %d is in use", port)}
+		return &control.RejectError{Code: control.CodePortInUse, Reason: fmt.Sprintf("port %d is in use", port)}
 	}
-	return &RejectError{Code: CodePortInUse, Reason: fmt.Sprintf("port %d: %v", port, errors.Unwrap(err))}
+	return &control.RejectError{Code: control.CodePortInUse, Reason: fmt.Sprintf("port %d: %v", port, errors.Unwrap(err))}
 }
 
 func (ss *serverSession) setOnline(name string, port int, on, draining bool) {
@@ -324,7 +328,7 @@ func (ss *serverSession) setOnline(name string, port int, on, draining bool) {
 	case draining:
 		ss.log.Info("mapping draining: the client is stopping", "mapping", name, "remote_port", port, "active", m.ln.Active())
 	default:
-		ss.log.Warn("mapping offline: local service down on the client", "mapping", name, "remote_port", port, "code", int(CodeMappingOffline))
+		ss.log.Warn("mapping offline: local service down on the client", "mapping", name, "remote_port", port, "code", int(control.CodeMappingOffline))
 	}
 }
 

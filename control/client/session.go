@@ -1,4 +1,4 @@
-package control
+package client
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
 
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
@@ -42,8 +44,8 @@ type clientSession struct {
 	ctl     *mux.Stream
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
-	w       *ctlWriter   // owns writes on ctl
-	streams *streamTable // live data streams, for data_channel_reset
+	w       *control.Writer      // owns writes on ctl
+	streams *control.StreamTable // live data streams, for data_channel_reset
 	wg      sync.WaitGroup
 	healthy atomic.Bool
 	pinging atomic.Bool // a ping is queued and not written yet
@@ -68,9 +70,9 @@ func newClientSession(ctx context.Context, c *Client, ms *mux.Session, lr *login
 	}
 	cs.ctx, cs.cancel = context.WithCancelCause(context.Background())
 	cs.relayCtx, cs.relayCancel = context.WithCancel(ctx)
-	cs.w = newCtlWriter(lr.ctl, ms.Done(), cs.cancel)
-	cs.streams = newStreamTable(cs.w)
-	cs.streams.handledUpTo(lr.ctl.Consumed()) // the login reply
+	cs.w = control.NewWriter(lr.ctl, ms.Done(), cs.cancel)
+	cs.streams = control.NewStreamTable(cs.w)
+	cs.streams.HandledUpTo(lr.ctl.Consumed()) // the login reply
 	for _, m := range c.mappings {
 		cs.regs[m.Name] = &regState{}
 	}
@@ -85,7 +87,7 @@ func (cs *clientSession) serve(ctx context.Context) error {
 	stopMux := context.AfterFunc(cs.mux.Context(), func() { cs.cancel(context.Cause(cs.mux.Context())) })
 	defer stopMux()
 	cs.log.Info("connected", "server", cs.c.opts.ServerAddr, "client", cs.c.opts.Name)
-	cs.wg.Go(cs.w.run)
+	cs.wg.Go(cs.w.Run)
 	cs.wg.Go(cs.readLoop)
 	cs.wg.Go(cs.acceptLoop)
 	cs.wg.Go(cs.heartbeatLoop)
@@ -137,7 +139,7 @@ func (cs *clientSession) drain() {
 	for _, m := range cs.c.mappings {
 		cs.drainLocked(m, cs.regs[m.Name])
 	}
-	cs.log.Info("draining: no new visitors", "active", cs.streams.len())
+	cs.log.Info("draining: no new visitors", "active", cs.streams.Len())
 }
 
 // drainLocked sends offline_port, draining, for m when it is up and the
@@ -146,34 +148,34 @@ func (cs *clientSession) drain() {
 func (cs *clientSession) drainLocked(m *clientMapping, r *regState) {
 	if r.up && r.sentOnline {
 		r.sentOnline = false
-		cs.w.sendThen(&OfflinePort{Name: m.Name, Port: r.port, Draining: true}, nil)
+		cs.w.SendThen(&control.OfflinePort{Name: m.Name, Port: r.port, Draining: true}, nil)
 	}
 }
 
 // readLoop handles the server's control frames until an error. After
 // each frame it records how far it has got, for the data streams' ends.
 func (cs *clientSession) readLoop() {
-	defer cs.streams.stopReading()
+	defer cs.streams.StopReading()
 	for {
-		m, err := ReadFrame(cs.ctl)
+		m, err := control.ReadFrame(cs.ctl)
 		if err != nil {
 			cs.cancel(fmt.Errorf("read control: %w", err))
 			return
 		}
 		switch m := m.(type) {
-		case *Pong:
-		case *RegisterResp:
+		case *control.Pong:
+		case *control.RegisterResp:
 			cs.registered(m)
-		case *DataChannelReset:
-			cs.streams.reset(m.Stream)
-		case *ErrorMsg:
-			cs.cancel(&RejectError{Code: m.Code, Reason: m.Reason})
+		case *control.DataChannelReset:
+			cs.streams.Reset(m.Stream)
+		case *control.ErrorMsg:
+			cs.cancel(&control.RejectError{Code: m.Code, Reason: m.Reason})
 			return
 		default:
-			cs.cancel(fmt.Errorf("%w: unexpected %s from server", ErrMalformed, m.Type()))
+			cs.cancel(fmt.Errorf("%w: unexpected %s from server", control.ErrMalformed, m.Type()))
 			return
 		}
-		cs.streams.handledUpTo(cs.ctl.Consumed())
+		cs.streams.HandledUpTo(cs.ctl.Consumed())
 	}
 }
 
@@ -193,7 +195,7 @@ func (cs *clientSession) heartbeatLoop() {
 			return
 		case now := <-t.C:
 			if now.Sub(cs.mux.LastRead()) > o.HeartbeatTimeout {
-				cs.cancel(fmt.Errorf("%w: nothing read from the server for %s", ErrHeartbeatTimeout, o.HeartbeatTimeout))
+				cs.cancel(fmt.Errorf("%w: nothing read from the server for %s", control.ErrHeartbeatTimeout, o.HeartbeatTimeout))
 				return
 			}
 			if now.Sub(lastPing) >= o.HeartbeatInterval {
@@ -203,9 +205,9 @@ func (cs *clientSession) heartbeatLoop() {
 				cs.cancel(err)
 				return
 			}
-			if now.Sub(lastShrink) >= shrinkEvery {
+			if now.Sub(lastShrink) >= control.ShrinkEvery {
 				lastShrink = now
-				cs.streams.shrink()
+				cs.streams.Shrink()
 			}
 		}
 	}
@@ -218,7 +220,7 @@ func (cs *clientSession) ping(now, last time.Time) time.Time {
 	if !cs.pinging.CompareAndSwap(false, true) {
 		return last
 	}
-	if !cs.w.trySendThen(&Ping{Time: now.UnixMilli()}, func() { cs.pinging.Store(false) }) {
+	if !cs.w.TrySendThen(&control.Ping{Time: now.UnixMilli()}, func() { cs.pinging.Store(false) }) {
 		cs.pinging.Store(false) // the queue is full: the next tick tries again
 		return last
 	}
@@ -260,11 +262,11 @@ func (cs *clientSession) checkRegs(now time.Time) error {
 func (cs *clientSession) sendRegisterLocked(m *clientMapping, now time.Time) {
 	r := cs.regs[m.Name]
 	online := m.online.Load()
-	reg := &Register{Name: m.Name, Protocol: ProtocolTCP, RemotePort: m.RemotePort, LocalAddr: m.LocalAddr, Online: online}
+	reg := &control.Register{Name: m.Name, Protocol: control.ProtocolTCP, RemotePort: m.RemotePort, LocalAddr: m.LocalAddr, Online: online}
 	if m.RemotePort == 0 {
 		reg.PreferPort = int(m.lastPort.Load())
 	}
-	if !cs.w.trySend(reg) {
+	if !cs.w.TrySend(reg) {
 		r.retryAt = now
 		return
 	}
@@ -283,7 +285,7 @@ func (cs *clientSession) markHealthyLocked() {
 }
 
 // registered handles a register reply.
-func (cs *clientSession) registered(resp *RegisterResp) {
+func (cs *clientSession) registered(resp *control.RegisterResp) {
 	m := cs.c.byName[resp.Name]
 	if m == nil {
 		cs.log.Warn("register reply for an unknown mapping", "mapping", resp.Name)
@@ -294,8 +296,8 @@ func (cs *clientSession) registered(resp *RegisterResp) {
 	r := cs.regs[m.Name]
 	r.sent, r.answered = false, true
 	cs.markHealthyLocked()
-	if resp.Status != StatusOK {
-		cs.refusedLocked(m, r, &RejectError{Code: resp.Code, Reason: resp.Reason})
+	if resp.Status != control.StatusOK {
+		cs.refusedLocked(m, r, &control.RejectError{Code: resp.Code, Reason: resp.Reason})
 		return
 	}
 	r.up, r.port, r.retryAt, r.retryWait, r.refusals = true, resp.RemotePort, time.Time{}, 0, 0
@@ -318,11 +320,11 @@ func (cs *clientSession) registered(resp *RegisterResp) {
 // debug: a 1004 is retried for as long as the session lives) and
 // schedules a retry when the reason may clear (port in use). cs.mu is
 // held.
-func (cs *clientSession) refusedLocked(m *clientMapping, r *regState, re *RejectError) {
+func (cs *clientSession) refusedLocked(m *clientMapping, r *regState, re *control.RejectError) {
 	r.refusals++
 	attrs := []any{"mapping", m.Name, "remote_port", m.RemotePort, "code", int(re.Code), "reason", re.Reason}
 	switch {
-	case re.Code != CodePortInUse:
+	case re.Code != control.CodePortInUse:
 		cs.log.Error("mapping refused", attrs...)
 	default:
 		o := &cs.c.opts.Reconnect
@@ -351,11 +353,11 @@ func (cs *clientSession) healthChanged(m *clientMapping, on bool) {
 // full, checkRegs sends it on a later tick. cs.mu is held, so reports go
 // out in the order the probe made them.
 func (cs *clientSession) reportLocked(m *clientMapping, r *regState, on bool) {
-	var msg Message = &OfflinePort{Name: m.Name, Port: r.port}
+	var msg control.Message = &control.OfflinePort{Name: m.Name, Port: r.port}
 	if on {
-		msg = &OnlinePort{Name: m.Name, Port: r.port}
+		msg = &control.OnlinePort{Name: m.Name, Port: r.port}
 	}
-	if cs.w.trySend(msg) {
+	if cs.w.TrySend(msg) {
 		r.sentOnline = on
 	}
 }
@@ -379,20 +381,20 @@ func (cs *clientSession) acceptLoop() {
 // goroutine's stack, and a relay that then sits idle for hours would keep
 // it. Measured with 1,000 idle visitors: 7 KiB less stack per visitor.
 func (cs *clientSession) serveStream(st *mux.Stream) {
-	ds := cs.streams.newDataStream(st, time.Time{})
-	ctx := cs.streams.add(cs.relayCtx, ds)
+	ds := cs.streams.Open(st, time.Time{})
+	ctx := cs.streams.Add(cs.relayCtx, ds)
 	cs.c.live.Add(1)
 	start := time.Now()
 	local, hdr, re := cs.openLocal(ctx, ds)
 	if re != nil {
-		ds.refuse(re.Code, re.Reason, cs.c.opts.HandshakeTimeout)
-		cs.streams.remove(ds)
+		ds.Refuse(re.Code, re.Reason, cs.c.opts.HandshakeTimeout)
+		cs.streams.Remove(ds)
 		cs.c.live.Add(-1)
 		return
 	}
 	cs.relays.Go(func() {
 		defer cs.c.live.Add(-1)
-		defer cs.streams.remove(ds)
+		defer cs.streams.Remove(ds)
 		res := dataplane.RelayWith(ctx, ds, local, cs.c.bufs)
 		attrs := []any{"mapping", hdr.Name, "visitor", hdr.Visitor, "bytes_in", res.AToB, "bytes_out", res.BToA,
 			"duration", time.Since(start).Round(time.Microsecond).String()}
@@ -405,41 +407,42 @@ func (cs *clientSession) serveStream(st *mux.Stream) {
 
 // openLocal reads ds's header, dials the mapping's local service and acks.
 // On error nothing is left open and the refusal to answer is returned.
-func (cs *clientSession) openLocal(ctx context.Context, ds *dataStream) (net.Conn, *OpenDataChannel, *RejectError) {
+func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) (net.Conn, *control.OpenDataChannel, *control.RejectError) {
 	o := &cs.c.opts
-	_ = ds.st.SetReadDeadline(time.Now().Add(o.HandshakeTimeout))
-	msg, err := ReadFrame(ds.st)
-	_ = ds.st.SetReadDeadline(time.Time{})
-	hdr, ok := msg.(*OpenDataChannel)
+	_ = ds.SetReadDeadline(time.Now().Add(o.HandshakeTimeout))
+	msg, err := control.ReadFrame(ds)
+	_ = ds.SetReadDeadline(time.Time{})
+	hdr, ok := msg.(*control.OpenDataChannel)
 	if err != nil || !ok {
 		cs.log.Warn("bad data stream header", "err", err)
-		return nil, nil, &RejectError{Code: CodeMalformed, Reason: "bad data stream header"}
+		return nil, nil, &control.RejectError{Code: control.CodeMalformed, Reason: "bad data stream header"}
 	}
 	m := cs.c.byName[hdr.Name]
 	switch {
 	case m == nil:
-		return nil, nil, &RejectError{Code: CodeLocalUnreachable, Reason: "no mapping named " + hdr.Name}
+		return nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "no mapping named " + hdr.Name}
 	case cs.c.stopped():
-		return nil, nil, &RejectError{Code: CodeMappingOffline, Reason: "the client is stopping"}
+		return nil, nil, &control.RejectError{Code: control.CodeMappingOffline, Reason: "the client is stopping"}
 	}
 	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
 	local, err := (&net.Dialer{}).DialContext(dctx, "tcp", m.LocalAddr)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			if n, ok := m.dialWarn.allow(10 * time.Second); ok {
+			m.dialFails.Add(1)
+			m.dialWarn.Do(func() {
 				cs.log.Warn("local service unreachable", "mapping", m.Name, "local_addr", m.LocalAddr, "visitor", hdr.Visitor,
-					"code", int(CodeLocalUnreachable), "err", err, "count", n)
-			}
+					"code", int(control.CodeLocalUnreachable), "err", err, "count", m.dialFails.Swap(0))
+			})
 		}
-		return nil, nil, &RejectError{Code: CodeLocalUnreachable, Reason: "local service unreachable"}
+		return nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "local service unreachable"}
 	}
-	_ = ds.st.SetWriteDeadline(time.Now().Add(o.HandshakeTimeout))
-	err = WriteFrame(ds.st, &DataChannelAck{Status: StatusOK})
-	_ = ds.st.SetWriteDeadline(time.Time{})
+	_ = ds.SetWriteDeadline(time.Now().Add(o.HandshakeTimeout))
+	err = control.WriteFrame(ds, &control.DataChannelAck{Status: control.StatusOK})
+	_ = ds.SetWriteDeadline(time.Time{})
 	if err != nil {
 		dataplane.Reset(local)
-		return nil, nil, &RejectError{Code: CodeLocalUnreachable, Reason: "ack not written"}
+		return nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "ack not written"}
 	}
 	return local, hdr, nil
 }

@@ -1,10 +1,12 @@
-package control
+package server
 
 import (
 	"errors"
 	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
 
 	"go.uber.org/goleak"
 )
@@ -29,7 +31,7 @@ func TestRegistryDrainUnbindsAndRefuses(t *testing.T) {
 	if r.accepting() {
 		t.Error("accepting() after drain = true")
 	}
-	if _, err := before.bind(&Register{Name: "m", LocalAddr: "127.0.0.1:1"}); CodeOf(err) != CodePortInUse {
+	if _, err := before.bind(&control.Register{Name: "m", LocalAddr: "127.0.0.1:1"}); control.CodeOf(err) != control.CodePortInUse {
 		t.Errorf("bind by a session claimed before the drain = %v, want 1004 (session is closing)", err)
 	}
 	for _, name := range []string{"b", "a"} {
@@ -41,8 +43,8 @@ func TestRegistryDrainUnbindsAndRefuses(t *testing.T) {
 		t.Errorf("sessions after refused claims = %v, want only the one claimed before", got)
 	}
 	r.close()
-	if _, err := r.claim(testSession("c")); !errors.Is(err, ErrServerClosed) {
-		t.Errorf("claim after close = %v, want ErrServerClosed", err)
+	if _, err := r.claim(testSession("c")); !errors.Is(err, ErrClosed) {
+		t.Errorf("claim after close = %v, want ErrClosed", err)
 	}
 }
 

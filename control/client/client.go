@@ -1,4 +1,4 @@
-package control
+package client
 
 import (
 	"cmp"
@@ -13,6 +13,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/mux/transport"
+	"golang.org/x/time/rate"
 
 	"github.com/jpillora/backoff"
 
@@ -43,12 +47,12 @@ type HealthOptions struct {
 	Failures int           // consecutive failures before offline; default 3
 }
 
-// ClientOptions configure a Client. Zero durations take the defaults of
+// Options configure a Client. Zero durations take the defaults of
 // docs/config.md.
-type ClientOptions struct {
+type Options struct {
 	ServerAddr string // host:port; required
-	Transport  string // TransportTCP (default), TransportTLS, TransportWS or TransportWSS
-	WSPath     string // the server's WebSocket path, for ws and wss; default DefaultWSPath
+	Transport  string // transport.TCP (default), transport.TLS, transport.WS or transport.WSS
+	WSPath     string // the server's WebSocket path, for ws and wss; default transport.DefaultWSPath
 	// Proxy, when set, is an http:// (HTTP CONNECT, basic auth from its
 	// user) or socks5:// proxy every connection to the server goes through.
 	// The environment is package main's business, not this one's.
@@ -84,7 +88,7 @@ type ClientOptions struct {
 	OnEvent func(Event)
 }
 
-func (o *ClientOptions) setDefaults() {
+func (o *Options) setDefaults() {
 	o.HeartbeatInterval = cmp.Or(o.HeartbeatInterval, 10*time.Second)
 	o.HeartbeatTimeout = cmp.Or(o.HeartbeatTimeout, 30*time.Second)
 	o.DialTimeout = cmp.Or(o.DialTimeout, 5*time.Second)
@@ -100,9 +104,9 @@ func (o *ClientOptions) setDefaults() {
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
 	}
-	o.Transport = cmp.Or(o.Transport, TransportTCP)
+	o.Transport = cmp.Or(o.Transport, transport.TCP)
 	o.BufferSize = cmp.Or(o.BufferSize, dataplane.DefaultBufSize)
-	o.WSPath = cmp.Or(o.WSPath, DefaultWSPath)
+	o.WSPath = cmp.Or(o.WSPath, transport.DefaultWSPath)
 }
 
 // EventKind tells what an Event reports.
@@ -128,11 +132,12 @@ type Event struct {
 
 // Client keeps one session to the server alive and serves its mappings.
 type Client struct {
-	// set in NewClient
-	opts     ClientOptions
+	// set in New
+	opts     Options
 	log      *slog.Logger
 	id       string
 	host     string // server host, for the mapping lines in the log
+	dialer   *transport.Dialer
 	mappings []*clientMapping
 	byName   map[string]*clientMapping
 	running  atomic.Bool
@@ -153,42 +158,41 @@ type clientMapping struct {
 	Mapping
 	online   atomic.Bool
 	lastPort atomic.Int64 // the port the server bound last, asked for again when RemotePort is 0
-	dialWarn every        // rate of "local service unreachable" lines
+	// "local service unreachable": failures since the last line, and the
+	// line's rate
+	dialFails atomic.Int64
+	dialWarn  rate.Sometimes
 }
 
-// NewClient checks opts and returns a client ready to Run.
-func NewClient(opts ClientOptions) (*Client, error) {
+// New checks opts and returns a client ready to Run.
+func New(opts Options) (*Client, error) {
 	opts.setDefaults()
 	host, _, err := net.SplitHostPort(opts.ServerAddr)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("control: server address: %w", err)
+		return nil, fmt.Errorf("client: server address: %w", err)
 	case opts.Token == "":
-		return nil, errors.New("control: empty token")
-	case !ValidName(opts.Name):
-		return nil, fmt.Errorf("control: client name %q: want 1-64 of [A-Za-z0-9._-]", opts.Name)
-	case (opts.Transport == TransportTLS || opts.Transport == TransportWSS) && opts.TLS == nil:
-		return nil, fmt.Errorf("control: transport %s needs a TLS configuration", opts.Transport)
-	case opts.Transport == TransportWS && opts.TLS != nil:
-		return nil, errors.New("control: transport ws is plain; use wss for TLS")
-	case opts.Transport != TransportTCP && opts.Transport != TransportTLS && opts.Transport != TransportWS && opts.Transport != TransportWSS:
-		return nil, fmt.Errorf("control: unknown transport %q", opts.Transport)
+		return nil, errors.New("client: empty token")
+	case !control.ValidName(opts.Name):
+		return nil, fmt.Errorf("client: name %q: want 1-64 of [A-Za-z0-9._-]", opts.Name)
 	}
 	if opts.TLS != nil && opts.TLS.ServerName == "" && !opts.TLS.InsecureSkipVerify {
 		opts.TLS = opts.TLS.Clone()
 		opts.TLS.ServerName = host
 	}
-	c := &Client{opts: opts, log: opts.Logger, id: randomID(), host: host, byName: make(map[string]*clientMapping),
+	d := &transport.Dialer{Transport: opts.Transport, Addr: opts.ServerAddr, WSPath: opts.WSPath, Proxy: opts.Proxy,
+		TLS: opts.TLS, DialTimeout: opts.DialTimeout, HandshakeTimeout: opts.HandshakeTimeout, Dial: opts.Dial}
+	if err := d.Check(); err != nil {
+		return nil, err
+	}
+	c := &Client{opts: opts, log: opts.Logger, id: control.NewID(), host: host, dialer: d, byName: make(map[string]*clientMapping),
 		bufs: dataplane.NewPool(opts.BufferSize), runDone: make(chan struct{})}
 	c.stopping, c.stop = context.WithCancel(context.Background())
-	if c.opts.Dial == nil {
-		c.opts.Dial = c.dialTCP
-	}
 	for _, m := range opts.Mappings {
-		if !ValidName(m.Name) || c.byName[m.Name] != nil {
-			return nil, fmt.Errorf("control: mapping name %q is invalid or repeated", m.Name)
+		if !control.ValidName(m.Name) || c.byName[m.Name] != nil {
+			return nil, fmt.Errorf("client: mapping name %q is invalid or repeated", m.Name)
 		}
-		cm := &clientMapping{Mapping: m}
+		cm := &clientMapping{Mapping: m, dialWarn: rate.Sometimes{Interval: 10 * time.Second}}
 		cm.online.Store(true)
 		c.mappings = append(c.mappings, cm)
 		c.byName[m.Name] = cm
@@ -204,7 +208,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 // row fail. Run may be called once.
 func (c *Client) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
-		return errors.New("control: client already ran")
+		return errors.New("client: already ran")
 	}
 	defer close(c.runDone)
 	var wg sync.WaitGroup
@@ -250,7 +254,7 @@ func (c *Client) reconnectLoop(ctx context.Context) error {
 			b.Reset()
 			failures = 0
 		}
-		var re *RejectError
+		var re *control.RejectError
 		if errors.As(err, &re) && re.Code.Fatal() {
 			c.log.Error("server refused the client; not retrying", "code", int(re.Code), "reason", re.Reason)
 			return err
@@ -258,7 +262,7 @@ func (c *Client) reconnectLoop(ctx context.Context) error {
 		failures++
 		if r.MaxRetries > 0 && failures > r.MaxRetries {
 			c.log.Error("giving up", "attempts", failures, "code", int(connectCode(err)), "err", err)
-			return fmt.Errorf("control: gave up after %d attempts: %w", failures, err)
+			return fmt.Errorf("client: gave up after %d attempts: %w", failures, err)
 		}
 		wait := spread(b.Duration(), r)
 		c.log.Warn("disconnected", "code", int(connectCode(err)), "err", err, "retry_in", wait.Round(time.Millisecond).String())
@@ -306,32 +310,34 @@ func spread(wait time.Duration, r ReconnectOptions) time.Duration {
 }
 
 // connectCode is the code logged for a failed or ended attempt.
-func connectCode(err error) Code {
-	if code := CodeOf(err); code != 0 {
+func connectCode(err error) control.Code {
+	if code := control.CodeOf(err); code != 0 {
 		return code
 	}
 	var (
-		te *TLSError
-		pe *ProxyError
+		te *transport.TLSError
+		pe *transport.ProxyError
 	)
 	switch {
 	case errors.As(err, &te):
-		return CodeTLS
-	case errors.As(err, &pe):
-		return pe.Code
+		return control.CodeTLS
+	case errors.As(err, &pe) && !pe.Unreachable:
+		return control.CodeProxyRefused
 	}
-	return CodeCannotReachServer
+	return control.CodeCannotReachServer
 }
 
 // connectOnce runs one session from dial to its end. healthy reports that
 // it logged in and every registration was answered.
 func (c *Client) connectOnce(ctx context.Context) (healthy bool, err error) {
-	var offer certOffer
-	conn, err := c.dialServer(ctx, &offer)
+	conn, offer, err := c.dialer.DialContext(ctx)
+	if errors.Is(err, transport.ErrTLSRequired) {
+		return false, &control.RejectError{Code: control.CodeTLS, Reason: "the server requires TLS for WebSocket; use a wss:// server_addr"}
+	}
 	if err != nil {
 		return false, err
 	}
-	cs, err := c.handshake(ctx, conn, &offer)
+	cs, err := c.handshake(ctx, conn, offer)
 	if err == nil && c.stopped() {
 		cs.relayCancel()
 		_ = cs.mux.Close()
@@ -366,28 +372,9 @@ func (c *Client) emit(e Event) {
 	}
 }
 
-// secure runs the TLS handshake over conn when TLS is configured, within
-// handshake_timeout. On failure conn is closed and the error explains.
-func (c *Client) secure(ctx context.Context, conn net.Conn, offer *certOffer) (net.Conn, error) {
-	if c.opts.TLS == nil {
-		return conn, nil
-	}
-	tc := tls.Client(conn, offer.config(c.opts.TLS))
-	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		_ = conn.Close()
-		if te := tlsFailure(err, c.opts.TLS.ServerName); te != nil {
-			return nil, te
-		}
-		return nil, fmt.Errorf("tls handshake: %w", err)
-	}
-	return tc, nil
-}
-
 // handshake logs in over conn under handshake_timeout. It owns conn: on
 // failure conn is closed, on success it belongs to the session.
-func (c *Client) handshake(ctx context.Context, conn net.Conn, offer *certOffer) (*clientSession, error) {
+func (c *Client) handshake(ctx context.Context, conn net.Conn, offer *transport.CertOffer) (*clientSession, error) {
 	deadline := time.Now().Add(c.opts.HandshakeTimeout)
 	_ = conn.SetDeadline(deadline)
 	ms, err := mux.Client(conn, c.opts.Mux)
@@ -399,8 +386,9 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn, offer *certOffer)
 	defer stop()
 	resp, err := c.login(ms, deadline)
 	if err != nil {
-		if c.opts.TLS != nil {
-			err = offer.loginFailure(err, ms.ReadErr(), c.opts.TLS.ServerName)
+		var re *control.RejectError
+		if c.opts.TLS != nil && !errors.As(err, &re) {
+			err = offer.Explain(err, ms.ReadErr(), c.opts.TLS.ServerName)
 		}
 		_ = ms.Close()
 		return nil, err
@@ -415,29 +403,56 @@ func (c *Client) login(ms *mux.Session, deadline time.Time) (*loginResult, error
 	if err != nil {
 		return nil, fmt.Errorf("open control stream: %w", err)
 	}
-	err = WriteFrame(ctl, &Login{Version: Version, Token: c.opts.Token, Name: c.opts.Name, ClientID: c.id})
+	err = control.WriteFrame(ctl, &control.Login{Version: control.Version, Token: c.opts.Token, Name: c.opts.Name, ClientID: c.id})
 	if err != nil {
 		return nil, fmt.Errorf("send login: %w", err)
 	}
 	_ = ctl.SetReadDeadline(deadline)
-	m, err := ReadFrame(ctl)
+	m, err := control.ReadFrame(ctl)
 	if err != nil {
 		return nil, fmt.Errorf("read login reply: %w", err)
 	}
 	_ = ctl.SetReadDeadline(time.Time{})
 	switch m := m.(type) {
-	case *LoginResp:
-		if m.Status != StatusOK {
-			return nil, &RejectError{Code: m.Code, Reason: m.Reason}
+	case *control.LoginResp:
+		if m.Status != control.StatusOK {
+			return nil, &control.RejectError{Code: m.Code, Reason: m.Reason}
 		}
 		return &loginResult{ctl: ctl, sessionID: m.SessionID}, nil
-	case *ErrorMsg:
-		return nil, &RejectError{Code: m.Code, Reason: m.Reason}
+	case *control.ErrorMsg:
+		return nil, &control.RejectError{Code: m.Code, Reason: m.Reason}
 	}
-	return nil, fmt.Errorf("%w: login answered with %s", ErrMalformed, m.Type())
+	return nil, fmt.Errorf("%w: login answered with %s", control.ErrMalformed, m.Type())
 }
 
 type loginResult struct {
 	ctl       *mux.Stream
 	sessionID string
+}
+
+// pollUntil checks cond every interval until it holds (nil) or ctx ends
+// (ctx's error).
+func pollUntil(ctx context.Context, every time.Duration, cond func() bool) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// sleepCtx waits d or until ctx ends; false means ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

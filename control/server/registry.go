@@ -1,4 +1,4 @@
-package control
+package server
 
 import (
 	"errors"
@@ -17,7 +17,7 @@ type registry struct {
 }
 
 // errShuttingDown refuses a claim once Shutdown has begun.
-var errShuttingDown = errors.New("control: server shutting down")
+var errShuttingDown = errors.New("server: shutting down")
 
 func newRegistry() *registry {
 	return &registry{byName: make(map[string]*serverSession)}
@@ -49,7 +49,7 @@ func (r *registry) accepting() bool {
 func (r *registry) refusing() error {
 	switch {
 	case r.closed:
-		return ErrServerClosed
+		return ErrClosed
 	case r.draining:
 		return errShuttingDown
 	}

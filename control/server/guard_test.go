@@ -1,4 +1,4 @@
-package control
+package server
 
 import (
 	"net"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotunnel-mux/gotunnel-mux/mux/transport"
 	"go.uber.org/goleak"
 )
 
@@ -13,11 +14,11 @@ import (
 // trusted.
 func testGuard(t *testing.T, trusted ...string) *guard {
 	t.Helper()
-	o := &ServerOptions{MaxUnauthenticated: 100, MaxUnauthenticatedPerIP: 2, BadLoginLimit: 2, BadLoginPause: time.Minute}
+	o := &Options{MaxUnauthenticated: 100, MaxUnauthenticatedPerIP: 2, BadLoginLimit: 2, BadLoginPause: time.Minute}
 	o.setDefaults()
-	return newGuard(o, func(host string) bool {
+	return newGuard(o, func(ip netip.Addr) bool {
 		for _, h := range trusted {
-			if h == host {
+			if h == ip.String() {
 				return true
 			}
 		}
@@ -79,14 +80,14 @@ func TestGuardIPv6HostCannotEscapeLimitsInItsSlash64(t *testing.T) {
 
 	g = testGuard(t)
 	g.badToken(tcpAddr("[2001:db8:1:2::a]:1"))
-	g.badToken(forwardedAddr("2001:db8:1:2::b"))
+	g.badToken(ipOnly("2001:db8:1:2::b"))
 	for _, tc := range []struct {
 		addr net.Addr
 		want bool
 	}{
 		{tcpAddr("[2001:db8:1:2::c]:1"), true},
 		{tcpAddr("[2001:db8:1:2:8000::1]:1"), true},
-		{forwardedAddr("2001:db8:1:2::d"), true},
+		{ipOnly("2001:db8:1:2::d"), true},
 		{tcpAddr("[2001:db8:1:3::a]:1"), false},
 		{tcpAddr("[2001:db8:1:1:ffff:ffff:ffff:ffff]:1"), false},
 	} {
@@ -116,10 +117,10 @@ func TestLimitKey(t *testing.T) {
 		{tcpAddr("[2001:db8:1:3::]:1"), "2001:db8:1:3::/64"},
 		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 22, Zone: "eth0"}, "fe80::/64"},
 		{tcpAddr("[::1]:1"), "::/64"},
-		{forwardedAddr("203.0.113.9"), "203.0.113.9/32"},
-		{forwardedAddr("::ffff:203.0.113.9"), "203.0.113.9/32"},
-		{forwardedAddr("2001:db8::1"), "2001:db8::/64"},
-		{forwardedAddr("fe80::1%eth0"), "fe80::/64"},
+		{ipOnly("203.0.113.9"), "203.0.113.9/32"},
+		{ipOnly("::ffff:203.0.113.9"), "203.0.113.9/32"},
+		{ipOnly("2001:db8::1"), "2001:db8::/64"},
+		{ipOnly("fe80::1%eth0"), "fe80::/64"},
 		{pipe.RemoteAddr(), ""},
 		{&net.TCPAddr{}, ""},
 	} {
@@ -127,7 +128,7 @@ func TestLimitKey(t *testing.T) {
 		if tc.want != "" {
 			want = netip.MustParsePrefix(tc.want)
 		}
-		if got := limitKey(peerIP(tc.addr)); got != want {
+		if got := limitKey(transport.PeerIP(tc.addr)); got != want {
 			t.Errorf("limitKey(peerIP(%s)) = %v, want %v", tc.addr, got, want)
 		}
 	}
@@ -163,3 +164,51 @@ func TestGuardTrustedIPv6ProxyInAPausedSlash64(t *testing.T) {
 		t.Error("a trusted proxy was turned away because its /64 is paused")
 	}
 }
+
+// peerConn is a connection whose peer is addr.
+type peerConn struct {
+	net.Conn
+	addr net.Addr
+}
+
+func (c peerConn) RemoteAddr() net.Addr { return c.addr }
+
+func tcpAddr(s string) *net.TCPAddr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
+
+// ipOnly is an address without a port, as a trusted proxy forwards it.
+type ipOnly string
+
+func (a ipOnly) Network() string { return "tcp" }
+func (a ipOnly) String() string  { return string(a) }
+func TestGuardTrustedProxyNotCappedPerAddress(t *testing.T) {
+	o := &Options{MaxUnauthenticated: 100, MaxUnauthenticatedPerIP: 2, BadLoginLimit: 2, BadLoginPause: time.Minute}
+	o.setDefaults()
+	for _, trusted := range []bool{false, true} {
+		g := newGuard(o, func(netip.Addr) bool { return trusted })
+		admitted := 0
+		for range 5 {
+			a, b := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			if g.admit(tcpAddrConn{a}) {
+				admitted++
+			}
+		}
+		if want := map[bool]int{false: 2, true: 5}[trusted]; admitted != want {
+			t.Errorf("trusted=%v: %d of 5 admitted from one address, want %d", trusted, admitted, want)
+		}
+	}
+	g := newGuard(o, func(netip.Addr) bool { return false })
+	client := &net.TCPAddr{IP: net.ParseIP("203.0.113.9"), Port: 1}
+	for range 2 {
+		g.badToken(client)
+	}
+	if !g.isPaused(client) || g.isPaused(&net.TCPAddr{IP: net.ParseIP("203.0.113.10")}) {
+		t.Error("after bad_login_limit wrong tokens the address is not paused, or another one is")
+	}
+}
+
+// tcpAddrConn gives a pipe a TCP peer address.
+type tcpAddrConn struct{ net.Conn }
+
+func (tcpAddrConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9} }
