@@ -1,11 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/pelletier/go-toml/v2/unstable"
 )
@@ -219,10 +218,8 @@ func (s *scanner) syntaxError(err error) *Error {
 	if !errors.As(err, &perr) {
 		return &Error{Msg: "syntax error: " + err.Error()}
 	}
-	data := s.p.Data()
-	off := offsetIn(data, perr.Highlight)
-	start := s.p.Shape(unstable.Range{Offset: uint32(off)}).Start
-	key := failingKey(data[min(s.lastEnd, off):off])
+	r := s.p.Range(perr.Highlight) // a subslice of the data, as go-toml's own decoder requires
+	key := joinPath(failingKey(s.p.Data()[min(s.lastEnd, int(r.Offset)):r.Offset]))
 	if key != "" && len(s.table) > 0 {
 		key = joinPath(s.table) + "." + key
 	}
@@ -233,52 +230,28 @@ func (s *scanner) syntaxError(err error) *Error {
 	case "a password":
 		msg = "syntax error in the value (not shown: it may hold a password)"
 	}
-	return &Error{Line: start.Line, Key: key, Msg: msg}
+	return &Error{Line: s.p.Shape(r).Start.Line, Key: key, Msg: msg}
 }
 
-// offsetIn returns the offset of b within data, which it is a subslice of
-// (they share their backing array); the end of data when it is not.
-func offsetIn(data, b []byte) int {
-	off := cap(data) - cap(b)
-	if b == nil || off < 0 || off+len(b) > len(data) {
-		return len(data)
-	}
-	return off
-}
-
-// keyPart matches one part of a key: bare, "basic" or 'literal'.
-const keyPartRE = `[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*'`
-
-// Compiled on first use: only a syntax error needs them.
-var (
-	keyPart = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(keyPartRE) })
-	// keyValueStart matches the key at the start of a key = value expression.
-	keyValueStart = sync.OnceValue(func() *regexp.Regexp {
-		return regexp.MustCompile(`^((?:` + keyPartRE + `)(?:[ \t]*\.[ \t]*(?:` + keyPartRE + `))*)[ \t]*=`)
-	})
-)
-
-// failingKey reads the key of the expression that starts the unparsed text
-// rest, skipping blanks, comments and the end of a table header. It
-// returns "" when rest does not start with a key = value.
-func failingKey(rest []byte) string {
-	text := string(rest)
-	for {
-		text = strings.TrimLeft(text, " \t\r\n]")
-		if !strings.HasPrefix(text, "#") {
-			break
+// failingKey returns the key of the key = value that starts rest: the text
+// of the expression that failed, up to the error, after the end of the
+// expression before it (which may leave the "]" of a table header). The
+// parser reads it: rest cut after one of its '=' and given a value parses
+// as that key = value. nil when rest does not start with a key = value.
+func failingKey(rest []byte) []string {
+	rest = bytes.TrimLeft(rest, " \t]")
+	var p unstable.Parser
+	for i, c := range rest {
+		if c != '=' {
+			continue
 		}
-		_, text, _ = strings.Cut(text, "\n")
+		p.Reset(append(rest[:i+1:i+1], '0'))
+		if p.NextExpression() && p.Expression().Kind == unstable.KeyValue {
+			keys, _, _ := keyParts(p.Expression())
+			return keys
+		}
 	}
-	m := keyValueStart().FindStringSubmatch(text)
-	if m == nil {
-		return ""
-	}
-	parts := keyPart().FindAllString(m[1], -1)
-	for i, k := range parts {
-		parts[i] = strings.Trim(k, `"'`)
-	}
-	return joinPath(parts)
+	return nil
 }
 
 // bareKey reports whether a key needs no quotes in a path.

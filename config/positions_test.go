@@ -116,11 +116,13 @@ func TestFailingKey(t *testing.T) {
 		{"]\nreconnect . min = 1", "reconnect.min"},
 		{`"token" = "x`, "token"},
 		{`'a.b'.c = 1`, `"a.b".c`},
+		{`"a=b" = "x`, `"a=b"`},
+		{`"tok\u0065n" = "x`, "token"}, // the key as the decoder reads it, so the token stays hidden
 		{"[table", ""},
 		{"just words", ""},
 	}
 	for _, tt := range tests {
-		if got := failingKey([]byte(tt.rest)); got != tt.want {
+		if got := joinPath(failingKey([]byte(tt.rest))); got != tt.want {
 			t.Errorf("failingKey(%q) = %q, want %q", tt.rest, got, tt.want)
 		}
 	}
