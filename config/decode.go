@@ -140,24 +140,16 @@ func typeAt(root reflect.Type, parts []string) (t reflect.Type, near string) {
 
 // field returns the type of the field of struct t tagged key, or, when none
 // is, the tag of a field that matches key with case ignored. The fields of
-// an embedded struct count as t's own, as they do for go-toml.
+// an embedded struct count as t's own, as they do for go-toml, and a field
+// shadows the one of the same name it embeds.
 func field(t reflect.Type, key string) (reflect.Type, string) {
 	fold := ""
-	for i := range t.NumField() {
-		f := t.Field(i)
+	for _, f := range reflect.VisibleFields(t) {
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
-			if ft, ffold := field(f.Type, key); ft != nil {
-				return ft, ""
-			} else if ffold != "" {
-				fold = ffold
-			}
-			continue
-		}
 		switch {
-		case name == "-" || name == "":
+		case name == "-" || name == "": // not in a file, or an embedded struct
 		case name == key:
-			return t.Field(i).Type, ""
+			return f.Type, ""
 		case strings.EqualFold(name, key):
 			fold = name
 		}
