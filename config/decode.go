@@ -47,16 +47,16 @@ func decodeErrors(pos *positions, err error, seen Errors) (unknown, bad Errors) 
 		return nil, nil
 	case errors.As(err, &strictErr):
 		for i := range strictErr.Errors {
-			e := positioned(pos, &strictErr.Errors[i])
+			e, kind := positioned(pos, &strictErr.Errors[i])
 			e.Msg = "unknown key"
-			if pos.kind(e.Key) == unstable.Table {
+			if kind == unstable.Table {
 				e.Msg = "unknown table"
 			}
 			unknown = append(unknown, e)
 		}
 		return unknown, nil
 	case errors.As(err, &decErr):
-		e := positioned(pos, decErr)
+		e, _ := positioned(pos, decErr)
 		if slices.ContainsFunc(seen, func(s *Error) bool { return s.Line == e.Line }) {
 			return nil, nil // the same problem, in checkTypes' words
 		}
@@ -73,14 +73,18 @@ func decodeErrors(pos *positions, err error, seen Errors) (unknown, bad Errors) 
 }
 
 // positioned returns an Error at the line of a decoder error, named with
-// the indexed path of its key when the positions know it.
-func positioned(pos *positions, de *toml.DecodeError) *Error {
+// the indexed path of the key whose value holds it ("mappings[1].name"),
+// which the decoder's Key() lacks, and the kind of that value: Table for a
+// table header. go-toml places an error in an array or inline table
+// inside an array at the document's start, before any key: such an error
+// is named with Key().
+func positioned(pos *positions, de *toml.DecodeError) (*Error, unstable.Kind) {
 	line, col := de.Position()
-	key := pos.at(line, col)
-	if key == "" {
-		key = joinPath(de.Key())
+	s := pos.at(line, col)
+	if s.path == "" {
+		s.path = joinPath(de.Key())
 	}
-	return &Error{Line: line, Key: key}
+	return &Error{Line: line, Key: s.path}, s.kind
 }
 
 // checkTypes checks the value of every key of the document against the Go

@@ -48,21 +48,13 @@ func (p *positions) line(path string) int {
 	return p.spots[p.index[path]].line
 }
 
-// kind returns the kind of the value at path; Invalid when absent.
-func (p *positions) kind(path string) unstable.Kind {
-	if !p.has(path) {
-		return unstable.Invalid
-	}
-	return p.spots[p.index[path]].kind
-}
-
-// at returns the path of the key nearest before (line, col): the key whose
-// value holds that position, for an error that points into a value.
-func (p *positions) at(line, col int) string {
-	best := ""
+// at returns the key nearest before (line, col): the key whose value holds
+// that position, for an error that points into a value.
+func (p *positions) at(line, col int) spot {
+	var best spot
 	for _, s := range p.spots {
 		if s.line < line || (s.line == line && s.col <= col) {
-			best = s.path
+			best = s
 		}
 	}
 	return best
