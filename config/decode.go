@@ -37,8 +37,12 @@ func decode(name string, data []byte, target any) (pos *positions, errs Errors, 
 }
 
 // decodeErrors converts the decoder's error into problems: unknown keys,
-// which leave the rest of the document decoded, and the others. A problem
-// on a line that seen already covers is left out.
+// which leave the rest of the document decoded, and the others. The
+// decoder stops at the first wrong value, which checkTypes, given as seen,
+// has mostly reported in the user's words already: a problem on a line
+// that seen covers is left out. The decoder's own message is kept for the
+// rest (a duplicate key, an integer too large), but not for the token and
+// proxy_url, whose values it could quote.
 func decodeErrors(pos *positions, err error, seen Errors) (unknown, bad Errors) {
 	var strictErr *toml.StrictMissingError
 	var decErr *toml.DecodeError

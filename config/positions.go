@@ -28,7 +28,7 @@ type spot struct {
 	line  int           // 1-based
 	col   int           // 1-based, in bytes
 	kind  unstable.Kind // kind of the value; Table for a table header or an implicit table
-	text  string        // the value of a string or an integer, for type checks
+	text  string        // the value of a string, or a scalar as written, for type checks
 }
 
 // has reports whether path is a key of the document.
@@ -159,11 +159,7 @@ func (s *scanner) keyValue(base []string, n *unstable.Node) {
 
 // value records the value at parts, located at r, then its elements or keys.
 func (s *scanner) value(parts []string, v *unstable.Node, r unstable.Range) {
-	text := ""
-	if v.Kind == unstable.String || v.Kind == unstable.Integer {
-		text = string(v.Data)
-	}
-	s.add(parts, r, v.Kind, text)
+	s.add(parts, r, v.Kind, string(v.Data))
 	switch v.Kind {
 	case unstable.Array:
 		it := v.Children()
