@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -36,8 +37,12 @@ func decode(name string, data []byte, target any) (pos *positions, errs Errors, 
 }
 
 // decodeErrors converts the decoder's error into problems: unknown keys,
-// which leave the rest of the document decoded, and the others. A problem
-// on a line that seen already covers is left out.
+// which leave the rest of the document decoded, and the others. The
+// decoder stops at the first wrong value, which checkTypes, given as seen,
+// has mostly reported in the user's words already: a problem on a line
+// that seen covers is left out. The decoder's own message is kept for the
+// rest (a duplicate key, an integer too large), but not for the token and
+// proxy_url, whose values it could quote.
 func decodeErrors(pos *positions, err error, seen Errors) (unknown, bad Errors) {
 	var strictErr *toml.StrictMissingError
 	var decErr *toml.DecodeError
@@ -46,20 +51,18 @@ func decodeErrors(pos *positions, err error, seen Errors) (unknown, bad Errors) 
 		return nil, nil
 	case errors.As(err, &strictErr):
 		for i := range strictErr.Errors {
-			e := positioned(pos, &strictErr.Errors[i])
+			e, kind := positioned(pos, &strictErr.Errors[i])
 			e.Msg = "unknown key"
-			if pos.kind(e.Key) == unstable.Table {
+			if kind == unstable.Table {
 				e.Msg = "unknown table"
 			}
 			unknown = append(unknown, e)
 		}
 		return unknown, nil
 	case errors.As(err, &decErr):
-		e := positioned(pos, decErr)
-		for _, s := range seen {
-			if s.Line == e.Line {
-				return nil, nil
-			}
+		e, _ := positioned(pos, decErr)
+		if slices.ContainsFunc(seen, func(s *Error) bool { return s.Line == e.Line }) {
+			return nil, nil // the same problem, in checkTypes' words
 		}
 		e.Msg = strings.TrimPrefix(decErr.Error(), "toml: ")
 		if what := secret(e.Key); what != "" {
@@ -74,34 +77,42 @@ func decodeErrors(pos *positions, err error, seen Errors) (unknown, bad Errors) 
 }
 
 // positioned returns an Error at the line of a decoder error, named with
-// the indexed path of its key when the positions know it.
-func positioned(pos *positions, de *toml.DecodeError) *Error {
+// the indexed path of the key whose value holds it ("mappings[1].name"),
+// which the decoder's Key() lacks, and the kind of that value: Table for a
+// table header. go-toml places an error in an array or inline table
+// inside an array at the document's start, before any key: such an error
+// is named with Key().
+func positioned(pos *positions, de *toml.DecodeError) (*Error, unstable.Kind) {
 	line, col := de.Position()
-	key := pos.at(line, col)
-	if key == "" {
-		key = joinPath(de.Key())
+	s := pos.at(line, col)
+	if s.path == "" {
+		s.path = joinPath(de.Key())
 	}
-	return &Error{Line: line, Key: key}
+	return &Error{Line: line, Key: s.path}, s.kind
 }
 
 // checkTypes checks the value of every key of the document against the Go
-// type it decodes into, before the decoder runs, so that every wrong type
-// and every bad duration, size or port range is reported at once, in the
-// user's terms. unknown holds keys that differ from a known key only in
-// case (the decoder would accept them); keys unknown in every case are left
-// to the decoder.
+// type it decodes into, before the decoder runs. The decoder cannot give
+// these messages: it stops at its first error, names Go types ("cannot
+// decode TOML integer into struct field config.Log.Level of type string"),
+// reads an integer into a Duration as nanoseconds, hands an integer to a
+// trusted proxy's UnmarshalText and a float to a Size's, and takes a key
+// whose case differs from a field's without a word. So every wrong type
+// and every bad duration, size, port range or trusted proxy is reported
+// here, at once, in the user's terms; unknown holds keys that differ from
+// a known key only in case. Keys unknown in every case are left to the
+// decoder's strict mode.
 func checkTypes(pos *positions, root reflect.Type) (unknown, bad Errors) {
 	for _, s := range pos.spots {
 		t, near := typeAt(root, s.parts)
-		if near != "" {
+		switch {
+		case near != "":
 			unknown = append(unknown, &Error{Line: s.line, Key: s.path,
 				Msg: fmt.Sprintf("unknown key; keys are case-sensitive: did you mean %q?", near)})
-		}
-		if t == nil {
-			continue
-		}
-		if msg := checkValue(t, s); msg != "" {
-			bad = append(bad, &Error{Line: s.line, Key: s.path, Msg: msg})
+		case t != nil:
+			if msg := checkValue(t, s); msg != "" {
+				bad = append(bad, &Error{Line: s.line, Key: s.path, Msg: msg})
+			}
 		}
 	}
 	return unknown, bad
@@ -140,24 +151,16 @@ func typeAt(root reflect.Type, parts []string) (t reflect.Type, near string) {
 
 // field returns the type of the field of struct t tagged key, or, when none
 // is, the tag of a field that matches key with case ignored. The fields of
-// an embedded struct count as t's own, as they do for go-toml.
+// an embedded struct count as t's own, as they do for go-toml, and a field
+// shadows the one of the same name it embeds.
 func field(t reflect.Type, key string) (reflect.Type, string) {
 	fold := ""
-	for i := range t.NumField() {
-		f := t.Field(i)
+	for _, f := range reflect.VisibleFields(t) {
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
-			if ft, ffold := field(f.Type, key); ft != nil {
-				return ft, ""
-			} else if ffold != "" {
-				fold = ffold
-			}
-			continue
-		}
 		switch {
-		case name == "-" || name == "":
+		case name == "-" || name == "": // not in a file, or an embedded struct
 		case name == key:
-			return t.Field(i).Type, ""
+			return f.Type, ""
 		case strings.EqualFold(name, key):
 			fold = name
 		}
@@ -179,8 +182,9 @@ func isText(t reflect.Type) bool {
 
 // checkValue returns what is wrong with the value at s for type t, or "".
 func checkValue(t reflect.Type, s spot) string {
-	if !accepts(t, s.kind) {
-		return fmt.Sprintf("want %s, got %s", describeType(t), describeKind(s.kind))
+	want, kinds := wants(t)
+	if !slices.Contains(kinds, s.kind) {
+		return fmt.Sprintf("want %s, got %s", want, kindNames[s.kind])
 	}
 	if !isText(t) || (t == sizeType && s.kind == unstable.Integer) {
 		return "" // the decoder stores a Size integer as it is
@@ -192,84 +196,51 @@ func checkValue(t reflect.Type, s spot) string {
 	return ""
 }
 
-// accepts reports whether a TOML value of kind k decodes into type t.
-func accepts(t reflect.Type, k unstable.Kind) bool {
-	switch t {
-	case durationType, proxyType:
-		return k == unstable.String
-	case sizeType, portRangeType:
-		return k == unstable.String || k == unstable.Integer
+// wants says in a user's words what a value of type t looks like, and
+// returns the kinds of TOML value that decode into it. Every type of the
+// configuration that is not listed is a struct.
+func wants(t reflect.Type) (string, []unstable.Kind) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	switch t.Kind() {
-	case reflect.String:
-		return k == unstable.String
-	case reflect.Int, reflect.Int64:
-		return k == unstable.Integer
-	case reflect.Float64:
-		return k == unstable.Float || k == unstable.Integer
-	case reflect.Bool:
-		return k == unstable.Bool
-	case reflect.Slice:
-		return k == unstable.Array || k == unstable.ArrayTable
-	case reflect.Struct:
-		return k == unstable.Table || k == unstable.InlineTable
-	case reflect.Pointer:
-		return accepts(t.Elem(), k)
-	}
-	return false
-}
-
-// describeType says in a user's words what a value of type t looks like.
-func describeType(t reflect.Type) string {
+	str := []unstable.Kind{unstable.String}
+	strOrInt := []unstable.Kind{unstable.String, unstable.Integer}
 	switch t {
 	case durationType:
-		return `a duration string such as "10s"`
+		return `a duration string such as "10s"`, str
 	case sizeType:
-		return `a size: an integer of bytes or a string such as "4MiB"`
+		return `a size: an integer of bytes or a string such as "4MiB"`, strOrInt
 	case portRangeType:
-		return `a port range string such as "2222" or "10000-20000"`
+		return `a port range string such as "2222" or "10000-20000"`, strOrInt
 	case proxyType:
-		return `an IP address or CIDR string such as "10.0.0.0/8" or "127.0.0.1"`
+		return `an IP address or CIDR string such as "10.0.0.0/8" or "127.0.0.1"`, str
 	}
+	arrays := []unstable.Kind{unstable.Array, unstable.ArrayTable}
 	switch t.Kind() {
 	case reflect.String:
-		return "a string"
+		return "a string", str
 	case reflect.Int, reflect.Int64:
-		return "an integer"
+		return "an integer", []unstable.Kind{unstable.Integer}
 	case reflect.Float64:
-		return "a number"
+		return "a number", []unstable.Kind{unstable.Float, unstable.Integer}
 	case reflect.Bool:
-		return "true or false"
+		return "true or false", []unstable.Kind{unstable.Bool}
 	case reflect.Slice:
 		if t.Elem().Kind() == reflect.Struct && !isText(t.Elem()) {
-			return "an array of tables"
+			return "an array of tables", arrays
 		}
-		return "an array"
-	case reflect.Pointer:
-		return describeType(t.Elem())
+		return "an array", arrays
 	}
-	return "a table"
+	return "a table", []unstable.Kind{unstable.Table, unstable.InlineTable}
 }
 
-// describeKind names a kind of TOML value.
-func describeKind(k unstable.Kind) string {
-	switch k {
-	case unstable.String:
-		return "a string"
-	case unstable.Integer:
-		return "an integer"
-	case unstable.Float:
-		return "a float"
-	case unstable.Bool:
-		return "a boolean"
-	case unstable.Array:
-		return "an array"
-	case unstable.ArrayTable:
-		return "an array of tables"
-	case unstable.Table, unstable.InlineTable:
-		return "a table"
-	}
-	return "a date or time"
+// kindNames names each kind of TOML value.
+var kindNames = map[unstable.Kind]string{
+	unstable.String: "a string", unstable.Integer: "an integer", unstable.Float: "a float",
+	unstable.Bool: "a boolean", unstable.Array: "an array", unstable.ArrayTable: "an array of tables",
+	unstable.Table: "a table", unstable.InlineTable: "a table",
+	unstable.DateTime: "a date or time", unstable.LocalDateTime: "a date or time",
+	unstable.LocalDate: "a date or time", unstable.LocalTime: "a date or time",
 }
 
 // secret says what secret the value of key may hold, "the token" or "a

@@ -1,11 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/pelletier/go-toml/v2/unstable"
 )
@@ -29,7 +28,7 @@ type spot struct {
 	line  int           // 1-based
 	col   int           // 1-based, in bytes
 	kind  unstable.Kind // kind of the value; Table for a table header or an implicit table
-	text  string        // the value of a string or an integer, for type checks
+	text  string        // the value of a string, or a scalar as written, for type checks
 }
 
 // has reports whether path is a key of the document.
@@ -49,21 +48,13 @@ func (p *positions) line(path string) int {
 	return p.spots[p.index[path]].line
 }
 
-// kind returns the kind of the value at path; Invalid when absent.
-func (p *positions) kind(path string) unstable.Kind {
-	if !p.has(path) {
-		return unstable.Invalid
-	}
-	return p.spots[p.index[path]].kind
-}
-
-// at returns the path of the key nearest before (line, col): the key whose
-// value holds that position, for an error that points into a value.
-func (p *positions) at(line, col int) string {
-	best := ""
+// at returns the key nearest before (line, col): the key whose value holds
+// that position, for an error that points into a value.
+func (p *positions) at(line, col int) spot {
+	var best spot
 	for _, s := range p.spots {
 		if s.line < line || (s.line == line && s.col <= col) {
-			best = s.path
+			best = s
 		}
 	}
 	return best
@@ -168,11 +159,7 @@ func (s *scanner) keyValue(base []string, n *unstable.Node) {
 
 // value records the value at parts, located at r, then its elements or keys.
 func (s *scanner) value(parts []string, v *unstable.Node, r unstable.Range) {
-	text := ""
-	if v.Kind == unstable.String || v.Kind == unstable.Integer {
-		text = string(v.Data)
-	}
-	s.add(parts, r, v.Kind, text)
+	s.add(parts, r, v.Kind, string(v.Data))
 	switch v.Kind {
 	case unstable.Array:
 		it := v.Children()
@@ -219,10 +206,8 @@ func (s *scanner) syntaxError(err error) *Error {
 	if !errors.As(err, &perr) {
 		return &Error{Msg: "syntax error: " + err.Error()}
 	}
-	data := s.p.Data()
-	off := offsetIn(data, perr.Highlight)
-	start := s.p.Shape(unstable.Range{Offset: uint32(off)}).Start
-	key := failingKey(data[min(s.lastEnd, off):off])
+	r := s.p.Range(perr.Highlight) // a subslice of the data, as go-toml's own decoder requires
+	key := joinPath(failingKey(s.p.Data()[min(s.lastEnd, int(r.Offset)):r.Offset]))
 	if key != "" && len(s.table) > 0 {
 		key = joinPath(s.table) + "." + key
 	}
@@ -233,52 +218,28 @@ func (s *scanner) syntaxError(err error) *Error {
 	case "a password":
 		msg = "syntax error in the value (not shown: it may hold a password)"
 	}
-	return &Error{Line: start.Line, Key: key, Msg: msg}
+	return &Error{Line: s.p.Shape(r).Start.Line, Key: key, Msg: msg}
 }
 
-// offsetIn returns the offset of b within data, which it is a subslice of
-// (they share their backing array); the end of data when it is not.
-func offsetIn(data, b []byte) int {
-	off := cap(data) - cap(b)
-	if b == nil || off < 0 || off+len(b) > len(data) {
-		return len(data)
-	}
-	return off
-}
-
-// keyPart matches one part of a key: bare, "basic" or 'literal'.
-const keyPartRE = `[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*'`
-
-// Compiled on first use: only a syntax error needs them.
-var (
-	keyPart = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(keyPartRE) })
-	// keyValueStart matches the key at the start of a key = value expression.
-	keyValueStart = sync.OnceValue(func() *regexp.Regexp {
-		return regexp.MustCompile(`^((?:` + keyPartRE + `)(?:[ \t]*\.[ \t]*(?:` + keyPartRE + `))*)[ \t]*=`)
-	})
-)
-
-// failingKey reads the key of the expression that starts the unparsed text
-// rest, skipping blanks, comments and the end of a table header. It
-// returns "" when rest does not start with a key = value.
-func failingKey(rest []byte) string {
-	text := string(rest)
-	for {
-		text = strings.TrimLeft(text, " \t\r\n]")
-		if !strings.HasPrefix(text, "#") {
-			break
+// failingKey returns the key of the key = value that starts rest: the text
+// of the expression that failed, up to the error, after the end of the
+// expression before it (which may leave the "]" of a table header). The
+// parser reads it: rest cut after one of its '=' and given a value parses
+// as that key = value. nil when rest does not start with a key = value.
+func failingKey(rest []byte) []string {
+	rest = bytes.TrimLeft(rest, " \t]")
+	var p unstable.Parser
+	for i, c := range rest {
+		if c != '=' {
+			continue
 		}
-		_, text, _ = strings.Cut(text, "\n")
+		p.Reset(append(rest[:i+1:i+1], '0'))
+		if p.NextExpression() && p.Expression().Kind == unstable.KeyValue {
+			keys, _, _ := keyParts(p.Expression())
+			return keys
+		}
 	}
-	m := keyValueStart().FindStringSubmatch(text)
-	if m == nil {
-		return ""
-	}
-	parts := keyPart().FindAllString(m[1], -1)
-	for i, k := range parts {
-		parts[i] = strings.Trim(k, `"'`)
-	}
-	return joinPath(parts)
+	return nil
 }
 
 // bareKey reports whether a key needs no quotes in a path.
