@@ -3,7 +3,7 @@
 // between two connections with half-close preserved.
 //
 // On the server, a mapping's port is served with Serve; the handler (from
-// package control) opens a data stream and calls Relay:
+// package control/server) opens a data stream and calls Relay:
 //
 //	l := dataplane.Serve(ln, func(ctx context.Context, visitor net.Conn) {
 //		stream := open(ctx) // a net.Conn
@@ -12,6 +12,7 @@
 //	}, dataplane.Options{MaxConns: 100})
 //	defer l.Close()
 //
-// It uses the standard library only: streams are plain net.Conns here. It
-// does not know the control protocol, dial the server or retry anything.
+// It uses the standard library and golang.org/x/time/rate only: streams
+// are plain net.Conns here. It does not know the control protocol, dial
+// the server or retry anything.
 package dataplane

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Handler serves one visitor connection. It owns visitor and must close it
@@ -36,9 +38,9 @@ type Listener struct {
 	wg      sync.WaitGroup // acceptLoop and every serveConn
 
 	online  atomic.Bool
-	refused atomic.Int64 // visitors reset for MaxConns
-	dropped atomic.Int64 // visitors reset while offline
-	warn    rateLimit    // for the MaxConns warning
+	refused atomic.Int64   // visitors reset for MaxConns
+	dropped atomic.Int64   // visitors reset while offline
+	warn    rate.Sometimes // the MaxConns warning, at most once per 10 s
 
 	mu     sync.Mutex // guards conns and closed
 	conns  map[net.Conn]struct{}
@@ -54,6 +56,7 @@ func Serve(ln net.Listener, h Handler, opts Options) *Listener {
 		opts:    opts,
 		log:     opts.Logger,
 		conns:   make(map[net.Conn]struct{}),
+		warn:    rate.Sometimes{Interval: 10 * time.Second},
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -166,9 +169,9 @@ func (l *Listener) admit(c net.Conn) {
 	if l.opts.MaxConns > 0 && len(l.conns) >= l.opts.MaxConns {
 		l.mu.Unlock()
 		n := l.refused.Add(1)
-		if l.warn.allow(10 * time.Second) {
+		l.warn.Do(func() {
 			l.log.Warn("visitor reset: max_conns_per_mapping reached", "port", l.port(), "max", l.opts.MaxConns, "refused_total", n)
-		}
+		})
 		Reset(c)
 		return
 	}
@@ -191,21 +194,4 @@ func (l *Listener) port() int {
 		return a.Port
 	}
 	return 0
-}
-
-// rateLimit lets one event through per interval.
-type rateLimit struct {
-	mu   sync.Mutex
-	next time.Time
-}
-
-func (r *rateLimit) allow(every time.Duration) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if now.Before(r.next) {
-		return false
-	}
-	r.next = now.Add(every)
-	return true
 }
