@@ -40,6 +40,9 @@ const (
 )
 
 // Options tune a session. The zero value works.
+//
+// A zero field takes the default its Default constant names (see
+// WithDefaults); the zero Options work.
 type Options struct {
 	// Logger receives yamux's own log lines; nil discards them.
 	Logger *slog.Logger
@@ -79,15 +82,29 @@ type Options struct {
 	NotSentLowat int
 }
 
+// WithDefaults returns o with each zero field that has a default set to
+// it (the Default constants), as Client and Server apply them.
+func (o Options) WithDefaults() Options {
+	o.Logger = cmp.Or(o.Logger, discard)
+	o.WindowSize = cmp.Or(o.WindowSize, DefaultWindowSize)
+	o.AcceptBacklog = cmp.Or(o.AcceptBacklog, DefaultAcceptBacklog)
+	o.WriteTimeout = cmp.Or(o.WriteTimeout, DefaultWriteTimeout)
+	o.StreamOpenTimeout = cmp.Or(o.StreamOpenTimeout, DefaultStreamOpenTimeout)
+	o.MaxStrayStreams = cmp.Or(o.MaxStrayStreams, DefaultMaxStrayStreams)
+	o.NotSentLowat = cmp.Or(o.NotSentLowat, DefaultNotSentLowat)
+	return o
+}
+
+// yamuxConfig is yamux's configuration for o, which has its defaults.
 func (o *Options) yamuxConfig() (*yamux.Config, error) {
 	c := yamux.DefaultConfig()
 	c.LogOutput = nil
 	c.Logger = yamuxLogger{o.Logger}
-	c.MaxStreamWindowSize = cmp.Or(o.WindowSize, DefaultWindowSize)
-	c.AcceptBacklog = cmp.Or(o.AcceptBacklog, DefaultAcceptBacklog)
-	c.ConnectionWriteTimeout = cmp.Or(o.WriteTimeout, DefaultWriteTimeout)
+	c.MaxStreamWindowSize = o.WindowSize
+	c.AcceptBacklog = o.AcceptBacklog
+	c.ConnectionWriteTimeout = o.WriteTimeout
 	c.StreamCloseTimeout = o.StreamCloseTimeout
-	c.StreamOpenTimeout = cmp.Or(o.StreamOpenTimeout, DefaultStreamOpenTimeout)
+	c.StreamOpenTimeout = o.StreamOpenTimeout
 	c.EnableKeepAlive = o.KeepAlive > 0
 	if o.KeepAlive > 0 {
 		c.KeepAliveInterval = o.KeepAlive
@@ -128,19 +145,20 @@ func Server(c net.Conn, opts Options) (*Session, error) {
 }
 
 func newSession(c net.Conn, opts Options, client bool) (*Session, error) {
+	opts = opts.WithDefaults()
 	cfg, err := opts.yamuxConfig()
 	if err != nil {
 		return nil, err
 	}
-	setNotSentLowat(c, cmp.Or(opts.NotSentLowat, DefaultNotSentLowat))
-	maxStray := max(cmp.Or(opts.MaxStrayStreams, DefaultMaxStrayStreams), 0)
+	setNotSentLowat(c, opts.NotSentLowat)
+	maxStray := max(opts.MaxStrayStreams, 0)
 	b := newBook(!client, maxStray)
 	s := &Session{
 		conn:     newConn(c, b),
 		book:     b,
 		client:   client,
 		maxStray: maxStray,
-		log:      cmp.Or(opts.Logger, discard),
+		log:      opts.Logger,
 	}
 	if client {
 		s.ys, err = yamux.Client(s.conn, cfg)

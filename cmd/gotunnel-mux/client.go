@@ -193,15 +193,15 @@ func clientOptions(cfg *config.Client, log *slog.Logger) client.Options {
 		HeartbeatTimeout:  cfg.HeartbeatTimeout.D(),
 		DialTimeout:       cfg.DialTimeout.D(),
 		HandshakeTimeout:  cfg.HandshakeTimeout.D(),
-		ShutdownTimeout:   grace(cfg.ShutdownTimeout.D()),
+		ShutdownTimeout:   orNone(cfg.ShutdownTimeout.D()),
 		Reconnect: client.ReconnectOptions{
 			Min: cfg.Reconnect.Min.D(), Max: cfg.Reconnect.Max.D(), Factor: cfg.Reconnect.Factor,
-			Jitter: cfg.Reconnect.Jitter, MaxRetries: cfg.Reconnect.MaxRetries,
+			NoJitter: !cfg.Reconnect.Jitter, MaxRetries: cfg.Reconnect.MaxRetries,
 		},
 		Health: client.HealthOptions{
 			Interval: cfg.Health.Interval.D(), Timeout: cfg.Health.Timeout.D(), Failures: cfg.Health.Failures,
 		},
-		Mux:        muxOptions(cfg.Mux, log),
+		Mux:        muxOptions(cfg.Mux, 0, log),
 		BufferSize: int(cfg.Mux.BufferSize),
 		Logger:     log,
 	}

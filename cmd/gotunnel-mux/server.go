@@ -109,36 +109,30 @@ func serverOptions(cfg *config.Server, log *slog.Logger) server.Options {
 		MaxUnauthenticated:      cfg.MaxUnauthenticated,
 		MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedPerIP,
 		MaxFrameSize:            int(cfg.MaxFrameSize),
-		BadLoginLimit:           cfg.BadLoginLimit,
+		BadLoginLimit:           orNone(cfg.BadLoginLimit),
 		BadLoginPause:           cfg.BadLoginPause.D(),
 		WSPath:                  cfg.WSPath,
 		AllowPlain:              cfg.AllowPlain,
 		TrustedProxies:          cfg.TrustedProxies,
-		ShutdownTimeout:         grace(cfg.ShutdownTimeout.D()),
+		ShutdownTimeout:         orNone(cfg.ShutdownTimeout.D()),
 		BufferSize:              int(cfg.Mux.BufferSize),
-		Mux:                     strays(muxOptions(cfg.Mux, log), cfg.MaxStrayStreams),
+		Mux:                     muxOptions(cfg.Mux, orNone(cfg.MaxStrayStreams), log),
 		Logger:                  log,
 	}
 }
 
-// grace is a shutdown_timeout as the engines take it: 0 in the file
-// means none, which the Options spell negative.
-func grace(d time.Duration) time.Duration {
-	if d == 0 {
+// orNone is a file's "0: none" value (shutdown_timeout, bad_login_limit,
+// max_stray_streams) as the engines' Options take it: there a zero field
+// takes the default, and none is spelled negative.
+func orNone[T int | time.Duration](v T) T {
+	if v == 0 {
 		return -1
 	}
-	return d
+	return v
 }
 
-// strays sets the stray-stream limit; 0 in the file means none tolerated.
-func strays(o mux.Options, n int) mux.Options {
-	o.MaxStrayStreams = n
-	if n == 0 {
-		o.MaxStrayStreams = -1
-	}
-	return o
-}
-
-func muxOptions(m config.Mux, log *slog.Logger) mux.Options {
-	return mux.Options{WindowSize: uint32(m.WindowSize), Logger: log}
+// muxOptions are the [mux] table's options, with the server's stray-stream
+// limit (0 on the client, which has no such key: the default).
+func muxOptions(m config.Mux, strays int, log *slog.Logger) mux.Options {
+	return mux.Options{WindowSize: uint32(m.WindowSize), MaxStrayStreams: strays, Logger: log}
 }

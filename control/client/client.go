@@ -26,17 +26,23 @@ import (
 
 // Mapping is one local service to expose on the server.
 type Mapping struct {
-	Name        string // unique per client, [A-Za-z0-9._-]{1,64}
-	LocalAddr   string // host:port the client dials for each visitor
-	RemotePort  int    // 0: the server picks one from its allow_ports
-	HealthCheck bool   // probe LocalAddr and report offline/online
+	Name       string // unique per client, [A-Za-z0-9._-]{1,64}
+	LocalAddr  string // host:port the client dials for each visitor
+	RemotePort int    // 0: the server picks one from its allow_ports
+	// HealthCheck probes LocalAddr and reports the mapping offline and
+	// online. A config file's health_check defaults to true; in code a
+	// mapping is probed only when asked, since a probe is a connection to
+	// the service that its owner may not expect.
+	HealthCheck bool
 }
 
 // ReconnectOptions shape the wait between connection attempts.
 type ReconnectOptions struct {
-	Min, Max   time.Duration // default 1s, 16s
-	Factor     float64       // default 2
-	Jitter     bool
+	Min, Max time.Duration // default 1s, 16s
+	Factor   float64       // default 2
+	// NoJitter makes every wait exact; by default each is randomised, so
+	// that clients cut off together do not come back in lock-step.
+	NoJitter   bool
 	MaxRetries int // 0: forever
 }
 
@@ -107,6 +113,14 @@ func (o *Options) setDefaults() {
 	o.Transport = cmp.Or(o.Transport, transport.TCP)
 	o.BufferSize = cmp.Or(o.BufferSize, dataplane.DefaultBufSize)
 	o.WSPath = cmp.Or(o.WSPath, transport.DefaultWSPath)
+	o.Mux = o.Mux.WithDefaults()
+}
+
+// WithDefaults returns o with every zero field that has a default set to
+// it, as New applies them (the Mux options too).
+func (o Options) WithDefaults() Options {
+	o.setDefaults()
+	return o
 }
 
 // EventKind tells what an Event reports.
@@ -236,7 +250,7 @@ func (c *Client) Run(ctx context.Context) error {
 // between; the backoff is reset only after a healthy session.
 func (c *Client) reconnectLoop(ctx context.Context) error {
 	r := c.opts.Reconnect
-	b := &backoff.Backoff{Min: r.Min, Max: r.Max, Factor: r.Factor, Jitter: r.Jitter}
+	b := &backoff.Backoff{Min: r.Min, Max: r.Max, Factor: r.Factor, Jitter: !r.NoJitter}
 	// The wait between attempts ends early at Shutdown too.
 	waitCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -303,7 +317,7 @@ func (c *Client) ActiveVisitors() int { return int(c.live.Load()) }
 // with jitter, jpillora/backoff caps most waits at exactly Max once the
 // outage is long, so a capped wait is drawn again from [Max/2, Max].
 func spread(wait time.Duration, r ReconnectOptions) time.Duration {
-	if !r.Jitter || wait < r.Max || r.Max < 2 {
+	if r.NoJitter || wait < r.Max || r.Max < 2 {
 		return wait
 	}
 	return r.Max/2 + rand.N(r.Max-r.Max/2)

@@ -48,7 +48,7 @@ func newWire(t *testing.T) *wire {
 }
 
 func TestSpreadAtMax(t *testing.T) {
-	r := ReconnectOptions{Min: time.Second, Max: 16 * time.Second, Factor: 2, Jitter: true}
+	r := ReconnectOptions{Min: time.Second, Max: 16 * time.Second, Factor: 2}
 	seen := map[time.Duration]bool{}
 	for range 200 {
 		w := spread(r.Max, r)
@@ -63,7 +63,7 @@ func TestSpreadAtMax(t *testing.T) {
 	if w := spread(3*time.Second, r); w != 3*time.Second {
 		t.Errorf("spread below Max = %s, want it unchanged", w)
 	}
-	r.Jitter = false
+	r.NoJitter = true
 	if w := spread(r.Max, r); w != r.Max {
 		t.Errorf("spread without jitter = %s, want Max", w)
 	}

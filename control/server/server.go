@@ -52,7 +52,7 @@ type Options struct {
 	MaxUnauthenticated      int           // connections not logged in yet, at once; default 256
 	MaxUnauthenticatedPerIP int           // the same from one address; default 32
 	MaxFrameSize            int           // largest control frame accepted; default and at most MaxFrameSize
-	BadLoginLimit           int           // wrong tokens from one address before a pause; 0: never pause
+	BadLoginLimit           int           // wrong tokens from one address before a pause; default 5; negative: never pause
 	BadLoginPause           time.Duration // default 1 minute
 	// TLS, when set, is required of every client (with ClientAuth for
 	// mTLS) unless AllowPlain; nil serves plain TCP.
@@ -84,6 +84,7 @@ func (o *Options) setDefaults() {
 	o.MaxUnauthenticated = cmp.Or(o.MaxUnauthenticated, 256)
 	o.MaxUnauthenticatedPerIP = cmp.Or(o.MaxUnauthenticatedPerIP, 32)
 	o.MaxFrameSize = min(cmp.Or(o.MaxFrameSize, control.MaxFrameSize), control.MaxFrameSize)
+	o.BadLoginLimit = cmp.Or(o.BadLoginLimit, 5)
 	o.BadLoginPause = cmp.Or(o.BadLoginPause, time.Minute)
 	o.WSPath = cmp.Or(o.WSPath, transport.DefaultWSPath)
 	o.BufferSize = cmp.Or(o.BufferSize, dataplane.DefaultBufSize)
@@ -91,6 +92,14 @@ func (o *Options) setDefaults() {
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
 	}
+	o.Mux = o.Mux.WithDefaults()
+}
+
+// WithDefaults returns o with every zero field that has a default set to
+// it, as New applies them (the Mux options too).
+func (o Options) WithDefaults() Options {
+	o.setDefaults()
+	return o
 }
 
 // Server accepts client connections, logs clients in and serves their
