@@ -92,6 +92,25 @@ func TestEveryTypeIsPinned(t *testing.T) {
 			t.Errorf("catalog[%q]().Type() = %q", typ, got)
 		}
 	}
+	if len(catalog) != len(pinned) {
+		t.Errorf("the catalog has %d types, the pinned cases %d", len(catalog), len(pinned))
+	}
+}
+
+func TestNewID(t *testing.T) {
+	a, b := NewID(), NewID()
+	if len(a) != 16 || a == b || strings.Trim(a, "0123456789abcdef") != "" {
+		t.Errorf("NewID() = %q, then %q; want two different 16-digit hex ids", a, b)
+	}
+}
+
+func TestCatalogRefusesTwoOfAType(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("index took two constructors of the same type")
+		}
+	}()
+	index(func() Message { return new(Ping) }, func() Message { return new(Ping) })
 }
 
 func TestCodeValues(t *testing.T) {
@@ -159,7 +178,19 @@ func TestReadFrameRejects(t *testing.T) {
 		{"header port 0", frame(`{"type":"open_data_channel","name":"a","remote_port":0,"visitor":"v"}`), ErrMalformed},
 		{"long reason", frame(`{"type":"error","code":1,"reason":"` + strings.Repeat("r", 2000) + `"}`), ErrMalformed},
 		{"resp bad name", frame(`{"type":"register_resp","status":"ok","name":"","remote_port":1}`), ErrMalformed},
+		{"long client_id", frame(`{"type":"login","version":1,"token":"t","name":"n","client_id":"` + strings.Repeat("c", 65) + `"}`), ErrMalformed},
+		{"login_resp long reason", frame(`{"type":"login_resp","status":"fail","code":1002,"reason":"` + strings.Repeat("r", 2000) + `"}`), ErrMalformed},
+		{"long local_addr", frame(`{"type":"register","name":"a","protocol":"tcp","remote_port":1,"local_addr":"` + strings.Repeat("x", 300) + `"}`), ErrMalformed},
+		{"register_resp long reason", frame(`{"type":"register_resp","status":"fail","code":1004,"name":"a","reason":"` + strings.Repeat("r", 2000) + `"}`), ErrMalformed},
+		{"register_resp port out of range", frame(`{"type":"register_resp","status":"ok","name":"a","remote_port":70000}`), ErrMalformed},
+		{"register_resp bad status", frame(`{"type":"register_resp","status":"maybe","name":"a","remote_port":1}`), ErrMalformed},
+		{"offline bad name", frame(`{"type":"offline_port","name":"a b","port":5}`), ErrMalformed},
+		{"online port 0", frame(`{"type":"online_port","name":"a","port":0}`), ErrMalformed},
+		{"long visitor", frame(`{"type":"open_data_channel","name":"a","remote_port":1,"visitor":"` + strings.Repeat("v", 300) + `"}`), ErrMalformed},
+		{"header bad name", frame(`{"type":"open_data_channel","name":"","remote_port":1,"visitor":"v"}`), ErrMalformed},
+		{"ack long reason", frame(`{"type":"data_channel_ack","status":"fail","code":2001,"reason":"` + strings.Repeat("r", 2000) + `"}`), ErrMalformed},
 		{"short header", []byte{0, 0}, io.ErrUnexpectedEOF},
+		{"header without a body", binary.BigEndian.AppendUint32(nil, 10), io.ErrUnexpectedEOF},
 		{"short body", frame(`{"type":"ping"}`)[:10], io.ErrUnexpectedEOF},
 		{"empty", nil, io.EOF},
 	}

@@ -160,20 +160,34 @@ func (*DataChannelAck) Type() string { return "data_channel_ack" }
 // Type implements Message.
 func (*DataChannelReset) Type() string { return "data_channel_reset" }
 
-// catalog maps a wire type to a constructor of its empty message.
-var catalog = map[string]func() Message{
-	"login":              func() Message { return new(Login) },
-	"login_resp":         func() Message { return new(LoginResp) },
-	"register":           func() Message { return new(Register) },
-	"register_resp":      func() Message { return new(RegisterResp) },
-	"ping":               func() Message { return new(Ping) },
-	"pong":               func() Message { return new(Pong) },
-	"offline_port":       func() Message { return new(OfflinePort) },
-	"online_port":        func() Message { return new(OnlinePort) },
-	"error":              func() Message { return new(ErrorMsg) },
-	"open_data_channel":  func() Message { return new(OpenDataChannel) },
-	"data_channel_ack":   func() Message { return new(DataChannelAck) },
-	"data_channel_reset": func() Message { return new(DataChannelReset) },
+// catalog maps a wire type to a constructor of its empty message. The
+// wire types are the messages' own Type, written once.
+var catalog = index(
+	func() Message { return new(Login) },
+	func() Message { return new(LoginResp) },
+	func() Message { return new(Register) },
+	func() Message { return new(RegisterResp) },
+	func() Message { return new(Ping) },
+	func() Message { return new(Pong) },
+	func() Message { return new(OfflinePort) },
+	func() Message { return new(OnlinePort) },
+	func() Message { return new(ErrorMsg) },
+	func() Message { return new(OpenDataChannel) },
+	func() Message { return new(DataChannelAck) },
+	func() Message { return new(DataChannelReset) },
+)
+
+// index keys each constructor by its message's Type.
+func index(mks ...func() Message) map[string]func() Message {
+	c := make(map[string]func() Message, len(mks))
+	for _, mk := range mks {
+		t := mk().Type()
+		if _, dup := c[t]; dup {
+			panic("control: two messages of type " + t)
+		}
+		c[t] = mk
+	}
+	return c
 }
 
 // Limits on string fields, so that one frame cannot smuggle unbounded text
