@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // tunnel is a real mux session pair over loopback TCP with its control
 // stream, for the data stream tests; the client's control writer runs and

@@ -9,9 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/gotunnel-mux/gotunnel-mux/control"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // wire is a client's mux session over a pipe whose control writer
 // records the frames it writes, for tests of what the client session

@@ -1,12 +1,19 @@
 package transport
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
 	"net/netip"
 	"testing"
+	"time"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // fromAddr is a connection whose peer is addr.
 type fromAddr struct {
@@ -54,6 +61,57 @@ func TestRealRemote(t *testing.T) {
 			got, err := e.realRemote(r, fromAddr{addr: tc.peer})
 			if !errors.Is(err, tc.err) || (err == nil && got.String() != tc.want) {
 				t.Errorf("realRemote(%q from %s) = %v, %v; want %q, %v", tc.xff, tc.peer, got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+// TestHandleTellsByFirstByte: each first byte gets its way in, and every
+// refusal is a type the server can log without reading words; the
+// admission slot is released exactly when the entry lets the connection go.
+func TestHandleTellsByFirstByte(t *testing.T) {
+	cert, _ := selfSigned(t)
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}}
+	for _, tc := range []struct {
+		name     string
+		tls      *tls.Config
+		first    byte
+		want     error // nil: an Arrival
+		required bool  // Arrival.TLSRequired
+	}{
+		{"yamux on a plain server", nil, 0x00, nil, false},
+		{"yamux on a TLS server", tlsCfg, 0x00, nil, true},
+		{"TLS on a plain server", nil, 0x16, ErrTLSOnPlain, false},
+		{"garbage", nil, 0x7f, ErrNotProtocol, false},
+		{"HTTP", nil, 'G', ErrHandedOff, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEntry(EntryOptions{TLS: tc.tls, HTTPTimeout: time.Second, Session: func(a *Arrival) { _ = a.Conn.Close() }})
+			defer e.Close()
+			a, b := net.Pipe()
+			defer b.Close()
+			go func() { _, _ = b.Write([]byte{tc.first}) }()
+			released := 0
+			got, err := e.Handle(context.Background(), a, time.Now().Add(time.Second), func() { released++ })
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Handle = %v, want %v", err, tc.want)
+			}
+			if tc.want == nil {
+				if got.Transport != TCP || got.TLSRequired != tc.required || got.Deadline.IsZero() {
+					t.Errorf("Arrival = %+v; want TCP, TLSRequired %v, the deadline", got, tc.required)
+				}
+				if released != 0 {
+					t.Error("the slot was released before the login")
+				}
+				got.Release()
+				got.Release()
+				_ = got.Conn.Close()
+			} else if tc.want != ErrHandedOff && released != 1 {
+				t.Errorf("released %d times, want once", released)
+			}
+			var fb *FirstByteError
+			if errors.As(err, &fb) && fb.Byte != tc.first {
+				t.Errorf("FirstByteError.Byte = %#x, want %#x", fb.Byte, tc.first)
 			}
 		})
 	}
