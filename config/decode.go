@@ -102,70 +102,83 @@ func positioned(pos *positions, de *toml.DecodeError) (*Error, unstable.Kind) {
 // here, at once, in the user's terms; unknown holds keys that differ from
 // a known key only in case. Keys unknown in every case are left to the
 // decoder's strict mode.
+//
+// A key in the wrong case is checked as the field the decoder fills with
+// it, and its problems are named with the key spelt right. pos learns that
+// spelling as another name of the key, so that a problem found after
+// decoding ("bind_addr: bad address") has the line of the key as written.
 func checkTypes(pos *positions, root reflect.Type) (unknown, bad Errors) {
-	for _, s := range pos.spots {
-		t, near := typeAt(root, s.parts)
-		switch {
-		case near != "":
+	for i, s := range pos.spots {
+		t, canon := typeAt(root, s.parts)
+		if t == nil {
+			continue
+		}
+		path := joinPath(canon)
+		if path != s.path {
+			pos.alias(path, i)
+		}
+		if near := canon[len(canon)-1]; near != s.parts[len(s.parts)-1] {
 			unknown = append(unknown, &Error{Line: s.line, Key: s.path,
 				Msg: fmt.Sprintf("unknown key; keys are case-sensitive: did you mean %q?", near)})
-		case t != nil:
-			if msg := checkValue(t, s); msg != "" {
-				bad = append(bad, &Error{Line: s.line, Key: s.path, Msg: msg})
-			}
+		}
+		if msg := checkValue(t, s); msg != "" {
+			bad = append(bad, &Error{Line: s.line, Key: path, Msg: msg})
 		}
 	}
 	return unknown, bad
 }
 
-// typeAt returns the type that the key path parts decodes into, or nil when
-// no field has that key. near is the right spelling when the last part
-// matches a field only if case is ignored.
-func typeAt(root reflect.Type, parts []string) (t reflect.Type, near string) {
+// typeAt follows the key path parts from root as the decoder does and
+// returns the type it decodes into, with the path as the fields' tags
+// spell it: like the decoder, it takes a key that no tag matches as the
+// field whose tag matches it with case ignored. t is nil when no field has
+// the key, or when parts lead into a value that is not a table or array
+// (whose own check reports it).
+func typeAt(root reflect.Type, parts []string) (t reflect.Type, canon []string) {
 	t = root
-	for i, part := range parts {
+	for _, part := range parts {
 		for t.Kind() == reflect.Pointer {
 			t = t.Elem()
 		}
 		switch {
 		case strings.HasPrefix(part, "["):
 			if t.Kind() != reflect.Slice {
-				return nil, ""
+				return nil, nil
 			}
-			t = t.Elem()
+			t, canon = t.Elem(), append(canon, part)
 			continue
 		case t.Kind() != reflect.Struct || isText(t):
-			return nil, ""
+			return nil, nil
 		}
-		ft, fold := field(t, part)
+		ft, tag := field(t, part)
 		if ft == nil {
-			if i < len(parts)-1 {
-				fold = ""
-			}
-			return nil, fold
+			return nil, nil
 		}
-		t = ft
+		t, canon = ft, append(canon, tag)
 	}
-	return t, ""
+	return t, canon
 }
 
-// field returns the type of the field of struct t tagged key, or, when none
-// is, the tag of a field that matches key with case ignored. The fields of
-// an embedded struct count as t's own, as they do for go-toml, and a field
-// shadows the one of the same name it embeds.
+// field returns the type and the tag of the field of struct t tagged key,
+// or, when none is, of the field whose tag matches key with case ignored.
+// Case is ignored as the decoder ignores it, by lowering both, which is
+// not quite strings.EqualFold: "ſ" folds to "s" but is lower already. The
+// fields of an embedded struct count as t's own, as they do for the
+// decoder, and a field shadows the one of the same name it embeds.
 func field(t reflect.Type, key string) (reflect.Type, string) {
-	fold := ""
+	var foldType reflect.Type
+	fold, lower := "", strings.ToLower(key)
 	for _, f := range reflect.VisibleFields(t) {
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
 		switch {
 		case name == "-" || name == "": // not in a file, or an embedded struct
 		case name == key:
-			return f.Type, ""
-		case strings.EqualFold(name, key):
-			fold = name
+			return f.Type, name
+		case foldType == nil && strings.ToLower(name) == lower:
+			foldType, fold = f.Type, name
 		}
 	}
-	return nil, fold
+	return foldType, fold
 }
 
 var (

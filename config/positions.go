@@ -18,7 +18,7 @@ import (
 // keys and every line is 0.
 type positions struct {
 	spots []spot         // in document order
-	index map[string]int // path -> first spot with that path
+	index map[string]int // path or alias -> first spot with that path
 }
 
 // spot is one key (or array element) of the document.
@@ -31,7 +31,8 @@ type spot struct {
 	text  string        // the value of a string, or a scalar as written, for type checks
 }
 
-// has reports whether path is a key of the document.
+// has reports whether path is a key of the document, as written or as the
+// decoder reads it (see alias).
 func (p *positions) has(path string) bool {
 	if p == nil {
 		return false
@@ -46,6 +47,16 @@ func (p *positions) line(path string) int {
 		return 0
 	}
 	return p.spots[p.index[path]].line
+}
+
+// alias makes path another name of the key at spots[i], unless the
+// document has a key path of its own: path is that key as the decoder
+// reads it, spelt as the field it fills, when the document spells it in
+// another case.
+func (p *positions) alias(path string, i int) {
+	if _, ok := p.index[path]; !ok {
+		p.index[path] = i
+	}
 }
 
 // at returns the key nearest before (line, col): the key whose value holds
