@@ -92,3 +92,27 @@ func TestKeyInWrongCase(t *testing.T) {
 		})
 	}
 }
+
+// TestHeaderUnderAValue: a [table] header under a key whose value is not a
+// table is told in the user's words at the key's line, as for a dotted
+// key; the decoder would say "cannot store a table in a string".
+func TestHeaderUnderAValue(t *testing.T) {
+	tests := []struct {
+		name  string
+		doc   string
+		wants []want
+	}{
+		{"under a string", "token = 't'\n[ws_path.x]\n",
+			[]want{{2, "ws_path", "want a string, got a table"}}},
+		{"under a duration", "token = 't'\n\n[login_timeout.x]\na = 1\n",
+			[]want{{3, "login_timeout", `want a duration string such as "10s", got a table`}}},
+		{"under a table's own header", "token = 't'\n[tls.x]\n[tls]\ncert_file = 'c'\n",
+			[]want{{2, "tls.x", "unknown table"}, {3, "tls.key_file", "missing (required)"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseServer("server.toml", []byte(tt.doc), nil)
+			checkErrors(t, fmt.Sprintf("ParseServer(%q)", tt.doc), err, "server.toml", tt.wants)
+		})
+	}
+}
