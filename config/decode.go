@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"encoding"
 	"errors"
 	"fmt"
@@ -18,7 +17,7 @@ import (
 // the positions of the document's keys and every problem found. complete is
 // false when a syntax, type or value error stopped the decoder: target is
 // then only partly filled and is not worth validating. Unknown keys do not
-// stop it.
+// stop it: the decoder skips them, and checkTypes reports them.
 func decode(name string, data []byte, target any) (pos *positions, errs Errors, complete bool) {
 	pos, serr := scanPositions(data)
 	if serr != nil {
@@ -26,146 +25,177 @@ func decode(name string, data []byte, target any) (pos *positions, errs Errors, 
 		return pos, Errors{serr}, false
 	}
 	unknown, bad := checkTypes(pos, reflect.TypeOf(target).Elem())
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	moreUnknown, moreBad := decodeErrors(pos, dec.Decode(target), bad)
-	errs = append(append(append(unknown, moreUnknown...), bad...), moreBad...)
+	moreBad := decodeErrors(pos, toml.Unmarshal(data, target), bad)
+	errs = append(append(unknown, bad...), moreBad...)
 	for _, e := range errs {
 		e.File = name
 	}
 	return pos, errs, len(bad)+len(moreBad) == 0
 }
 
-// decodeErrors converts the decoder's error into problems: unknown keys,
-// which leave the rest of the document decoded, and the others. The
-// decoder stops at the first wrong value, which checkTypes, given as seen,
-// has mostly reported in the user's words already: a problem on a line
-// that seen covers is left out. The decoder's own message is kept for the
-// rest (a duplicate key, an integer too large), but not for the token and
+// decodeErrors converts the decoder's error into problems. The decoder
+// stops at the first wrong value, which checkTypes, given as seen, has
+// mostly reported in the user's words already: a problem on a line that
+// seen covers is left out. The decoder's own message is kept for the rest
+// (a duplicate key, an integer too large), but not for the token and
 // proxy_url, whose values it could quote.
-func decodeErrors(pos *positions, err error, seen Errors) (unknown, bad Errors) {
-	var strictErr *toml.StrictMissingError
+func decodeErrors(pos *positions, err error, seen Errors) Errors {
 	var decErr *toml.DecodeError
 	switch {
 	case err == nil:
-		return nil, nil
-	case errors.As(err, &strictErr):
-		for i := range strictErr.Errors {
-			e, kind := positioned(pos, &strictErr.Errors[i])
-			e.Msg = "unknown key"
-			if kind == unstable.Table {
-				e.Msg = "unknown table"
-			}
-			unknown = append(unknown, e)
-		}
-		return unknown, nil
+		return nil
 	case errors.As(err, &decErr):
-		e, _ := positioned(pos, decErr)
+		e := positioned(pos, decErr)
 		if slices.ContainsFunc(seen, func(s *Error) bool { return s.Line == e.Line }) {
-			return nil, nil // the same problem, in checkTypes' words
+			return nil // the same problem, in checkTypes' words
 		}
 		e.Msg = strings.TrimPrefix(decErr.Error(), "toml: ")
 		if what := secret(e.Key); what != "" {
 			e.Msg = "cannot decode (the decoder's message is not shown: it could quote " + what + ")"
 		}
-		return nil, Errors{e}
+		return Errors{e}
 	case len(seen) > 0:
-		return nil, nil // an unplaced error after a value error is the same one
+		return nil // an unplaced error after a value error is the same one
 	default:
-		return nil, Errors{{Msg: strings.TrimPrefix(err.Error(), "toml: ")}}
+		return Errors{{Msg: strings.TrimPrefix(err.Error(), "toml: ")}}
 	}
 }
 
 // positioned returns an Error at the line of a decoder error, named with
 // the indexed path of the key whose value holds it ("mappings[1].name"),
-// which the decoder's Key() lacks, and the kind of that value: Table for a
-// table header. go-toml places an error in an array or inline table
-// inside an array at the document's start, before any key: such an error
-// is named with Key().
-func positioned(pos *positions, de *toml.DecodeError) (*Error, unstable.Kind) {
+// which the decoder's Key() lacks. go-toml places an error in an array or
+// inline table inside an array at the document's start, before any key:
+// such an error is named with Key().
+func positioned(pos *positions, de *toml.DecodeError) *Error {
 	line, col := de.Position()
-	s := pos.at(line, col)
-	if s.path == "" {
-		s.path = joinPath(de.Key())
+	key := pos.at(line, col).path
+	if key == "" {
+		key = joinPath(de.Key())
 	}
-	return &Error{Line: line, Key: s.path}, s.kind
+	return &Error{Line: line, Key: key}
 }
 
-// checkTypes checks the value of every key of the document against the Go
-// type it decodes into, before the decoder runs. The decoder cannot give
-// these messages: it stops at its first error, names Go types ("cannot
-// decode TOML integer into struct field config.Log.Level of type string"),
-// reads an integer into a Duration as nanoseconds, hands an integer to a
-// trusted proxy's UnmarshalText and a float to a Size's, and takes a key
-// whose case differs from a field's without a word. So every wrong type
-// and every bad duration, size, port range or trusted proxy is reported
-// here, at once, in the user's terms; unknown holds keys that differ from
-// a known key only in case. Keys unknown in every case are left to the
-// decoder's strict mode.
+// checkTypes checks every key of the document against the struct root
+// that it decodes into, before the decoder runs. The decoder cannot give
+// these messages: it stops at its first error, before it names the keys
+// it does not know, names Go types ("cannot decode TOML integer into
+// struct field config.Log.Level of type string"), reads an integer into a
+// Duration as nanoseconds, hands an integer to a trusted proxy's
+// UnmarshalText and a float to a Size's, and takes a key whose case
+// differs from a field's without a word. So every unknown key, every wrong
+// type and every bad duration, size, port range or trusted proxy is
+// reported here, at once, in the user's terms; unknown holds the keys that
+// name no field, and those that name one only in another case.
+//
+// An unknown key is named as the decoder's strict mode would name it: the
+// key of a key = value, dotted as written, or a [table] header, or each
+// [[array.table]] element. The keys of an unknown table or value are not
+// reported again, but each header is.
+//
+// A key in the wrong case is checked as the field the decoder fills with
+// it, and its problems are named with the key spelt right. pos learns that
+// spelling as another name of the key, so that a problem found after
+// decoding ("bind_addr: bad address") has the line of the key as written.
 func checkTypes(pos *positions, root reflect.Type) (unknown, bad Errors) {
-	for _, s := range pos.spots {
-		t, near := typeAt(root, s.parts)
+	gone := map[string]bool{} // keys reported unknown
+	for i, s := range pos.spots {
+		t, canon, noField := typeAt(root, s.parts)
 		switch {
-		case near != "":
+		case noField:
+			if !s.implied && (s.kind == unstable.Table || !under(s.parts, gone)) {
+				gone[s.path] = true
+				unknown = append(unknown, &Error{Line: s.line, Key: s.path, Msg: unknownMsg(s.kind)})
+			}
+			continue
+		case t == nil:
+			continue
+		}
+		path := joinPath(canon)
+		if path != s.path {
+			pos.alias(path, i)
+		}
+		if near := canon[len(canon)-1]; near != s.parts[len(s.parts)-1] {
 			unknown = append(unknown, &Error{Line: s.line, Key: s.path,
 				Msg: fmt.Sprintf("unknown key; keys are case-sensitive: did you mean %q?", near)})
-		case t != nil:
-			if msg := checkValue(t, s); msg != "" {
-				bad = append(bad, &Error{Line: s.line, Key: s.path, Msg: msg})
-			}
+		}
+		if msg := checkValue(t, s); msg != "" {
+			bad = append(bad, &Error{Line: s.line, Key: path, Msg: msg})
 		}
 	}
 	return unknown, bad
 }
 
-// typeAt returns the type that the key path parts decodes into, or nil when
-// no field has that key. near is the right spelling when the last part
-// matches a field only if case is ignored.
-func typeAt(root reflect.Type, parts []string) (t reflect.Type, near string) {
+// unknownMsg says that a key of kind is unknown: a table for a [table]
+// header or an [[array.table]] element, a key for any other.
+func unknownMsg(kind unstable.Kind) string {
+	if kind == unstable.Table {
+		return "unknown table"
+	}
+	return "unknown key"
+}
+
+// under reports whether the key path parts lies under one of the keys in
+// paths.
+func under(parts []string, paths map[string]bool) bool {
+	for n := 1; n < len(parts); n++ {
+		if paths[joinPath(parts[:n])] {
+			return true
+		}
+	}
+	return false
+}
+
+// typeAt follows the key path parts from root as the decoder does and
+// returns the type it decodes into, with the path as the fields' tags
+// spell it: like the decoder, it takes a key that no tag matches as the
+// field whose tag matches it with case ignored. t is nil when parts lead
+// into a value that is not a table or array (whose own check reports it),
+// or to a key that no field of a table has: noField is then set.
+func typeAt(root reflect.Type, parts []string) (t reflect.Type, canon []string, noField bool) {
 	t = root
-	for i, part := range parts {
+	for _, part := range parts {
 		for t.Kind() == reflect.Pointer {
 			t = t.Elem()
 		}
 		switch {
 		case strings.HasPrefix(part, "["):
 			if t.Kind() != reflect.Slice {
-				return nil, ""
+				return nil, nil, false
 			}
-			t = t.Elem()
+			t, canon = t.Elem(), append(canon, part)
 			continue
 		case t.Kind() != reflect.Struct || isText(t):
-			return nil, ""
+			return nil, nil, false
 		}
-		ft, fold := field(t, part)
+		ft, tag := field(t, part)
 		if ft == nil {
-			if i < len(parts)-1 {
-				fold = ""
-			}
-			return nil, fold
+			return nil, nil, true
 		}
-		t = ft
+		t, canon = ft, append(canon, tag)
 	}
-	return t, ""
+	return t, canon, false
 }
 
-// field returns the type of the field of struct t tagged key, or, when none
-// is, the tag of a field that matches key with case ignored. The fields of
-// an embedded struct count as t's own, as they do for go-toml, and a field
-// shadows the one of the same name it embeds.
+// field returns the type and the tag of the field of struct t tagged key,
+// or, when none is, of the field whose tag matches key with case ignored.
+// Case is ignored as the decoder ignores it, by lowering both, which is
+// not quite strings.EqualFold: "ſ" folds to "s" but is lower already. The
+// fields of an embedded struct count as t's own, as they do for the
+// decoder, and a field shadows the one of the same name it embeds.
 func field(t reflect.Type, key string) (reflect.Type, string) {
-	fold := ""
+	var foldType reflect.Type
+	fold, lower := "", strings.ToLower(key)
 	for _, f := range reflect.VisibleFields(t) {
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
 		switch {
 		case name == "-" || name == "": // not in a file, or an embedded struct
 		case name == key:
-			return f.Type, ""
-		case strings.EqualFold(name, key):
-			fold = name
+			return f.Type, name
+		case foldType == nil && strings.ToLower(name) == lower:
+			foldType, fold = f.Type, name
 		}
 	}
-	return nil, fold
+	return foldType, fold
 }
 
 var (

@@ -17,8 +17,8 @@ import (
 // A nil *positions stands for a configuration built in code: it has no
 // keys and every line is 0.
 type positions struct {
-	spots []spot         // in document order
-	index map[string]int // path -> first spot with that path
+	spots []spot         // in document order, but for a table's header after a header under it (see add)
+	index map[string]int // path or alias -> first spot with that path
 }
 
 // spot is one key (or array element) of the document.
@@ -29,9 +29,15 @@ type spot struct {
 	col   int           // 1-based, in bytes
 	kind  unstable.Kind // kind of the value; Table for a table header or an implicit table
 	text  string        // the value of a string, or a scalar as written, for type checks
+	// implied is set for a table that only the dotted key of a key = value
+	// or of a header implies, and for an [[array.table]] as a whole, whose
+	// elements have headers of their own: neither is a key or header the
+	// document writes for itself.
+	implied bool
 }
 
-// has reports whether path is a key of the document.
+// has reports whether path is a key of the document, as written or as the
+// decoder reads it (see alias).
 func (p *positions) has(path string) bool {
 	if p == nil {
 		return false
@@ -48,12 +54,25 @@ func (p *positions) line(path string) int {
 	return p.spots[p.index[path]].line
 }
 
+// alias makes path another name of the key at spots[i], unless the
+// document has a key path of its own: path is that key as the decoder
+// reads it, spelt as the field it fills, when the document spells it in
+// another case.
+func (p *positions) alias(path string, i int) {
+	if _, ok := p.index[path]; !ok {
+		p.index[path] = i
+	}
+}
+
 // at returns the key nearest before (line, col): the key whose value holds
-// that position, for an error that points into a value.
+// that position, for an error that points into a value. Of keys at the
+// same place, a dotted key and the tables it implies, it is the last
+// recorded: the key itself.
 func (p *positions) at(line, col int) spot {
 	var best spot
 	for _, s := range p.spots {
-		if s.line < line || (s.line == line && s.col <= col) {
+		atOrBefore := s.line < line || (s.line == line && s.col <= col)
+		if atOrBefore && (s.line > best.line || (s.line == best.line && s.col >= best.col)) {
 			best = s
 		}
 	}
@@ -101,19 +120,23 @@ func (s *scanner) expression(n *unstable.Node) {
 }
 
 // header records a [table] or [[array.table]] header, which becomes the
-// table of the keys that follow it. Each [[array.table]] adds an element.
+// table of the keys that follow it, and the tables its dotted key implies.
+// Each [[array.table]] adds an element.
 func (s *scanner) header(n *unstable.Node) {
 	keys, first, last := keyParts(n)
 	s.lastEnd = int(last.Offset + last.Length)
 	parts := s.resolve(keys)
+	for i := 1; i < len(parts); i++ {
+		s.add(parts[:i], first, spot{kind: unstable.Table, implied: true})
+	}
 	if n.Kind == unstable.ArrayTable {
 		path := joinPath(parts)
-		s.add(parts, first, unstable.ArrayTable, "")
+		s.add(parts, first, spot{kind: unstable.ArrayTable, implied: true})
 		parts = append(parts, index(s.counts[path]))
 		s.counts[path]++
 	}
 	s.table = parts
-	s.add(parts, first, unstable.Table, "")
+	s.add(parts, first, spot{kind: unstable.Table})
 }
 
 // keyParts returns the key of a table header or key = value, with the
@@ -151,7 +174,7 @@ func (s *scanner) keyValue(base []string, n *unstable.Node) {
 	for i, k := range keys {
 		parts = append(parts, k)
 		if i < len(keys)-1 {
-			s.add(parts, first, unstable.Table, "")
+			s.add(parts, first, spot{kind: unstable.Table, implied: true})
 		}
 	}
 	s.value(parts, n.Value(), first)
@@ -159,7 +182,7 @@ func (s *scanner) keyValue(base []string, n *unstable.Node) {
 
 // value records the value at parts, located at r, then its elements or keys.
 func (s *scanner) value(parts []string, v *unstable.Node, r unstable.Range) {
-	s.add(parts, r, v.Kind, string(v.Data))
+	s.add(parts, r, spot{kind: v.Kind, text: string(v.Data)})
 	switch v.Kind {
 	case unstable.Array:
 		it := v.Children()
@@ -178,23 +201,26 @@ func (s *scanner) value(parts []string, v *unstable.Node, r unstable.Range) {
 	}
 }
 
-// add records a key at the start of range r, unless it is already known
-// (a table defined by several dotted keys keeps its first line).
-func (s *scanner) add(parts []string, r unstable.Range, kind unstable.Kind, text string) {
+// add records the key parts, described by sp, at the start of range r,
+// unless it is already known: a table that several dotted keys or headers
+// imply keeps its first line, but takes the line of its own header when
+// that comes after a header under it ([a.b] then [a]).
+func (s *scanner) add(parts []string, r unstable.Range, sp spot) {
 	path := joinPath(parts)
-	if _, ok := s.pos.index[path]; ok {
+	i, ok := s.pos.index[path]
+	ownHeader := ok && !sp.implied && s.pos.spots[i].implied && s.pos.spots[i].kind == unstable.Table
+	if ok && !ownHeader {
 		return
 	}
 	start := s.p.Shape(r).Start
+	sp.path, sp.parts = path, append([]string(nil), parts...)
+	sp.line, sp.col = start.Line, start.Column
+	if ok {
+		s.pos.spots[i] = sp // in place, so that at() cannot count on document order
+		return
+	}
 	s.pos.index[path] = len(s.pos.spots)
-	s.pos.spots = append(s.pos.spots, spot{
-		path:  path,
-		parts: append([]string(nil), parts...),
-		line:  start.Line,
-		col:   start.Column,
-		kind:  kind,
-		text:  text,
-	})
+	s.pos.spots = append(s.pos.spots, sp)
 }
 
 // syntaxError turns the parser's error into an *Error naming the line and,

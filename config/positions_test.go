@@ -131,3 +131,52 @@ func TestFailingKey(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderImpliesTables: a header's dotted key implies the tables above
+// it, as a dotted key = value does, so that their values are checked too;
+// a table's own header, even after a header under it, gives its line.
+func TestHeaderImpliesTables(t *testing.T) {
+	doc := `[a.b.c]        # line 1
+[[m.n]]        # line 2
+[x.y]          # line 3
+[x]            # line 4
+[[m.n]]        # line 5
+[m.n.o]        # line 6
+`
+	pos, err := scanPositions([]byte(doc))
+	if err != nil {
+		t.Fatalf("scanPositions() = %v", err)
+	}
+	tests := []struct {
+		path    string
+		line    int
+		kind    unstable.Kind
+		implied bool
+	}{
+		{"a", 1, unstable.Table, true},
+		{"a.b", 1, unstable.Table, true},
+		{"a.b.c", 1, unstable.Table, false},
+		{"m", 2, unstable.Table, true},
+		{"m.n", 2, unstable.ArrayTable, true},
+		{"m.n[0]", 2, unstable.Table, false},
+		{"x", 4, unstable.Table, false},
+		{"x.y", 3, unstable.Table, false},
+		{"m.n[1]", 5, unstable.Table, false},
+		{"m.n[1].o", 6, unstable.Table, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			i, ok := pos.index[tt.path]
+			if !ok {
+				t.Fatalf("%q is not a key of the document", tt.path)
+			}
+			if s := pos.spots[i]; s.line != tt.line || s.kind != tt.kind || s.implied != tt.implied {
+				t.Errorf("%q = line %d, kind %v, implied %v; want %d, %v, %v",
+					tt.path, s.line, s.kind, s.implied, tt.line, tt.kind, tt.implied)
+			}
+		})
+	}
+	if got := pos.at(4, 2).path; got != "x" {
+		t.Errorf("at(4, 2) = %q, want x, the header there", got)
+	}
+}
