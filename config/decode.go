@@ -276,6 +276,7 @@ var kindNames = map[unstable.Kind]string{
 // secret says what secret the value of key may hold, "the token" or "a
 // password", so that no message quotes that value; "" for other keys.
 func secret(key string) string {
+	key = strings.ToLower(key) // the decoder fills token from TOKEN too
 	switch {
 	case key == "token" || strings.HasSuffix(key, ".token"):
 		return "the token"

@@ -81,6 +81,18 @@ func TestTokenNeverShown(t *testing.T) {
 	}
 }
 
+// TestWrongCaseTokenNeverShown: the decoder fills token from TOKEN too,
+// so a syntax error in that value hides the value as it does for token:
+// the escape character the parser would quote is one of the token's.
+func TestWrongCaseTokenNeverShown(t *testing.T) {
+	for _, doc := range []string{"TOKEN = \"s3cr3t\\q\"\n", "Token = \"s3cr3t\\q\"\n", "Proxy_URL = \"http://u:p\\q@h\"\n"} {
+		_, err := ParseClient("f.toml", []byte(doc), nil)
+		if err == nil || !strings.Contains(err.Error(), "not shown") || strings.Contains(err.Error(), "'q'") {
+			t.Errorf("ParseClient(%q) = %v, want the value not shown", doc, err)
+		}
+	}
+}
+
 func TestTokenFromEnvNeverShown(t *testing.T) {
 	const secret = "3nv-s3cr3t"
 	doc := "token = 1\nserver_addr = 'h'\n"
