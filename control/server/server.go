@@ -408,7 +408,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = ln.Close()
 	}
 	s.mu.Unlock()
-	_ = s.entry.Close()
+	s.entry.Drain()
 	s.reg.drain()
 	var wg sync.WaitGroup
 	var cut atomic.Bool

@@ -107,8 +107,9 @@ type Entry struct {
 	opts EntryOptions
 	log  *slog.Logger
 
-	mu        sync.Mutex // guards closed and the start of the HTTP side
-	closed    bool
+	mu        sync.Mutex // guards draining, closed and the start of the HTTP side
+	draining  bool       // Drain or Close: no more HTTP connections
+	closed    bool       // Close: no more upgrades
 	httpQ     *connQueue
 	httpSrv   *http.Server
 	wg        sync.WaitGroup // the HTTP server's Serve
@@ -281,7 +282,7 @@ type handoffKey struct{}
 func (e *Entry) startHTTP(addr net.Addr) *connQueue {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
+	if e.draining {
 		return nil
 	}
 	if e.httpQ != nil {
@@ -372,13 +373,26 @@ func (e *Entry) isClosed() bool {
 	return e.closed
 }
 
+// Drain stops taking HTTP connections (a later one is closed at once),
+// and lets those already on the HTTP side finish: an upgrade under way
+// still reaches Options.Session, to be refused there in words.
+func (e *Entry) Drain() {
+	e.mu.Lock()
+	e.draining = true
+	q := e.httpQ
+	e.mu.Unlock()
+	if q != nil {
+		_ = q.Close()
+	}
+}
+
 // Close stops the HTTP side: connections still being read are closed,
 // and it waits for net/http's goroutines. Sessions already handed to
 // Options.Session are not its: their owner ends them. Handle may still be
 // called after Close: an HTTP connection is then closed at once.
 func (e *Entry) Close() error {
 	e.mu.Lock()
-	e.closed = true
+	e.draining, e.closed = true, true
 	srv, q := e.httpSrv, e.httpQ
 	e.mu.Unlock()
 	if srv != nil {

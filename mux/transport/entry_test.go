@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -114,5 +115,52 @@ func TestHandleTellsByFirstByte(t *testing.T) {
 				t.Errorf("FirstByteError.Byte = %#x, want %#x", fb.Byte, tc.first)
 			}
 		})
+	}
+}
+
+// TestDrainLetsAnUpgradeUnderWayArrive: at Drain (the server's Shutdown)
+// an upgrade already on the HTTP side still reaches Session, where the
+// server refuses it in words (1012); an HTTP connection that comes after
+// Drain is closed at once, its admission slot released.
+func TestDrainLetsAnUpgradeUnderWayArrive(t *testing.T) {
+	arrived := make(chan *Arrival, 1)
+	e := NewEntry(EntryOptions{HTTPTimeout: 5 * time.Second, Session: func(a *Arrival) {
+		arrived <- a
+		_ = a.Conn.Close()
+	}})
+	defer e.Close()
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	req := "GET /gotunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	go func() { _, _ = cli.Write([]byte(req[:20])) }()
+	if _, err := e.Handle(context.Background(), srv, time.Now().Add(5*time.Second), func() {}); !errors.Is(err, ErrHandedOff) {
+		t.Fatalf("Handle = %v, want ErrHandedOff", err)
+	}
+	e.Drain() // the request is half written
+	go func() {
+		_, _ = cli.Write([]byte(req[20:] + "\r\n"))
+		_, _ = io.Copy(io.Discard, cli)
+	}()
+	select {
+	case a := <-arrived:
+		if a.Transport != WS {
+			t.Errorf("arrived over %s, want ws", a.Transport)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upgrade under way at Drain never reached Session")
+	}
+
+	late, lateCli := net.Pipe()
+	defer lateCli.Close()
+	go func() { _, _ = lateCli.Write([]byte("GET / HTTP/1.1\r\n")) }()
+	released := make(chan struct{})
+	if _, err := e.Handle(context.Background(), late, time.Now().Add(5*time.Second), func() { close(released) }); !errors.Is(err, ErrHandedOff) {
+		t.Fatalf("Handle after Drain = %v, want ErrHandedOff", err)
+	}
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an HTTP connection after Drain kept its admission slot")
 	}
 }
