@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -17,14 +16,18 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// wire is a client's mux session over a pipe whose control writer
-// records the frames it writes, for tests of what the client session
-// tells the server.
+// wire is a client's mux session over a pipe, with its control stream, a
+// control writer that has not started yet (start), and the frames
+// the server side reads from that stream: what the client session tells
+// the server, as the server gets it.
 type wire struct {
 	cli   *mux.Session
 	w     *control.Writer
 	table *control.StreamTable
-	rec   *frameRecorder
+	wg    sync.WaitGroup
+
+	mu   sync.Mutex // guards msgs
+	msgs []control.Message
 }
 
 func newWire(t *testing.T) *wire {
@@ -38,17 +41,59 @@ func newWire(t *testing.T) *wire {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu := &wire{cli: cli, rec: &frameRecorder{w: io.Discard}}
-	tu.w = control.NewWriter(tu.rec, cli.Done(), func(error) {})
+	cctl, err := cli.OpenControl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := &wire{cli: cli}
+	tu.w = control.NewWriter(cctl, cli.Done(), func(error) {})
 	tu.table = control.NewStreamTable(tu.w)
-	var wg sync.WaitGroup
-	wg.Go(tu.w.Run)
+	if err := control.WriteFrame(cctl, &control.Ping{Time: 1}); err != nil { // opens the stream on the wire
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sctl, err := srv.AcceptControl(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := control.ReadFrame(sctl); err != nil {
+		t.Fatal(err)
+	}
+	tu.wg.Go(func() {
+		for {
+			m, err := control.ReadFrame(sctl)
+			if err != nil {
+				return
+			}
+			tu.mu.Lock()
+			tu.msgs = append(tu.msgs, m)
+			tu.mu.Unlock()
+		}
+	})
 	t.Cleanup(func() {
 		_ = cli.Close()
 		_ = srv.Close()
-		wg.Wait()
+		tu.wg.Wait()
 	})
 	return tu
+}
+
+// start runs the writer; until then what is sent waits in its queue.
+func (tu *wire) start() { tu.wg.Go(tu.w.Run) }
+
+// read returns the frames the server has read so far.
+func (tu *wire) read() []control.Message {
+	tu.mu.Lock()
+	defer tu.mu.Unlock()
+	return append([]control.Message(nil), tu.msgs...)
+}
+
+// within polls cond for up to 5 s.
+func within(cond func() bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return pollUntil(ctx, time.Millisecond, cond)
 }
 
 func TestSpreadAtMax(t *testing.T) {
@@ -81,10 +126,7 @@ func TestSpreadAtMax(t *testing.T) {
 func TestHealthReportsKeepOrder(t *testing.T) {
 	for run := range 20 {
 		tu := newWire(t)
-		g := &gate{w: tu.rec, open: make(chan struct{})}
-		w := control.NewWriter(g, tu.cli.Done(), func(error) {})
-		var wg sync.WaitGroup
-		wg.Go(w.Run)
+		w := tu.w
 		m := &clientMapping{Mapping: Mapping{Name: "web"}}
 		m.online.Store(true)
 		cs := &clientSession{
@@ -104,24 +146,20 @@ func TestHealthReportsKeepOrder(t *testing.T) {
 			m.online.Store(on)
 			cs.healthChanged(m, on)
 		}
-		close(g.open)
+		tu.start()
 		want := map[bool]string{true: "online_port", false: "offline_port"}[final]
-		if err := waitFor(5*time.Second, func() bool {
+		if err := within(func() bool {
 			_ = cs.checkRegs(time.Now())
-			return w.Len() == 0 && lastReport(tu.rec) == want
+			return w.Len() == 0 && lastReport(tu.read()) == want
 		}); err != nil {
-			t.Fatalf("run %d: the last report the server got is %q, want %s", run, lastReport(tu.rec), want)
+			t.Fatalf("run %d: the last report the server got is %q, want %s", run, lastReport(tu.read()), want)
 		}
-		_ = tu.cli.Close()
-		wg.Wait()
 	}
 }
 
-func lastReport(r *frameRecorder) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+func lastReport(msgs []control.Message) string {
 	last := ""
-	for _, m := range r.msgs {
+	for _, m := range msgs {
 		if t := m.Type(); t == "online_port" || t == "offline_port" {
 			last = t
 		}
@@ -141,58 +179,14 @@ func TestRegisteredWhileStoppingIsDrained(t *testing.T) {
 		byName: map[string]*clientMapping{"late": m}, stopping: stopping, stop: stop}
 	cs := &clientSession{c: c, log: c.log, mux: tu.cli, w: tu.w, streams: tu.table,
 		regs: map[string]*regState{"late": {sent: true, sentOnline: true}}}
+	tu.start()
 	cs.drain() // nothing is up yet
 	stop()
 	cs.registered(&control.RegisterResp{Status: control.StatusOK, Name: "late", RemotePort: 4242})
-	if err := waitFor(5*time.Second, func() bool { return tu.rec.count() == 1 }); err != nil {
-		t.Fatalf("%d frames written, want the draining offline_port", tu.rec.count())
+	if err := within(func() bool { return len(tu.read()) == 1 }); err != nil {
+		t.Fatalf("%d frames written, want the draining offline_port", len(tu.read()))
 	}
-	tu.rec.mu.Lock()
-	defer tu.rec.mu.Unlock()
-	if o, ok := tu.rec.msgs[0].(*control.OfflinePort); !ok || !o.Draining || o.Port != 4242 {
-		t.Errorf("wrote %#v, want offline_port 4242 draining", tu.rec.msgs[0])
+	if o, ok := tu.read()[0].(*control.OfflinePort); !ok || !o.Draining || o.Port != 4242 {
+		t.Errorf("wrote %#v, want offline_port 4242 draining", tu.read()[0])
 	}
-}
-
-// gate passes writes through once opened; until then they block.
-type gate struct {
-	w    io.Writer
-	open chan struct{}
-}
-
-func (g *gate) Write(p []byte) (int, error) {
-	<-g.open
-	return g.w.Write(p)
-}
-
-func waitFor(d time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return context.DeadlineExceeded
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return nil
-}
-
-type frameRecorder struct {
-	w    io.Writer
-	mu   sync.Mutex
-	msgs []control.Message
-}
-
-func (r *frameRecorder) Write(p []byte) (int, error) {
-	if m, err := control.Decode(p[4:]); err == nil {
-		r.mu.Lock()
-		r.msgs = append(r.msgs, m)
-		r.mu.Unlock()
-	}
-	return r.w.Write(p)
-}
-
-func (r *frameRecorder) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.msgs)
 }
