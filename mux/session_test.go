@@ -20,6 +20,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // connection.
 func pair(t testing.TB, opts Options) (cli, srv *Session) {
 	t.Helper()
+	return pairWrapped(t, opts, func(c net.Conn) net.Conn { return c })
+}
+
+// pairWrapped is pair with the server's connection passed through wrap.
+func pairWrapped(t testing.TB, opts Options, wrap func(net.Conn) net.Conn) (cli, srv *Session) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +44,7 @@ func pair(t testing.TB, opts Options) (cli, srv *Session) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err = Server(<-accepted, opts)
+	srv, err = Server(wrap(<-accepted), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,23 +137,22 @@ func NewEntry(opts EntryOptions) *Entry {
 // entry does when it keeps or closes c itself.
 func (e *Entry) Handle(ctx context.Context, c net.Conn, deadline time.Time, release func()) (*Arrival, error) {
 	release = once(release)
-	first, err := readFirst(c)
+	first, err := sniff(c)
 	if err != nil {
 		_ = c.Close()
 		release()
 		return nil, fmt.Errorf("read first byte: %w", err)
 	}
-	pc := &prefixConn{Conn: c, prefix: []byte{first}}
-	a := &Arrival{Conn: pc, Raw: c, Remote: c.RemoteAddr(), Transport: TCP, Deadline: deadline, Release: release}
-	switch {
-	case first == firstTLS && e.opts.TLS != nil:
+	a := &Arrival{Conn: first.conn, Raw: c, Remote: c.RemoteAddr(), Transport: TCP, Deadline: deadline, Release: release}
+	switch b := first.b; {
+	case b == firstTLS && e.opts.TLS != nil:
 		return e.handleTLS(ctx, a)
-	case first == firstTLS:
+	case b == firstTLS:
 		err = ErrTLSOnPlain
-	case isHTTP(first):
+	case isHTTP(b):
 		return nil, e.handOff(a, false)
-	case first != firstYamux:
-		err = &FirstByteError{Byte: first}
+	case b != firstYamux:
+		err = &FirstByteError{Byte: b}
 	default:
 		a.TLSRequired = e.opts.TLS != nil && !e.opts.AllowPlain
 		return a, nil
@@ -190,6 +189,23 @@ func (e *Entry) handleTLS(ctx context.Context, a *Arrival) (*Arrival, error) {
 	_ = a.Raw.Close()
 	a.Release()
 	return nil, err
+}
+
+// sniffed is a connection's first byte, and the connection that still
+// has it to read: c itself when the byte was only peeked, else c with the
+// byte replayed.
+type sniffed struct {
+	b    byte
+	conn net.Conn
+}
+
+// sniff reads c's first byte, leaving it on the socket where it can.
+func sniff(c net.Conn) (sniffed, error) {
+	if b, ok, err := peekFirst(c); ok {
+		return sniffed{b, c}, err
+	}
+	b, err := readFirst(c)
+	return sniffed{b, &prefixConn{Conn: c, prefix: []byte{b}}}, err
 }
 
 func readFirst(c net.Conn) (byte, error) {

@@ -164,3 +164,56 @@ func TestDrainLetsAnUpgradeUnderWayArrive(t *testing.T) {
 		t.Fatal("an HTTP connection after Drain kept its admission slot")
 	}
 }
+
+// TestHandleHandsOverTheBareTCPConn: on TCP the first byte is peeked, not
+// read, so the session gets the *net.TCPConn itself (mux's writev path)
+// with the byte still to read; a peer that closes or stays silent fails
+// the sniff.
+func TestHandleHandsOverTheBareTCPConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	e := NewEntry(EntryOptions{Session: func(a *Arrival) { _ = a.Conn.Close() }})
+	defer e.Close()
+	accept := func(send []byte, closeAfter bool) (*Arrival, error) {
+		t.Helper()
+		peer, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		_, _ = peer.Write(send)
+		if closeAfter {
+			_ = peer.Close()
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		return e.Handle(context.Background(), c, time.Now().Add(time.Second), func() {})
+	}
+
+	a, err := accept([]byte{0x00, 'y'}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, bare := a.Conn.(*net.TCPConn); !bare {
+		t.Errorf("the session got a %T, want the *net.TCPConn", a.Conn)
+	}
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(a.Conn, got); err != nil || got[0] != 0x00 || got[1] != 'y' {
+		t.Errorf("read %q, %v after the sniff; want the first byte and the next", got, err)
+	}
+	_ = a.Conn.Close()
+
+	if _, err := accept(nil, true); !errors.Is(err, io.EOF) {
+		t.Errorf("a peer that closed at once: Handle = %v, want io.EOF", err)
+	}
+	var ne net.Error
+	if _, err := accept(nil, false); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("a silent peer: Handle = %v, want the read deadline", err)
+	}
+}
