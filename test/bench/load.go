@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,12 +24,14 @@ var pattern = func() []byte {
 }()
 
 // backends are the local services behind the tunnel: a source that
-// streams the pattern until the reader leaves, and an echo.
+// streams the pattern until the reader leaves, an echo, and a sink that
+// checks and counts what an upload sends.
 type backends struct {
-	source, echo net.Listener
-	wg           sync.WaitGroup
-	mu           sync.Mutex
-	conns        map[net.Conn]struct{}
+	source, echo, sink net.Listener
+	uploads            sync.Map // upload id (uint64) -> *bulk, for the sink to count into
+	wg                 sync.WaitGroup
+	mu                 sync.Mutex
+	conns              map[net.Conn]struct{}
 }
 
 func startBackends() (*backends, error) {
@@ -40,8 +43,12 @@ func startBackends() (*backends, error) {
 	if b.echo, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, err
 	}
+	if b.sink, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, err
+	}
 	b.wg.Go(func() { b.serve(b.source, sourceConn) })
 	b.wg.Go(func() { b.serve(b.echo, echoConn) })
+	b.wg.Go(func() { b.serve(b.sink, b.sinkConn) })
 	return b, nil
 }
 
@@ -67,6 +74,7 @@ func (b *backends) serve(ln net.Listener, h func(net.Conn)) {
 func (b *backends) close() {
 	_ = b.source.Close()
 	_ = b.echo.Close()
+	_ = b.sink.Close()
 	b.mu.Lock()
 	for c := range b.conns {
 		_ = c.Close()
@@ -94,6 +102,36 @@ func echoConn(c net.Conn) {
 		}
 		if err != nil {
 			return
+		}
+	}
+}
+
+// sinkConn reads an upload: its 8-byte id, then the pattern from its
+// start, every byte checked and counted into the upload's bulk.
+func (b *backends) sinkConn(c net.Conn) {
+	var id [8]byte
+	if _, err := io.ReadFull(c, id[:]); err != nil {
+		return
+	}
+	v, ok := b.uploads.Load(binary.BigEndian.Uint64(id[:]))
+	if !ok {
+		return
+	}
+	u := v.(*bulk)
+	buf := make([]byte, 64<<10)
+	var off int64
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if err := checkPattern(buf[:n], off); err != nil {
+				u.fail(fmt.Errorf("upload: %w", err))
+				return
+			}
+			off += int64(n)
+			u.n.Add(int64(n))
+		}
+		if err != nil {
+			return // the uploader's end, whether FIN or reset
 		}
 	}
 }

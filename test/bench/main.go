@@ -10,6 +10,22 @@
 // Every row is measured in several interleaved rounds (direct, tunnel,
 // direct, tunnel, ...) and the median is printed. Downloaded bytes are
 // checked against what the source sent.
+//
+//	go run ./test/bench -shaped    # or: BENCH_FLAGS=-shaped make bench
+//
+// -shaped measures, instead of the loopback rows, interactive latency
+// under load over a slow link: a user-space shaper (shaper.go: a rate, a
+// one-way delay and a bounded queue per direction, shared by every
+// connection over it) sits between client and server for the tunnel, and
+// between the load generator and the services for direct. In each
+// scenario (20 Mbit/s and 10 ms each way with 4 downloads, or with 2
+// downloads and 2 uploads; 10 Mbit/s and 40 ms each way with 4
+// downloads), 1-byte echoes spaced -echo-every apart measure the round
+// trip on an idle link, then again while the bulk transfers fill it;
+// the rows are the echo p50 and p99 idle and loaded, the goodput of the
+// bulk transfers (every byte checked) and how evenly they share it.
+// Without -transport it measures plain TCP only; a run takes about 3
+// minutes per transport.
 package main
 
 import (
@@ -26,13 +42,15 @@ import (
 )
 
 type figure struct {
-	Transport string  `json:"transport"`
-	Name      string  `json:"figure"`
-	Unit      string  `json:"unit"`
-	Direct    float64 `json:"direct,omitempty"`
-	Tunnel    float64 `json:"tunnel"`
-	Ratio     float64 `json:"ratio,omitempty"` // tunnel / direct
-	Goal      string  `json:"goal"`
+	Transport string   `json:"transport"`
+	Scenario  string   `json:"scenario,omitempty"` // a shaped link's
+	Name      string   `json:"figure"`
+	Unit      string   `json:"unit"`
+	Direct    float64  `json:"direct,omitempty"`
+	Tunnel    float64  `json:"tunnel"`
+	Ratio     float64  `json:"ratio,omitempty"` // tunnel / direct
+	Diff      *float64 `json:"diff,omitempty"`  // tunnel - direct
+	Goal      string   `json:"goal"`
 }
 
 type options struct {
@@ -47,6 +65,13 @@ type options struct {
 	clientKeys string
 	serverEnv  []string
 	clientEnv  []string
+
+	shaped       bool
+	shapedQueue  int
+	shapedWarmup time.Duration
+	shapedDur    time.Duration
+	echoEvery    time.Duration
+	idleEchoes   int
 }
 
 func main() {
@@ -65,7 +90,24 @@ func main() {
 	flag.StringVar(&procEnv, "proc-env", "", "extra environment for the two processes, comma-separated (GOMAXPROCS=1,GOGC=200)")
 	flag.StringVar(&serverEnv, "server-env", "", "extra environment for the server only")
 	flag.StringVar(&clientEnv, "client-env", "", "extra environment for the client only")
+	flag.BoolVar(&o.shaped, "shaped", false, "measure latency under load over a shaped link instead of the loopback rows")
+	flag.IntVar(&o.shapedQueue, "shaped-queue", 64<<10, "with -shaped: the link's queue per direction, bytes")
+	flag.DurationVar(&o.shapedWarmup, "shaped-warmup", 2*time.Second, "with -shaped: bulk transfers run this long before the loaded echoes")
+	flag.DurationVar(&o.shapedDur, "shaped-d", 6*time.Second, "with -shaped: how long the loaded echoes (and the goodput measurement) run")
+	flag.DurationVar(&o.echoEvery, "echo-every", 50*time.Millisecond, "with -shaped: the gap between two echoes")
+	flag.IntVar(&o.idleEchoes, "idle-echoes", 20, "with -shaped: echoes on the idle link")
 	flag.Parse()
+	if o.shaped {
+		transportSet := false
+		flag.Visit(func(f *flag.Flag) { transportSet = transportSet || f.Name == "transport" })
+		if !transportSet {
+			transports = "plain"
+		}
+	}
+	if o.idleEchoes < 1 || o.echoEvery <= 0 || o.shapedDur < o.echoEvery || o.shapedQueue < mtu {
+		fmt.Fprintln(os.Stderr, "bench: -idle-echoes, -echo-every, -shaped-d and -shaped-queue must leave at least one echo and one packet")
+		os.Exit(2)
+	}
 	split := func(s string) []string {
 		if s == "" {
 			return nil
@@ -102,7 +144,11 @@ func run(o options, out io.Writer) error {
 	defer be.close()
 	for _, tr := range o.transports {
 		start := time.Now()
-		figs, err := measure(o, dir, tr, be)
+		measureFn := measure
+		if o.shaped {
+			measureFn = measureShaped
+		}
+		figs, err := measureFn(o, dir, tr, be)
 		if err != nil {
 			return fmt.Errorf("%s: %w", tr, err)
 		}
@@ -117,7 +163,9 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 	if err := os.MkdirAll(tdir, 0o700); err != nil {
 		return nil, err
 	}
-	t, err := startTunnel(o.bin, tdir, transport, be, o.serverKeys, o.clientKeys, o.serverEnv, o.clientEnv)
+	t, err := startTunnel(tunnelSpec{bin: o.bin, dir: tdir, transport: transport,
+		mappings:   [][2]string{{"source", be.source.Addr().String()}, {"echo", be.echo.Addr().String()}},
+		serverKeys: o.serverKeys, clientKeys: o.clientKeys, serverEnv: o.serverEnv, clientEnv: o.clientEnv})
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +180,7 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 	}
 
 	direct := map[string]string{"source": be.source.Addr().String(), "echo": be.echo.Addr().String()}
-	tunneled := map[string]string{"source": t.source, "echo": t.echo}
+	tunneled := t.addr
 	samples := map[string][2][]float64{}
 	add := func(name string, i int, v float64) {
 		s := samples[name]
@@ -175,15 +223,18 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 	}
 	med := func(name string, i int) float64 { return median(samples[name][i]) }
 	ratio := func(name string) float64 { return med(name, 1) / med(name, 0) }
+	row := func(name, unit string, direct, tunnel, ratio float64, goal string) figure {
+		return figure{Transport: transport, Name: name, Unit: unit, Direct: direct, Tunnel: tunnel, Ratio: ratio, Goal: goal}
+	}
 	return []figure{
-		{transport, "1 connection, MiB/s", "MiB/s", med("1conn", 0), med("1conn", 1), ratio("1conn"), ">= 0.30x"},
-		{transport, "8 connections, MiB/s", "MiB/s", med("8conn", 0), med("8conn", 1), ratio("8conn"), ">= 0.35x"},
-		{transport, "1-byte round trip p50, us", "us", med("rtt", 0), med("rtt", 1), ratio("rtt"), "<= 4x"},
-		{transport, "new connections per second", "conn/s", med("connrate", 0), med("connrate", 1), ratio("connrate"), ">= 0.5x"},
-		{transport, "memory per idle visitor connection (both processes), KiB", "KiB", 0, perIdle, 0, "<= 32 KiB"},
-		{transport, "memory of both processes at start, MiB", "MiB", 0, float64(startRSS) / 1024, 0, "<= 16 MiB"},
-		{transport, "  the same, shared binary pages counted once (PSS), MiB", "MiB", 0, float64(startPSS) / 1024, 0, ""},
-		{transport, "CPU seconds (both processes) per GiB moved", "s/GiB", 0, cpuUsed.Seconds() / (float64(moved) / (1 << 30)), 0, "<= 2.5"},
+		row("1 connection, MiB/s", "MiB/s", med("1conn", 0), med("1conn", 1), ratio("1conn"), ">= 0.30x"),
+		row("8 connections, MiB/s", "MiB/s", med("8conn", 0), med("8conn", 1), ratio("8conn"), ">= 0.35x"),
+		row("1-byte round trip p50, us", "us", med("rtt", 0), med("rtt", 1), ratio("rtt"), "<= 4x"),
+		row("new connections per second", "conn/s", med("connrate", 0), med("connrate", 1), ratio("connrate"), ">= 0.5x"),
+		row("memory per idle visitor connection (both processes), KiB", "KiB", 0, perIdle, 0, "<= 32 KiB"),
+		row("memory of both processes at start, MiB", "MiB", 0, float64(startRSS)/1024, 0, "<= 16 MiB"),
+		row("  the same, shared binary pages counted once (PSS), MiB", "MiB", 0, float64(startPSS)/1024, 0, ""),
+		row("CPU seconds (both processes) per GiB moved", "s/GiB", 0, cpuUsed.Seconds()/(float64(moved)/(1<<30)), 0, "<= 2.5"),
 	}, nil
 }
 
@@ -191,7 +242,7 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 // returns the growth of both processes' resident memory per connection.
 func idleCost(t *tunnel, n int) (float64, error) {
 	before := t.rssKiB()
-	conns, err := idleConns(t.echo, n)
+	conns, err := idleConns(t.addr["echo"], n)
 	defer func() {
 		for _, c := range conns {
 			_ = c.Close()
@@ -223,14 +274,38 @@ func report(out io.Writer, o options, transport string, figs []figure, took time
 		}
 		return
 	}
-	fmt.Fprintf(out, "\ngotunnel-mux bench, transport %s: medians of %d interleaved rounds, %s each; direct = the same load straight to the local service (%s)\n\n",
-		transport, o.rounds, o.dur, took.Round(time.Second))
-	fmt.Fprintf(out, "%-58s %10s %10s %8s   %s\n", "figure", "direct", "tunnel", "ratio", "goal")
-	for _, f := range figs {
+	if o.shaped {
+		fmt.Fprintf(out, "\ngotunnel-mux bench, transport %s, shaped link: medians of %d interleaved rounds; 1-byte echoes every %s, %d on the idle link, then for %s after the bulk transfers ran %s; direct = the same load over the same link straight to the local services (%s)\n",
+			transport, o.rounds, o.echoEvery, o.idleEchoes, o.shapedDur, o.shapedWarmup, took.Round(time.Second))
+	} else {
+		fmt.Fprintf(out, "\ngotunnel-mux bench, transport %s: medians of %d interleaved rounds, %s each; direct = the same load straight to the local service (%s)\n\n",
+			transport, o.rounds, o.dur, took.Round(time.Second))
+	}
+	scenario := ""
+	for i, f := range figs {
+		if i == 0 || f.Scenario != scenario {
+			scenario = f.Scenario
+			if scenario != "" {
+				fmt.Fprintf(out, "\n%s\n", scenario)
+			}
+			fmt.Fprintf(out, "%-58s %10s %10s %10s   %s\n", "figure", "direct", "tunnel", "ratio", "goal")
+		}
+		num := func(v float64) string {
+			if f.Unit == "share" {
+				return fmt.Sprintf("%.2f", v)
+			}
+			return fmt.Sprintf("%.1f", v)
+		}
 		d, r := "-", ""
 		if f.Direct != 0 {
-			d, r = fmt.Sprintf("%.1f", f.Direct), fmt.Sprintf("%.2fx", f.Ratio)
+			d = num(f.Direct)
 		}
-		fmt.Fprintf(out, "%-58s %10s %10.1f %8s   %s\n", f.Name, d, f.Tunnel, r, f.Goal)
+		switch {
+		case f.Diff != nil:
+			r = fmt.Sprintf("%+.1f ms", *f.Diff)
+		case f.Ratio != 0:
+			r = fmt.Sprintf("%.2fx", f.Ratio)
+		}
+		fmt.Fprintf(out, "%-58s %10s %10s %10s   %s\n", f.Name, d, num(f.Tunnel), r, f.Goal)
 	}
 }

@@ -120,35 +120,46 @@ func (p *proc) cpu() time.Duration {
 	return time.Duration(utime+stime) * time.Second / hz
 }
 
-// tunnel is a server and a client process with two mappings: source and
-// echo.
+// tunnel is a server and a client process with one mapping per local
+// service.
 type tunnel struct {
 	server, client *proc
-	source, echo   string // the visitor addresses
+	addr           map[string]string // visitor address by mapping name
 }
 
-func startTunnel(bin, dir, transport string, be *backends, extraServer, extraClient string, serverEnv, clientEnv []string) (*tunnel, error) {
+// tunnelSpec says how to start a tunnel.
+type tunnelSpec struct {
+	bin, dir, transport    string
+	mappings               [][2]string // name, local address
+	serverKeys, clientKeys string      // extra top-level config lines
+	serverEnv, clientEnv   []string
+	// via, if set, returns the address the client dials instead of the
+	// server's (a shaped link in front of it).
+	via func(serverAddr string) (string, error)
+}
+
+func startTunnel(spec tunnelSpec) (*tunnel, error) {
 	const token = "bench-token-0123456789abcdef"
 	serverTLS, clientTLS := "", ""
-	if transport == "tls" || transport == "wss" {
+	if spec.transport == "tls" || spec.transport == "wss" {
 		var err error
-		if serverTLS, clientTLS, err = makePKI(dir); err != nil {
+		if serverTLS, clientTLS, err = makePKI(spec.dir); err != nil {
 			return nil, err
 		}
 	}
-	scfg := filepath.Join(dir, "server.toml")
+	scfg := filepath.Join(spec.dir, "server.toml")
 	err := os.WriteFile(scfg, []byte(fmt.Sprintf(`bind_addr = "127.0.0.1:0"
 token = %q
 public_addr = "127.0.0.1"
 %s
 [log]
 format = "json"
-%s`, token, extraServer, serverTLS)), 0o600)
+%s`, token, spec.serverKeys, serverTLS)), 0o600)
 	if err != nil {
 		return nil, err
 	}
-	t := &tunnel{}
-	if t.server, err = startProc(bin, serverEnv, "server", "--config", scfg); err != nil {
+	t := &tunnel{addr: map[string]string{}}
+	if t.server, err = startProc(spec.bin, spec.serverEnv, "server", "--config", scfg); err != nil {
 		return nil, err
 	}
 	m, err := t.server.waitLog("server listening", func(m map[string]any) bool { return m["msg"] == "server listening" })
@@ -156,11 +167,21 @@ format = "json"
 		t.stop()
 		return nil, err
 	}
-	ccfg := filepath.Join(dir, "client.toml")
+	ccfg := filepath.Join(spec.dir, "client.toml")
 	serverAddr := m["addr"].(string)
-	switch transport {
+	if spec.via != nil {
+		if serverAddr, err = spec.via(serverAddr); err != nil {
+			t.stop()
+			return nil, err
+		}
+	}
+	switch spec.transport {
 	case "ws", "wss":
-		serverAddr = transport + "://" + serverAddr + "/gotunnel"
+		serverAddr = spec.transport + "://" + serverAddr + "/gotunnel"
+	}
+	var mappings strings.Builder
+	for _, mp := range spec.mappings {
+		fmt.Fprintf(&mappings, "[[mappings]]\nname = %q\nlocal_addr = %q\nhealth_check = false\n", mp[0], mp[1])
 	}
 	err = os.WriteFile(ccfg, []byte(fmt.Sprintf(`server_addr = %q
 token = %q
@@ -169,35 +190,23 @@ name = "bench"
 [log]
 format = "json"
 %s
-[[mappings]]
-name = "source"
-local_addr = %q
-health_check = false
-[[mappings]]
-name = "echo"
-local_addr = %q
-health_check = false
-`, serverAddr, token, extraClient, clientTLS, be.source.Addr(), be.echo.Addr())), 0o600)
+%s`, serverAddr, token, spec.clientKeys, clientTLS, mappings.String())), 0o600)
 	if err != nil {
 		t.stop()
 		return nil, err
 	}
-	if t.client, err = startProc(bin, clientEnv, "client", "--config", ccfg); err != nil {
+	if t.client, err = startProc(spec.bin, spec.clientEnv, "client", "--config", ccfg); err != nil {
 		t.stop()
 		return nil, err
 	}
-	for range 2 {
+	for range spec.mappings {
 		m, err := t.client.waitLog("mapping up", func(m map[string]any) bool { _, ok := m["remote_port"]; return ok })
 		if err != nil {
 			t.stop()
 			return nil, err
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(m["remote_port"].(float64))))
-		if m["mapping"] == "source" {
-			t.source = addr
-		} else {
-			t.echo = addr
-		}
+		name, _ := m["mapping"].(string)
+		t.addr[name] = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(m["remote_port"].(float64))))
 	}
 	return t, nil
 }

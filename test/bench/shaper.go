@@ -146,6 +146,25 @@ func (l *link) close() {
 	l.wg.Wait()
 }
 
+// sent is the number of bytes the link has transmitted, both directions.
+func (l *link) sent() int64 { return l.up.sent.Load() + l.down.sent.Load() }
+
+// waitQuiet waits until the link has carried at most a few small packets
+// for quiet (the bytes of a finished test have drained), or for at most
+// limit.
+func (l *link) waitQuiet(quiet, limit time.Duration) {
+	end := time.Now().Add(limit)
+	mark, at := l.sent(), time.Now()
+	for time.Now().Before(end) {
+		time.Sleep(20 * time.Millisecond)
+		if n := l.sent(); n-mark > 2*mtu {
+			mark, at = n, time.Now()
+		} else if time.Since(at) >= quiet {
+			return
+		}
+	}
+}
+
 // smallRcvbuf sets the kernel receive buffer of a shaper socket before it
 // connects (accepted sockets inherit the listener's).
 func smallRcvbuf(_, _ string, rc syscall.RawConn) error {
