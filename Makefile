@@ -51,7 +51,8 @@ cover:
 	@go test -count=1 -cover $(COVER_PKGS) | sed 's/^ok *//'
 
 ## bench: the end-to-end benchmark (real binaries, loopback), plain TCP and TLS;
-## BENCH_FLAGS=-json for JSON lines
+## BENCH_FLAGS=-json for JSON lines; BENCH_FLAGS=-shaped for echo latency under
+## bulk load over a shaped 10-20 Mbit/s link instead (plain TCP, about 3 minutes)
 bench: build
 	go run ./test/bench -bin $(BINARY) $(BENCH_FLAGS)
 
