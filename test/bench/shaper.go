@@ -269,7 +269,9 @@ func (l *lane) run(done <-chan struct{}) {
 			next = earliest
 		}
 		next = next.Add(l.tx(len(p.b)))
+		sentAt := now // the tokens were there: it leaves now, never earlier
 		if d := next.Sub(now); d > 0 {
+			sentAt = next
 			t.Reset(d)
 			select {
 			case <-t.C:
@@ -282,7 +284,7 @@ func (l *lane) run(done <-chan struct{}) {
 		l.room.Broadcast()
 		l.mu.Unlock()
 		l.sent.Add(int64(len(p.b)))
-		p.due = next.Add(l.delay)
+		p.due = sentAt.Add(l.delay)
 		p.h.deliver(p)
 	}
 }

@@ -216,13 +216,15 @@ func TestShaperRate(t *testing.T) {
 	joined(t, before)
 }
 
-// A byte takes at least the two delays there and back; each side's end
-// of stream passes through, and the other direction still works after it.
+// A byte takes at least the two delays there and back (the burst an idle
+// link allows, 1.5 ms at this rate, lets it leave at once, not earlier);
+// each side's end of stream passes through, and the other direction
+// still works after it.
 func TestShaperDelayAndHalfClose(t *testing.T) {
 	before := runtime.NumGoroutine()
 	s := startTarget(t, false)
 	const delay = 30 * time.Millisecond
-	cfg := laneConfig{rate: 50e6, delay: delay, queue: 64 << 10}
+	cfg := laneConfig{rate: 1e6, delay: delay, queue: 64 << 10}
 	l := newLink(cfg, cfg)
 	addr, err := l.forward(s.ln.Addr().String())
 	if err != nil {
