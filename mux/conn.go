@@ -17,6 +17,8 @@ type conn struct {
 	net.Conn
 	last    atomic.Int64 // nanoseconds since epoch, monotonic
 	readErr atomic.Pointer[error]
+	written atomic.Int64 // bytes written, for the link sizer
+	writing atomic.Bool  // a write is under way: the send loop is busy
 
 	// owned by yamux's receive loop, the only reader
 	book *book
@@ -48,6 +50,8 @@ const (
 // data frame's header is held back and written together with the body, in
 // one writev on TCP or one record under TLS. Other frames go out at once.
 func (c *conn) Write(p []byte) (int, error) {
+	c.writing.Store(true)
+	defer c.writing.Store(false)
 	if c.held {
 		return c.writeFrame(p)
 	}
@@ -56,7 +60,16 @@ func (c *conn) Write(p []byte) (int, error) {
 		c.held = true
 		return len(p), nil
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// progress is what the write scheduler reads to tell a stalled loan from
+// a queued one: the bytes written so far, and whether a write is under
+// way (on a slow link one write takes long, but the link is busy).
+func (c *conn) progress() (written int64, busy bool) {
+	return c.written.Load(), c.writing.Load()
 }
 
 // writeFrame writes the held header and body as one.
@@ -66,10 +79,12 @@ func (c *conn) writeFrame(body []byte) (int, error) {
 	if c.tcp != nil {
 		bufs := net.Buffers{hdr, body}
 		n, err := bufs.WriteTo(c.tcp)
+		c.written.Add(n)
 		return max(int(n)-len(hdr), 0), err
 	}
 	c.out = append(append(c.out[:0], hdr...), body...)
 	n, err := c.Conn.Write(c.out)
+	c.written.Add(int64(n))
 	if len(c.out) > 64<<10 {
 		c.out = nil // do not keep a large buffer for an idle session
 	}

@@ -120,7 +120,8 @@ type Session struct {
 	// set in newSession
 	ys       *yamux.Session
 	conn     *conn
-	book     *book // what inbound frame headers say; see frames.go
+	book     *book      // what inbound frame headers say; see frames.go
+	sched    *scheduler // who writes next; see sched.go
 	client   bool
 	maxStray int
 	log      *slog.Logger
@@ -153,9 +154,11 @@ func newSession(c net.Conn, opts Options, client bool) (*Session, error) {
 	setNotSentLowat(c, opts.NotSentLowat)
 	maxStray := max(opts.MaxStrayStreams, 0)
 	b := newBook(!client, maxStray)
+	w := newConn(c, b)
 	s := &Session{
-		conn:     newConn(c, b),
+		conn:     w,
 		book:     b,
+		sched:    &scheduler{link: newLinkSizer(c, opts.NotSentLowat, w.written.Load), progress: w.progress},
 		client:   client,
 		maxStray: maxStray,
 		log:      opts.Logger,
@@ -265,7 +268,7 @@ func (s *Session) AcceptControl(ctx context.Context) (*Stream, error) {
 }
 
 func (s *Session) wrap(ys *yamux.Stream, control bool) *Stream {
-	return &Stream{Stream: ys, sess: s, end: s.book.end(ys.StreamID()), control: control}
+	return &Stream{Stream: ys, sess: s, end: s.book.end(ys.StreamID()), control: control, poke: make(chan struct{}, 1)}
 }
 
 // rejectLoop closes every client-opened stream after the control stream.

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/yamux"
 )
@@ -15,9 +16,14 @@ type Stream struct {
 	*yamux.Stream
 	sess    *Session
 	end     *streamEnd // what the session read of this stream's end
-	control bool       // the control stream: Consumed counts its bytes
+	control bool       // the control stream: Consumed counts its bytes; it never waits to write
 
 	consumed atomic.Int64 // bytes read, for the control stream
+
+	// for the write scheduler (sched.go)
+	quiet quiet         // bytes written lately
+	wdl   deadline      // the write deadline
+	poke  chan struct{} // a deadline changed; capacity 1
 }
 
 var _ net.Conn = (*Stream)(nil)
@@ -36,6 +42,55 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return n, ErrSessionClosed
 	}
 	return n, err
+}
+
+// Write writes p to the stream through the session's write scheduler: at
+// once for the control stream and a quiet stream, in turn with the other
+// bulk writers otherwise (sched.go).
+func (s *Stream) Write(p []byte) (int, error) {
+	if s.control || s.quiet.allow(len(p)) {
+		return s.Stream.Write(p)
+	}
+	sc := s.sess.sched
+	total := 0
+	for total < len(p) {
+		n := min(len(p)-total, sc.frameSize())
+		if err := sc.acquire(s); err != nil {
+			return total, err
+		}
+		done := sc.lend()
+		m, err := s.Stream.Write(p[total : total+n])
+		done()
+		s.quiet.add(m)
+		total += m
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// SetWriteDeadline implements net.Conn; a write waiting for its turn
+// fails at the deadline too.
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.wdl.set(t)
+	s.nudge()
+	return s.Stream.SetWriteDeadline(t)
+}
+
+// SetDeadline implements net.Conn.
+func (s *Stream) SetDeadline(t time.Time) error {
+	s.wdl.set(t)
+	s.nudge()
+	return s.Stream.SetDeadline(t)
+}
+
+// nudge wakes a write waiting for its turn, to look at its deadline again.
+func (s *Stream) nudge() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
 }
 
 // Close sends FIN; see CloseWrite.

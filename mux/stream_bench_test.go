@@ -18,6 +18,7 @@ func BenchmarkStreamOpen(b *testing.B) {
 	if _, err := srv.AcceptControl(ctx); err != nil {
 		b.Fatal(err)
 	}
+	srv.Trust() // as a login does: an untrusted peer may send only UntrustedBytes
 	one := make([]byte, 1)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -30,7 +31,7 @@ func BenchmarkStreamOpen(b *testing.B) {
 		}
 		cs, err := cli.Accept()
 		if err != nil {
-			b.Fatal(err)
+			b.Fatalf("%v (session: %v)", err, context.Cause(cli.Context()))
 		}
 		if _, err := io.ReadFull(cs, one); err != nil {
 			b.Fatal(err)
