@@ -10,9 +10,9 @@ import (
 // Sizing constants; see linkSizer.
 const (
 	frameTime   = 2 * time.Millisecond
-	unsentTime  = 5 * time.Millisecond
-	minFrame    = 4 << 10
-	minUnsent   = 16 << 10
+	unsentTime  = 4 * time.Millisecond
+	minFrame    = 2 << 10
+	minUnsent   = 4 << 10
 	sampleEvery = 100 * time.Millisecond
 )
 

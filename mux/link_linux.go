@@ -14,21 +14,22 @@ import (
 
 // linkSizer sizes bulk frames and the kernel's unsent budget
 // (TCP_NOTSENT_LOWAT) by the connection's drain rate: the bytes written to
-// the socket per unit of time while writers wait for a bulk slot. Then
-// the connection is backlogged: a write returns only once the kernel's
-// unsent bytes fell below the budget, so what goes in is what the path
-// takes, wherever its bottleneck is. (The kernel's own estimates do not
-// see a bottleneck beyond a loopback hop, such as a proxy that reads
-// slowly: TCP_INFO's delivery rate stays at its last burst while the
-// receive window is shut.) A sample is taken at most every sampleEvery,
-// over an interval that one backlog spanned from end to end.
+// the socket per unit of time while it is backlogged, that is while the
+// kernel holds at least backlogBytes unsent (TCP_INFO's notsent bytes) at
+// both ends of the interval. Then a write returns only as the path
+// takes bytes, so what goes in is what the path drains, wherever its
+// bottleneck is. (The kernel's own rate estimates do not see a bottleneck
+// beyond a loopback hop, such as a proxy that reads slowly: TCP_INFO's
+// delivery rate stays at its last burst while the receive window is
+// shut.) Bulk writers sample it, at most every sampleEvery.
 //
 //	frame  = rate × frameTime,  within minFrame..maxFrame
 //	unsent = rate × unsentTime, within minUnsent..the NotSentLowat option
 //
-// On loopback or a LAN the rate is gigabytes a second and both stay at
-// their maxima; at 20 Mbit/s a frame is 5,000 bytes (2 ms on the wire)
-// and the kernel holds 16 KiB, so a small frame waits a few milliseconds.
+// On loopback or a LAN the kernel is rarely backlogged, the rate is
+// gigabytes a second when it is, and both stay at their maxima; at 20
+// Mbit/s a frame is 5,000 bytes (2 ms on the wire) and the kernel holds
+// 10,000 (4 ms), so a small frame waits a few milliseconds.
 type linkSizer struct {
 	raw       syscall.RawConn
 	written   func() int64 // bytes written to the connection so far
@@ -37,10 +38,15 @@ type linkSizer struct {
 	frame atomic.Int64 // bytes
 	last  atomic.Int64 // UnixNano of the last sample
 
-	mu     sync.Mutex // one sampler at a time; guards the fields below
-	mark   int64      // written at the last sample
-	unsent int        // the budget set
+	mu      sync.Mutex // one sampler at a time; guards the fields below
+	mark    int64      // written at the last sample
+	backlog bool       // the last sample found the kernel backlogged
+	unsent  int        // the budget set
 }
+
+// backlogBytes unsent in the kernel mean the path, not the writer, sets
+// the pace: a fast path sends what it is given at once.
+const backlogBytes = 1 << 10
 
 // newLinkSizer returns a sizer for c's TCP connection (under TLS too), or
 // nil when c is not TCP or the budget is off (lowat <= 0). written counts
@@ -58,10 +64,8 @@ func newLinkSizer(c net.Conn, lowat int, written func() int64) *linkSizer {
 func (l *linkSizer) frameSize() int { return int(l.frame.Load()) }
 
 // sample measures the drain rate and resizes, unless it did within
-// sampleEvery. The caller is a writer that waits, in a backlog that began
-// at since: the interval since the last sample counts only if the backlog
-// spans it.
-func (l *linkSizer) sample(since time.Time) {
+// sampleEvery.
+func (l *linkSizer) sample() {
 	now := time.Now().UnixNano()
 	last := l.last.Load()
 	if now-last < int64(sampleEvery) || !l.mu.TryLock() {
@@ -69,11 +73,18 @@ func (l *linkSizer) sample(since time.Time) {
 	}
 	defer l.mu.Unlock()
 	l.last.Store(now)
+	var info *unix.TCPInfo
+	var err error
+	if cerr := l.raw.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); cerr != nil || err != nil {
+		return
+	}
 	w := l.written()
-	bytes := w - l.mark
-	l.mark = w
-	if since.UnixNano() > last || bytes <= 0 {
-		return // the first sample of a backlog: a baseline only
+	bytes, was := w-l.mark, l.backlog
+	l.mark, l.backlog = w, info.Notsent_bytes >= backlogBytes
+	if !was || !l.backlog || bytes <= 0 {
+		return // not backlogged from end to end: no rate
 	}
 	rate := uint64(float64(bytes) / time.Duration(now-last).Seconds())
 	frame, unsent := linkSizes(rate, l.maxUnsent)

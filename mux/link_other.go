@@ -4,7 +4,6 @@ package mux
 
 import (
 	"net"
-	"time"
 )
 
 // linkSizer needs Linux's TCP_INFO; elsewhere sizes stay fixed.
@@ -12,5 +11,5 @@ type linkSizer struct{}
 
 func newLinkSizer(net.Conn, int, func() int64) *linkSizer { return nil }
 
-func (*linkSizer) frameSize() int   { return maxFrame }
-func (*linkSizer) sample(time.Time) {}
+func (*linkSizer) frameSize() int { return maxFrame }
+func (*linkSizer) sample()        {}

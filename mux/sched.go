@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,9 +12,10 @@ import (
 // The write scheduler sits in front of yamux's send path. yamux queues
 // every stream's frames in one FIFO ahead of the connection, and each
 // stream that writes keeps a frame in it: with N bulk streams a keystroke
-// waits behind N frames, plus the kernel's unsent bytes. The scheduler
-// lets at most bulkSlots bulk frames into yamux at a time, the streams
-// taking turns (a FIFO of waiting writers: round robin by frame), while
+// waits behind N frames, plus the kernel's unsent bytes. On a slow link
+// the scheduler lets one bulk frame into yamux at a time (see slots), the
+// streams taking turns (a FIFO of waiting writers: round robin by frame),
+// while
 // the control stream and a stream that has been quiet (a keystroke, a
 // small request, a new stream's header) write at once, behind at most
 // those few frames. Frame size and the kernel's unsent budget follow the
@@ -38,10 +40,9 @@ type scheduler struct {
 	link     *linkSizer           // frame size and unsent budget; nil: fixed sizes
 	progress func() (int64, bool) // the connection's bytes written, and a write under way
 
-	mu      sync.Mutex // guards busy, waiters and backlog
+	mu      sync.Mutex // guards busy and waiters
 	busy    int        // slots taken
 	waiters []*slotWait
-	backlog time.Time // since when writers have been waiting; zero: none wait
 }
 
 // slotWait is one writer waiting for a slot.
@@ -50,11 +51,13 @@ type slotWait struct {
 	gone    bool          // the writer gave up; guarded by scheduler.mu
 }
 
-// frameSize is the largest bulk frame now.
+// frameSize is the largest bulk frame now; a bulk writer asks before
+// each frame, which lets the link sizer sample.
 func (sc *scheduler) frameSize() int {
 	if sc.link == nil {
 		return maxFrame
 	}
+	sc.link.sample()
 	return sc.link.frameSize()
 }
 
@@ -63,21 +66,15 @@ func (sc *scheduler) frameSize() int {
 // or the session closes (yamux.ErrSessionShutdown).
 func (sc *scheduler) acquire(st *Stream) error {
 	sc.mu.Lock()
-	if sc.busy < bulkSlots && len(sc.waiters) == 0 {
+	if sc.busy < sc.slots() && len(sc.waiters) == 0 {
 		sc.busy++
 		sc.mu.Unlock()
 		return nil
 	}
 	w := &slotWait{granted: make(chan struct{})}
-	if len(sc.waiters) == 0 {
-		sc.backlog = time.Now()
-	}
 	sc.waiters = append(sc.waiters, w)
-	since := sc.backlog
 	sc.mu.Unlock()
-	if sc.link != nil {
-		sc.link.sample(since)
-	}
+	poke := st.pokeChan() // made before the deadline is read: a change after it pokes
 	for {
 		var timeout <-chan time.Time
 		var t *time.Timer
@@ -89,7 +86,7 @@ func (sc *scheduler) acquire(st *Stream) error {
 		poked := false
 		select {
 		case <-w.granted:
-		case <-st.poke: // the deadline changed: look again
+		case <-poke: // the deadline changed: look again
 			poked = true
 		case <-timeout:
 			err = sc.giveUp(w, yamux.ErrTimeout)
@@ -166,23 +163,41 @@ func (sc *scheduler) giveUp(w *slotWait, err error) error {
 	return err
 }
 
-// release frees a slot: the longest waiter still waiting gets it.
+// slots is how many bulk frames may be in yamux at once. Where the link
+// is measured (TCP) and fast, every writer goes in as without a scheduler:
+// yamux's queue drains in microseconds, and a hand-over per frame would
+// only cost (measured on loopback: 8 connections lost a tenth). On a slow
+// one, where a frame takes milliseconds to drain and a hand-over
+// microseconds, one: a small frame waits behind one bulk frame at most.
+// Where the link is not measured (WebSocket), bulkSlots.
+func (sc *scheduler) slots() int {
+	switch {
+	case sc.link == nil:
+		return bulkSlots
+	case sc.link.frameSize() < maxFrame:
+		return 1
+	}
+	return math.MaxInt32
+}
+
+// release frees a slot: the longest waiter still waiting gets it, unless
+// the slots shrank meanwhile.
 func (sc *scheduler) release() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	if sc.busy > sc.slots() {
+		sc.busy--
+		return
+	}
 	for len(sc.waiters) > 0 {
 		w := sc.waiters[0]
 		sc.waiters[0] = nil
 		sc.waiters = sc.waiters[1:]
 		if !w.gone {
 			close(w.granted)
-			if len(sc.waiters) == 0 {
-				sc.backlog = time.Time{}
-			}
 			return
 		}
 	}
-	sc.backlog = time.Time{}
 	sc.busy--
 }
 
@@ -190,35 +205,31 @@ func (sc *scheduler) release() {
 // carries: the relays' copy buffer.
 const maxFrame = 32 << 10
 
-// quiet tracks how much a stream wrote lately, for the quiet rule.
+// quiet tracks how much a stream wrote lately, for the quiet rule. It is
+// a heuristic read and written without a lock: two writers of one stream
+// at once may miscount a little.
 type quiet struct {
-	mu    sync.Mutex
-	since time.Time // start of the current window
-	bytes int       // written in it
+	since atomic.Int64 // monotonic nanoseconds (since epoch) the current window began
+	bytes atomic.Int64 // written in it
 }
 
 // allow reports whether n more bytes keep the stream quiet, and counts
 // them when they do.
 func (q *quiet) allow(n int) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	now := time.Now()
-	if now.Sub(q.since) > quietWindow {
-		q.since, q.bytes = now, 0
+	now := int64(time.Since(epoch))
+	if now-q.since.Load() > int64(quietWindow) {
+		q.since.Store(now)
+		q.bytes.Store(0)
 	}
-	if q.bytes+n > quietBytes {
+	if q.bytes.Load()+int64(n) > quietBytes {
 		return false
 	}
-	q.bytes += n
+	q.bytes.Add(int64(n))
 	return true
 }
 
 // add counts n bytes written as bulk.
-func (q *quiet) add(n int) {
-	q.mu.Lock()
-	q.bytes += n
-	q.mu.Unlock()
-}
+func (q *quiet) add(n int) { q.bytes.Add(int64(n)) }
 
 // deadline is a stream's write deadline as the scheduler sees it.
 type deadline struct {

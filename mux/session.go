@@ -268,7 +268,7 @@ func (s *Session) AcceptControl(ctx context.Context) (*Stream, error) {
 }
 
 func (s *Session) wrap(ys *yamux.Stream, control bool) *Stream {
-	return &Stream{Stream: ys, sess: s, end: s.book.end(ys.StreamID()), control: control, poke: make(chan struct{}, 1)}
+	return &Stream{Stream: ys, sess: s, end: s.book.end(ys.StreamID()), control: control}
 }
 
 // rejectLoop closes every client-opened stream after the control stream.

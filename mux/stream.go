@@ -21,9 +21,9 @@ type Stream struct {
 	consumed atomic.Int64 // bytes read, for the control stream
 
 	// for the write scheduler (sched.go)
-	quiet quiet         // bytes written lately
-	wdl   deadline      // the write deadline
-	poke  chan struct{} // a deadline changed; capacity 1
+	quiet quiet                         // bytes written lately
+	wdl   deadline                      // the write deadline
+	poke  atomic.Pointer[chan struct{}] // a deadline changed; made by the first writer that waits
 }
 
 var _ net.Conn = (*Stream)(nil)
@@ -87,10 +87,25 @@ func (s *Stream) SetDeadline(t time.Time) error {
 
 // nudge wakes a write waiting for its turn, to look at its deadline again.
 func (s *Stream) nudge() {
-	select {
-	case s.poke <- struct{}{}:
-	default:
+	if ch := s.poke.Load(); ch != nil {
+		select {
+		case *ch <- struct{}{}:
+		default:
+		}
 	}
+}
+
+// pokeChan is the channel nudge pokes, made on first use: most streams
+// never wait for a turn.
+func (s *Stream) pokeChan() chan struct{} {
+	if ch := s.poke.Load(); ch != nil {
+		return *ch
+	}
+	ch := make(chan struct{}, 1)
+	if s.poke.CompareAndSwap(nil, &ch) {
+		return ch
+	}
+	return *s.poke.Load()
 }
 
 // Close sends FIN; see CloseWrite.
