@@ -4,7 +4,6 @@ package mux
 
 import (
 	"net"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,21 +14,8 @@ import (
 // all of them; with it the queue stays in yamux, where frames of different
 // streams take turns.
 func setNotSentLowat(c net.Conn, n int) {
-	for { // TLS and similar wrappers
-		nc, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		c = nc.NetConn()
-	}
-	sc, ok := c.(interface {
-		SyscallConn() (syscall.RawConn, error)
-	})
-	if !ok || n <= 0 {
-		return
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	raw := rawTCP(c)
+	if raw == nil || n <= 0 {
 		return
 	}
 	_ = raw.Control(func(fd uintptr) {

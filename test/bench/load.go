@@ -117,23 +117,7 @@ func (b *backends) sinkConn(c net.Conn) {
 	if !ok {
 		return
 	}
-	u := v.(*bulk)
-	buf := make([]byte, 64<<10)
-	var off int64
-	for {
-		n, err := c.Read(buf)
-		if n > 0 {
-			if err := checkPattern(buf[:n], off); err != nil {
-				u.fail(fmt.Errorf("upload: %w", err))
-				return
-			}
-			off += int64(n)
-			u.n.Add(int64(n))
-		}
-		if err != nil {
-			return // the uploader's end, whether FIN or reset
-		}
-	}
+	_ = v.(*bulk).count(c, "upload") // ends at the uploader's FIN or reset
 }
 
 // download reads the source through addr for d and returns the bytes read,

@@ -294,6 +294,29 @@ type bulk struct {
 	err     error
 }
 
+// count reads c until it ends, checking every byte against the pattern
+// from its start and counting it; a wrong byte fails b (what names the
+// direction). It returns the read error that ended it, nil after a wrong
+// byte.
+func (b *bulk) count(c net.Conn, what string) error {
+	buf := make([]byte, 64<<10)
+	var off int64
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if cerr := checkPattern(buf[:n], off); cerr != nil {
+				b.fail(fmt.Errorf("%s: %w", what, cerr))
+				return nil
+			}
+			off += int64(n)
+			b.n.Add(int64(n))
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 func (b *bulk) fail(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -331,22 +354,8 @@ func startDownload(addr string, wg *sync.WaitGroup) (*bulk, error) {
 	}
 	b := &bulk{c: c}
 	wg.Go(func() {
-		buf := make([]byte, 64<<10)
-		var off int64
-		for {
-			n, err := c.Read(buf)
-			if n > 0 {
-				if err := checkPattern(buf[:n], off); err != nil {
-					b.fail(fmt.Errorf("download: %w", err))
-					return
-				}
-				off += int64(n)
-				b.n.Add(int64(n))
-			}
-			if err != nil {
-				b.fail(fmt.Errorf("download: %w", err))
-				return
-			}
+		if err := b.count(c, "download"); err != nil {
+			b.fail(fmt.Errorf("download: %w", err))
 		}
 	})
 	return b, nil
