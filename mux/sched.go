@@ -180,6 +180,10 @@ func (sc *scheduler) slots() int {
 	return math.MaxInt32
 }
 
+// unlimited reports whether bulk writes need no slot now (a fast measured
+// link): they go to yamux without the scheduler's bookkeeping.
+func (sc *scheduler) unlimited() bool { return sc.slots() == math.MaxInt32 }
+
 // release frees a slot: the longest waiter still waiting gets it, unless
 // the slots shrank meanwhile.
 func (sc *scheduler) release() {
