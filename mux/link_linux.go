@@ -21,7 +21,9 @@ import (
 // bottleneck is. (The kernel's own rate estimates do not see a bottleneck
 // beyond a loopback hop, such as a proxy that reads slowly: TCP_INFO's
 // delivery rate stays at its last burst while the receive window is
-// shut.) Bulk writers sample it, at most every sampleEvery.
+// shut.) Bulk writers sample it, at most every sampleEvery; a sample that
+// finds the kernel holding nothing back doubles both sizes instead, so
+// that a path that got faster is not held to its old sizes.
 //
 //	frame  = rate × frameTime,  within minFrame..maxFrame
 //	unsent = rate × unsentTime, within minUnsent..the NotSentLowat option
@@ -83,11 +85,18 @@ func (l *linkSizer) sample() {
 	w := l.written()
 	bytes, was := w-l.mark, l.backlog
 	l.mark, l.backlog = w, info.Notsent_bytes >= backlogBytes
-	if !was || !l.backlog || bytes <= 0 {
-		return // not backlogged from end to end: no rate
+	var frame, unsent int
+	switch {
+	case !l.backlog:
+		// A bulk writer runs and the kernel holds nothing back: the path
+		// is faster than the sizes; double them, up to the maxima (a slow
+		// path backlogs again at once and is measured).
+		frame, unsent = min(2*l.frameSize(), maxFrame), min(2*l.unsent, l.maxUnsent)
+	case !was || bytes <= 0:
+		return // not backlogged from end to end: no rate yet
+	default:
+		frame, unsent = linkSizes(uint64(float64(bytes)/time.Duration(now-last).Seconds()), l.maxUnsent)
 	}
-	rate := uint64(float64(bytes) / time.Duration(now-last).Seconds())
-	frame, unsent := linkSizes(rate, l.maxUnsent)
 	l.frame.Store(int64(frame))
 	if d := unsent - l.unsent; d*4 >= l.unsent || -d*4 >= l.unsent { // a quarter at least: no setsockopt per wobble
 		l.unsent = unsent
