@@ -26,8 +26,8 @@ import (
 //   - a write of a stream that wrote at most quietBytes in the last
 //     quietWindow (counting this write) goes straight to yamux;
 //   - any other write is cut into frames of the current frame size, and
-//     each frame waits for one of bulkSlots slots; a slot is handed to the
-//     longest waiter when a frame has been written;
+//     each frame waits for a slot (slots says how many there are); a slot
+//     is handed to the longest waiter when a frame has been written;
 //   - the control stream never waits.
 const (
 	bulkSlots   = 2

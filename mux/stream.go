@@ -55,19 +55,13 @@ func (s *Stream) Write(p []byte) (int, error) {
 	total := 0
 	for total < len(p) {
 		n := min(len(p)-total, sc.frameSize())
-		if sc.unlimited() { // a fast link: nothing to take turns for
-			m, err := s.Stream.Write(p[total : total+n])
-			s.quiet.add(m)
-			total += m
-			if err != nil {
+		done := func() {}
+		if !sc.unlimited() { // a fast link has nothing to take turns for
+			if err := sc.acquire(s); err != nil {
 				return total, err
 			}
-			continue
+			done = sc.lend()
 		}
-		if err := sc.acquire(s); err != nil {
-			return total, err
-		}
-		done := sc.lend()
 		m, err := s.Stream.Write(p[total : total+n])
 		done()
 		s.quiet.add(m)
