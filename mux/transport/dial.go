@@ -223,7 +223,7 @@ func (d *Dialer) upgrade(ctx context.Context, conn net.Conn, deadline time.Time)
 	// The connection is dialled (and TLS is done) already: the HTTP
 	// client only writes the upgrade request on it.
 	tr := &http.Transport{DialContext: handOut, DialTLSContext: handOut, Proxy: nil, DisableKeepAlives: true}
-	hctx, cancel := context.WithCancel(ctx)
+	hctx, cancel := ctx, context.CancelFunc(func() {})
 	if d.HandshakeTimeout > 0 {
 		hctx, cancel = context.WithDeadline(ctx, deadline)
 	}
