@@ -61,6 +61,16 @@ func (sc *scheduler) frameSize() int {
 	return sc.link.frameSize()
 }
 
+// queueRoom is how many bytes the connection's write queue may hold
+// ahead of the write under way (conn): one bulk frame. It does not
+// sample.
+func (sc *scheduler) queueRoom() int {
+	if sc.link == nil {
+		return maxFrame
+	}
+	return sc.link.frameSize()
+}
+
 // acquire takes a bulk slot for st, waiting in turn. It fails when st's
 // write deadline passes (yamux.ErrTimeout, as a blocked yamux write does)
 // or the session closes (yamux.ErrSessionShutdown).

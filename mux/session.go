@@ -163,6 +163,7 @@ func newSession(c net.Conn, opts Options, client bool) (*Session, error) {
 		maxStray: maxStray,
 		log:      opts.Logger,
 	}
+	w.room = s.sched.queueRoom
 	if client {
 		s.ys, err = yamux.Client(s.conn, cfg)
 	} else {

@@ -29,6 +29,7 @@ var pattern = func() []byte {
 type backends struct {
 	source, echo, sink net.Listener
 	uploads            sync.Map // upload id (uint64) -> *bulk, for the sink to count into
+	web                *web     // nginx, for the small-requests row; nil without it
 	wg                 sync.WaitGroup
 	mu                 sync.Mutex
 	conns              map[net.Conn]struct{}

@@ -142,6 +142,12 @@ func run(o options, out io.Writer) error {
 		return err
 	}
 	defer be.close()
+	if !o.shaped {
+		if be.web, err = startWeb(filepath.Join(dir, "web")); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: the small-requests row is skipped: %v\n", err)
+		}
+		defer be.web.stop()
+	}
 	for _, tr := range o.transports {
 		start := time.Now()
 		measureFn := measure
@@ -163,8 +169,14 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 	if err := os.MkdirAll(tdir, 0o700); err != nil {
 		return nil, err
 	}
+	direct := map[string]string{"source": be.source.Addr().String(), "echo": be.echo.Addr().String()}
+	mappings := [][2]string{{"source", direct["source"]}, {"echo", direct["echo"]}}
+	if be.web != nil {
+		direct["web"] = be.web.addr
+		mappings = append(mappings, [2]string{"web", be.web.addr})
+	}
 	t, err := startTunnel(tunnelSpec{bin: o.bin, dir: tdir, transport: transport,
-		mappings:   [][2]string{{"source", be.source.Addr().String()}, {"echo", be.echo.Addr().String()}},
+		mappings:   mappings,
 		serverKeys: o.serverKeys, clientKeys: o.clientKeys, serverEnv: o.serverEnv, clientEnv: o.clientEnv})
 	if err != nil {
 		return nil, err
@@ -179,7 +191,6 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 		return nil, fmt.Errorf("idle connections: %w", err)
 	}
 
-	direct := map[string]string{"source": be.source.Addr().String(), "echo": be.echo.Addr().String()}
 	tunneled := t.addr
 	samples := map[string][2][]float64{}
 	add := func(name string, i int, v float64) {
@@ -216,6 +227,14 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 				return nil, fmt.Errorf("connection rate: %w", err)
 			}
 			add("connrate", i, rate)
+			if be.web != nil {
+				rate, p99, err := smallRequests(addrs["web"], max(o.dur, webDuration))
+				if err != nil {
+					return nil, fmt.Errorf("small requests: %w", err)
+				}
+				add("web", i, rate)
+				add("webp99", i, float64(p99.Microseconds())/1000)
+			}
 		}
 		if err := t.alive(); err != nil {
 			return nil, err
@@ -226,7 +245,7 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 	row := func(name, unit string, direct, tunnel, ratio float64, goal string) figure {
 		return figure{Transport: transport, Name: name, Unit: unit, Direct: direct, Tunnel: tunnel, Ratio: ratio, Goal: goal}
 	}
-	return []figure{
+	figs := []figure{
 		row("1 connection, MiB/s", "MiB/s", med("1conn", 0), med("1conn", 1), ratio("1conn"), ">= 0.30x"),
 		row("8 connections, MiB/s", "MiB/s", med("8conn", 0), med("8conn", 1), ratio("8conn"), ">= 0.35x"),
 		row("1-byte round trip p50, us", "us", med("rtt", 0), med("rtt", 1), ratio("rtt"), "<= 4x"),
@@ -235,7 +254,13 @@ func measure(o options, dir, transport string, be *backends) ([]figure, error) {
 		row("memory of both processes at start, MiB", "MiB", 0, float64(startRSS)/1024, 0, "<= 16 MiB"),
 		row("  the same, shared binary pages counted once (PSS), MiB", "MiB", 0, float64(startPSS)/1024, 0, ""),
 		row("CPU seconds (both processes) per GiB moved", "s/GiB", 0, cpuUsed.Seconds()/(float64(moved)/(1<<30)), 0, "<= 2.5"),
-	}, nil
+	}
+	if be.web != nil {
+		figs = append(figs,
+			row(fmt.Sprintf("small requests (wrk, %d conns, nginx, 1 KiB page), req/s", webConns), "req/s", med("web", 0), med("web", 1), ratio("web"), ">= 0.5x"),
+			row("  their p99 latency, ms", "ms", med("webp99", 0), med("webp99", 1), ratio("webp99"), ""))
+	}
+	return figs, nil
 }
 
 // idleCost opens n idle visitor connections through the tunnel and
