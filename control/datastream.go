@@ -77,6 +77,7 @@ type DataStream struct {
 
 	ackOnce sync.Once // reads the ack; then ackErr is set for good
 	ackErr  error
+	onAck   func(error) // told the ack's outcome once; set before the first Read
 
 	// aborted: Abort ran; reads only drain and the abort path owns the
 	// FIN. Set under mu, read without it on the relay's path.
@@ -234,12 +235,22 @@ func (d *DataStream) Drain() {
 	_, _ = io.Copy(io.Discard, d.st)
 }
 
+// OnAck has f told, once, of the client's data_channel_ack when it has
+// been read: nil for an ok, the refusal (a *RejectError) or the read's
+// error otherwise. Server side; call it before the stream is read.
+func (d *DataStream) OnAck(f func(err error)) { d.onAck = f }
+
 // ack reads the client's data_channel_ack once, on the server.
 func (d *DataStream) ack() error {
 	if d.ackDeadline.IsZero() {
 		return nil
 	}
-	d.ackOnce.Do(d.readAck)
+	d.ackOnce.Do(func() {
+		d.readAck()
+		if d.onAck != nil {
+			d.onAck(d.ackErr)
+		}
+	})
 	return d.ackErr
 }
 

@@ -44,7 +44,17 @@ type LoginResp struct {
 	Code      Code   `json:"code,omitempty"`
 	Reason    string `json:"reason,omitempty"`
 	SessionID string `json:"session_id,omitempty"`
+	// Features are what this server does beyond version 1's first
+	// messages (FeatureUnregister); a client uses a feature only when the
+	// server names it. Optional.
+	Features []string `json:"features,omitempty"`
 }
+
+// FeatureUnregister is the feature of a server that takes Unregister.
+const FeatureUnregister = "unregister"
+
+// maxFeatures bounds LoginResp.Features.
+const maxFeatures = 32
 
 // Register asks the server to bind a public port for one mapping.
 type Register struct {
@@ -72,6 +82,9 @@ type RegisterResp struct {
 // Ping is the client's heartbeat; Time is unix milliseconds.
 type Ping struct {
 	Time int64 `json:"time"`
+	// RTT is the client's last measured heartbeat round trip, in
+	// microseconds; 0 (omitted) before the first pong.
+	RTT int64 `json:"rtt_us,omitempty"`
 }
 
 // Pong answers Ping (server to client), echoing its Time.
@@ -87,6 +100,14 @@ type OfflinePort struct {
 	// The server treats both alike (new visitors are reset at once; live
 	// ones go on) and logs them differently. Optional.
 	Draining bool `json:"draining,omitempty"`
+}
+
+// Unregister removes a mapping registered in this session (client to
+// server, after a reload): the server frees its port at once and lets its
+// live visitors finish. Only sent to a server that names
+// FeatureUnregister.
+type Unregister struct {
+	Name string `json:"name"`
 }
 
 // OnlinePort reports that an offline mapping's local service is back.
@@ -149,6 +170,9 @@ func (*OfflinePort) Type() string { return "offline_port" }
 func (*OnlinePort) Type() string { return "online_port" }
 
 // Type implements Message.
+func (*Unregister) Type() string { return "unregister" }
+
+// Type implements Message.
 func (*ErrorMsg) Type() string { return "error" }
 
 // Type implements Message.
@@ -171,6 +195,7 @@ var catalog = index(
 	func() Message { return new(Pong) },
 	func() Message { return new(OfflinePort) },
 	func() Message { return new(OnlinePort) },
+	func() Message { return new(Unregister) },
 	func() Message { return new(ErrorMsg) },
 	func() Message { return new(OpenDataChannel) },
 	func() Message { return new(DataChannelAck) },
@@ -266,8 +291,18 @@ func (m *LoginResp) validate() error {
 	if err := checkLen("reason", m.Reason, maxReasonLen); err != nil {
 		return err
 	}
+	if len(m.Features) > maxFeatures {
+		return fmt.Errorf("features: %d, at most %d", len(m.Features), maxFeatures)
+	}
+	for _, f := range m.Features {
+		if err := checkName("features", f); err != nil {
+			return err
+		}
+	}
 	return checkStatus(m.Status, m.Code)
 }
+
+func (m *Unregister) validate() error { return checkName("name", m.Name) }
 
 func (m *Register) validate() error {
 	if m.Protocol != ProtocolTCP {

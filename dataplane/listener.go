@@ -24,6 +24,10 @@ type Options struct {
 	// Logger receives the listener's own lines (refused visitors, accept
 	// errors); nil discards them.
 	Logger *slog.Logger
+	// Reset, when set, is told of each visitor reset at the door: because
+	// the listener was offline, or because MaxConns were live. It must not
+	// block.
+	Reset func(offline bool)
 }
 
 // Listener serves visitors on one mapping's public port.
@@ -37,10 +41,11 @@ type Listener struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // acceptLoop and every serveConn
 
-	online  atomic.Bool
-	refused atomic.Int64   // visitors reset for MaxConns
-	dropped atomic.Int64   // visitors reset while offline
-	warn    rate.Sometimes // the MaxConns warning, at most once per 10 s
+	online   atomic.Bool
+	accepted atomic.Int64   // visitors handed to the handler
+	refused  atomic.Int64   // visitors reset for MaxConns
+	dropped  atomic.Int64   // visitors reset while offline
+	warn     rate.Sometimes // the MaxConns warning, at most once per 10 s
 
 	mu     sync.Mutex // guards conns and closed
 	conns  map[net.Conn]struct{}
@@ -83,6 +88,9 @@ func (l *Listener) Active() int {
 	defer l.mu.Unlock()
 	return len(l.conns)
 }
+
+// Accepted is how many visitors were handed to the handler.
+func (l *Listener) Accepted() int64 { return l.accepted.Load() }
 
 // Refused is how many visitors were reset because MaxConns were live.
 func (l *Listener) Refused() int64 { return l.refused.Load() }
@@ -158,6 +166,7 @@ func (l *Listener) admit(c net.Conn) {
 		l.dropped.Add(1)
 		l.log.Debug("visitor reset: mapping offline", "port", l.port(), "visitor", c.RemoteAddr().String())
 		Reset(c)
+		l.told(true)
 		return
 	}
 	l.mu.Lock()
@@ -173,11 +182,20 @@ func (l *Listener) admit(c net.Conn) {
 			l.log.Warn("visitor reset: max_conns_per_mapping reached", "port", l.port(), "max", l.opts.MaxConns, "refused_total", n)
 		})
 		Reset(c)
+		l.told(false)
 		return
 	}
 	l.conns[c] = struct{}{}
 	l.mu.Unlock()
+	l.accepted.Add(1)
 	l.wg.Go(func() { l.serveConn(c) })
+}
+
+// told passes a reset at the door to Options.Reset.
+func (l *Listener) told(offline bool) {
+	if l.opts.Reset != nil {
+		l.opts.Reset(offline)
+	}
 }
 
 func (l *Listener) serveConn(c net.Conn) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // DefaultBufSize is the size of the default pool's copy buffers, one per
@@ -50,6 +51,18 @@ type Aborter interface {
 	Abort()
 }
 
+// Traffic counts the bytes relays move, as they move them, so that a
+// long transfer shows in every reading and not only at its end. One
+// Traffic may be shared by many relays (all the visitors of a mapping);
+// the zero value counts from zero.
+type Traffic struct{ aToB, bToA atomic.Int64 }
+
+// AToB is the bytes read from a and written to b so far.
+func (t *Traffic) AToB() int64 { return t.aToB.Load() }
+
+// BToA is the bytes read from b and written to a so far.
+func (t *Traffic) BToA() int64 { return t.bToA.Load() }
+
 // Relay copies a to b and b to a until both directions are done, then
 // closes both. When one direction reads EOF it half-closes the far side
 // (CloseWrite) and the other direction goes on. On any read or write error,
@@ -60,15 +73,19 @@ type Aborter interface {
 //
 // Relay owns a and b: they are closed when it returns. Its buffers come
 // from a pool of DefaultBufSize; see RelayWith.
-func Relay(ctx context.Context, a, b net.Conn) Result { return RelayWith(ctx, a, b, defaultPool) }
+func Relay(ctx context.Context, a, b net.Conn) Result { return RelayWith(ctx, a, b, defaultPool, nil) }
 
-// RelayWith is Relay with buffers from pool.
-func RelayWith(ctx context.Context, a, b net.Conn, pool *Pool) Result {
-	r := &relay{a: a, b: b, pool: pool, aborted: make(chan struct{})}
+// RelayWith is Relay with buffers from pool, adding every byte it writes
+// to t as it writes it (nil: no live count).
+func RelayWith(ctx context.Context, a, b net.Conn, pool *Pool, t *Traffic) Result {
+	if t == nil {
+		t = &Traffic{}
+	}
+	r := &relay{a: a, b: b, pool: pool, traffic: t, aborted: make(chan struct{})}
 	stop := context.AfterFunc(ctx, func() { r.abort(context.Cause(ctx)) })
 	var wg sync.WaitGroup
 	wg.Go(r.copyBToA)
-	r.res.AToB = r.copyHalf(b, a)
+	r.res.AToB = r.copyHalf(b, a, &t.aToB)
 	wg.Wait()
 	stop()
 	// stop does not wait for an abort that ctx already started: Do does,
@@ -82,12 +99,13 @@ func RelayWith(ctx context.Context, a, b net.Conn, pool *Pool) Result {
 type relay struct {
 	a, b    net.Conn
 	pool    *Pool
+	traffic *Traffic
 	once    sync.Once
 	aborted chan struct{} // closed by abort
 	res     Result        // AToB owned by Relay's goroutine, BToA by copyBToA, Err by once
 }
 
-func (r *relay) copyBToA() { r.res.BToA = r.copyHalf(r.a, r.b) }
+func (r *relay) copyBToA() { r.res.BToA = r.copyHalf(r.a, r.b, &r.traffic.bToA) }
 
 // waiter is an end that can wait until it has something to read without
 // a buffer: a data stream (package mux), or a TCP connection. An error is
@@ -108,8 +126,8 @@ func waiterOf(c net.Conn) waiter {
 // src ends. A pooled buffer is held only while bytes flow: when a read
 // drains src, the buffer goes back to the pool and the next wait happens
 // without it.
-func (r *relay) copyHalf(dst, src net.Conn) int64 {
-	n, err := r.copyLoop(dst, src, waiterOf(src))
+func (r *relay) copyHalf(dst, src net.Conn, count *atomic.Int64) int64 {
+	n, err := r.copyLoop(dst, src, waiterOf(src), count)
 	if err == nil {
 		err = closeWrite(dst)
 	}
@@ -124,8 +142,9 @@ func (r *relay) copyHalf(dst, src net.Conn) int64 {
 	return n
 }
 
-// copyLoop copies until src's EOF (nil) or an error.
-func (r *relay) copyLoop(dst, src net.Conn, w waiter) (int64, error) {
+// copyLoop copies until src's EOF (nil) or an error, adding what it
+// writes to count.
+func (r *relay) copyLoop(dst, src net.Conn, w waiter, count *atomic.Int64) (int64, error) {
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -147,6 +166,7 @@ func (r *relay) copyLoop(dst, src net.Conn, w waiter) (int64, error) {
 		if nr > 0 {
 			nw, werr := dst.Write(buf[:nr])
 			n += int64(nw)
+			count.Add(int64(nw))
 			if werr != nil {
 				return n, werr
 			}

@@ -270,3 +270,54 @@ func TestRelayCancelRacesTheEnd(t *testing.T) {
 		backend.Close()
 	}
 }
+
+// TestTrafficCountsAsBytesFlow: a shared Traffic shows the bytes of a
+// transfer that is still running, in each direction, and two relays add
+// into it; at the end it agrees with the Results.
+func TestTrafficCountsAsBytesFlow(t *testing.T) {
+	var tr Traffic
+	type ends struct{ visitor, backend *net.TCPConn }
+	var all []ends
+	done := make(chan Result, 2)
+	for range 2 {
+		visitor, a := tcpPair(t)
+		b, backend := tcpPair(t)
+		go func() { done <- RelayWith(context.Background(), a, b, defaultPool, &tr) }()
+		all = append(all, ends{visitor, backend})
+	}
+	in, out := bytes.Repeat([]byte{1}, 300<<10), bytes.Repeat([]byte{2}, 100<<10)
+	for _, e := range all {
+		if _, err := e.visitor.Write(in); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(e.backend, make([]byte, len(in))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.backend.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(e.visitor, make([]byte, len(out))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every byte has arrived, and both relays still run.
+	if got, want := tr.AToB(), int64(2*len(in)); got != want {
+		t.Errorf("AToB mid-transfer = %d, want %d", got, want)
+	}
+	if got, want := tr.BToA(), int64(2*len(out)); got != want {
+		t.Errorf("BToA mid-transfer = %d, want %d", got, want)
+	}
+	var sum Result
+	for _, e := range all {
+		_ = e.visitor.CloseWrite()
+		_ = e.backend.CloseWrite()
+	}
+	for range all {
+		r := wait(t, done)
+		sum.AToB += r.AToB
+		sum.BToA += r.BToA
+	}
+	if sum.AToB != tr.AToB() || sum.BToA != tr.BToA() {
+		t.Errorf("Results %d/%d, Traffic %d/%d: want the same", sum.AToB, sum.BToA, tr.AToB(), tr.BToA())
+	}
+}

@@ -92,6 +92,12 @@ type Options struct {
 	// OnEvent, when set, is called for session and mapping changes, in
 	// order, from the client's goroutines; it must not block.
 	OnEvent func(Event)
+	// Observer, when set, is told of logins, reconnects, refusals, stream
+	// opens and heartbeat round trips, for metrics.
+	Observer Observer
+	// AccessLog logs a line per visitor connection at info; off, the line
+	// is at debug.
+	AccessLog bool
 }
 
 func (o *Options) setDefaults() {
@@ -107,6 +113,9 @@ func (o *Options) setDefaults() {
 	o.Health.Timeout = cmp.Or(o.Health.Timeout, 3*time.Second)
 	o.Health.Failures = cmp.Or(o.Health.Failures, 3)
 	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
 	}
@@ -152,8 +161,6 @@ type Client struct {
 	id       string
 	host     string // server host, for the mapping lines in the log
 	dialer   *transport.Dialer
-	mappings []*clientMapping
-	byName   map[string]*clientMapping
 	running  atomic.Bool
 	bufs     *dataplane.Pool
 	stopping context.Context    // ended by Shutdown: drain, then do not reconnect
@@ -161,10 +168,26 @@ type Client struct {
 	runDone  chan struct{}      // closed when Run returns
 	live     atomic.Int64       // data streams being set up or relayed, over all sessions
 	wg       sync.WaitGroup     // relays of ended sessions (finishRelays); joined by Run
+	obs      Observer
+	started  time.Time
 
-	mu   sync.Mutex // guards cur and hard
-	cur  *clientSession
-	hard context.CancelFunc // ends Run at once; set by Run
+	// for Status: attempts after the first, and why the last one ended
+	reconnects atomic.Int64
+	lastErr    atomic.Pointer[string]
+
+	mu     sync.Mutex // guards cur, hard and runCtx
+	cur    *clientSession
+	hard   context.CancelFunc // ends Run at once; set by Run
+	runCtx context.Context    // Run's, for the probes SetMappings starts; nil once Run is ending
+
+	// The mappings: SetMappings replaces the slice and the map (never
+	// changing them in place) and applies the change to the current
+	// session while it holds mapMu. Lock order: mapMu, then a session's mu.
+	mapMu    sync.RWMutex
+	mappings []*clientMapping
+	byName   map[string]*clientMapping
+	reloadMu sync.Mutex     // one SetMappings at a time
+	probes   sync.WaitGroup // probe loops; joined by Run
 }
 
 // clientMapping is a Mapping with its probe state, which outlives sessions.
@@ -176,6 +199,23 @@ type clientMapping struct {
 	// line's rate
 	dialFails atomic.Int64
 	dialWarn  rate.Sometimes
+	counters  *counters // for Status, over every session (and a change by SetMappings)
+
+	stopProbe context.CancelFunc // ends its probe loop; set when the loop starts
+	cut       context.Context    // ends when a removed mapping's visitors must stop: their relays abort
+	cutNow    context.CancelFunc
+}
+
+// newMapping is m with fresh state; counters carries over those of the
+// mapping m replaces (nil: new ones).
+func newMapping(m Mapping, cnt *counters) *clientMapping {
+	if cnt == nil {
+		cnt = &counters{}
+	}
+	cm := &clientMapping{Mapping: m, dialWarn: rate.Sometimes{Interval: 10 * time.Second}, counters: cnt}
+	cm.online.Store(true)
+	cm.cut, cm.cutNow = context.WithCancel(context.Background())
+	return cm
 }
 
 // New checks opts and returns a client ready to Run.
@@ -200,14 +240,13 @@ func New(opts Options) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{opts: opts, log: opts.Logger, id: control.NewID(), host: host, dialer: d, byName: make(map[string]*clientMapping),
-		bufs: dataplane.NewPool(opts.BufferSize), runDone: make(chan struct{})}
+		bufs: dataplane.NewPool(opts.BufferSize), runDone: make(chan struct{}), obs: opts.Observer, started: time.Now()}
 	c.stopping, c.stop = context.WithCancel(context.Background())
+	if err := checkMappings(opts.Mappings); err != nil {
+		return nil, err
+	}
 	for _, m := range opts.Mappings {
-		if !control.ValidName(m.Name) || c.byName[m.Name] != nil {
-			return nil, fmt.Errorf("client: mapping name %q is invalid or repeated", m.Name)
-		}
-		cm := &clientMapping{Mapping: m, dialWarn: rate.Sometimes{Interval: 10 * time.Second}}
-		cm.online.Store(true)
+		cm := newMapping(m, nil)
 		c.mappings = append(c.mappings, cm)
 		c.byName[m.Name] = cm
 	}
@@ -225,24 +264,26 @@ func (c *Client) Run(ctx context.Context) error {
 		return errors.New("client: already ran")
 	}
 	defer close(c.runDone)
-	var wg sync.WaitGroup
 	ctx, hard := context.WithCancel(ctx)
+	c.mapMu.RLock()
 	c.mu.Lock()
-	c.hard = hard
+	c.hard, c.runCtx = hard, ctx
+	for _, m := range c.mappings {
+		c.startProbeLocked(m)
+	}
 	c.mu.Unlock()
+	c.mapMu.RUnlock()
 	defer func() {
 		if c.stopped() {
 			c.wg.Wait() // a graceful stop lets the last relays finish, within shutdown_timeout
 		}
 		hard()
-		wg.Wait()
+		c.mu.Lock()
+		c.runCtx = nil // no probe starts after this
+		c.mu.Unlock()
+		c.probes.Wait()
 		c.wg.Wait()
 	}()
-	for _, m := range c.mappings {
-		if m.HealthCheck {
-			wg.Go(func() { c.probeLoop(ctx, m) })
-		}
-	}
 	return c.reconnectLoop(ctx)
 }
 
@@ -256,13 +297,21 @@ func (c *Client) reconnectLoop(ctx context.Context) error {
 	defer cancel()
 	defer context.AfterFunc(c.stopping, cancel)()
 	failures := 0
-	for {
+	for attempt := 0; ; attempt++ {
 		if c.stopped() {
 			return nil
+		}
+		if attempt > 0 {
+			c.reconnects.Add(1)
+			c.obs.Reconnect()
 		}
 		healthy, err := c.connectOnce(ctx)
 		if ctx.Err() != nil || c.stopped() {
 			return nil
+		}
+		if err != nil {
+			msg := err.Error()
+			c.lastErr.Store(&msg)
 		}
 		if healthy {
 			b.Reset()
@@ -399,8 +448,14 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn, offer *transport.
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 	resp, err := c.login(ms, deadline)
+	var re *control.RejectError
+	switch {
+	case err == nil:
+		c.obs.Login(0)
+	case errors.As(err, &re):
+		c.obs.Login(re.Code)
+	}
 	if err != nil {
-		var re *control.RejectError
 		if c.opts.TLS != nil && !errors.As(err, &re) {
 			err = offer.Explain(err, ms.ReadErr(), c.opts.TLS.ServerName)
 		}
@@ -432,7 +487,7 @@ func (c *Client) login(ms *mux.Session, deadline time.Time) (*loginResult, error
 		if m.Status != control.StatusOK {
 			return nil, &control.RejectError{Code: m.Code, Reason: m.Reason}
 		}
-		return &loginResult{ctl: ctl, sessionID: m.SessionID}, nil
+		return &loginResult{ctl: ctl, sessionID: m.SessionID, features: m.Features}, nil
 	case *control.ErrorMsg:
 		return nil, &control.RejectError{Code: m.Code, Reason: m.Reason}
 	}
@@ -442,6 +497,7 @@ func (c *Client) login(ms *mux.Session, deadline time.Time) (*loginResult, error
 type loginResult struct {
 	ctl       *mux.Stream
 	sessionID string
+	features  []string
 }
 
 // pollUntil checks cond every interval until it holds (nil) or ctx ends

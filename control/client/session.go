@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,7 +33,8 @@ type regState struct {
 	answered   bool      // a reply has arrived at least once
 	retryAt    time.Time // when a register goes (again); zero: never
 	retryWait  time.Duration
-	refusals   int // refusals in a row, for the log level
+	refusals   int                  // refusals in a row, for the log level
+	refusal    *control.RejectError // the last refusal, until the mapping is up
 }
 
 // clientSession is one logged-in session on the client.
@@ -48,7 +50,12 @@ type clientSession struct {
 	streams *control.StreamTable // live data streams, for data_channel_reset
 	wg      sync.WaitGroup
 	healthy atomic.Bool
-	pinging atomic.Bool // a ping is queued and not written yet
+	pinging atomic.Bool  // a ping is queued and not written yet
+	id      string       // the server's session ID
+	since   time.Time    // the login
+	pings   pings        // the last pings' send times
+	rtt     atomic.Int64 // the last heartbeat round trip, nanoseconds
+	ticked  atomic.Int64 // UnixNano of the heartbeat loop's last run, for Alive
 
 	// The relays outlive the session: a stream whose FIN arrived is
 	// delivered in full after the session died (protocol.md 7.6).
@@ -56,26 +63,30 @@ type clientSession struct {
 	relayCtx    context.Context    // their parent: ends at a hard stop, or after the grace
 	relayCancel context.CancelFunc // set in newClientSession
 
-	mu   sync.Mutex // guards regs
-	regs map[string]*regState
+	unregisters bool // the server takes unregister (control.FeatureUnregister)
+
+	mu          sync.Mutex // guards the fields below
+	regs        map[string]*regState
+	registering bool     // the first registers went: SetMappings' changes apply
+	unregs      []string // unregisters that wait for room in the queue
 }
 
 func newClientSession(ctx context.Context, c *Client, ms *mux.Session, lr *loginResult) *clientSession {
 	cs := &clientSession{
-		c:    c,
-		log:  c.log.With("session", lr.sessionID),
-		mux:  ms,
-		ctl:  lr.ctl,
-		regs: make(map[string]*regState, len(c.mappings)),
+		c:           c,
+		log:         c.log.With("session", lr.sessionID),
+		mux:         ms,
+		ctl:         lr.ctl,
+		regs:        make(map[string]*regState),
+		id:          lr.sessionID,
+		since:       time.Now(),
+		unregisters: slices.Contains(lr.features, control.FeatureUnregister),
 	}
 	cs.ctx, cs.cancel = context.WithCancelCause(context.Background())
 	cs.relayCtx, cs.relayCancel = context.WithCancel(ctx)
 	cs.w = control.NewWriter(lr.ctl, ms.Done(), cs.cancel)
 	cs.streams = control.NewStreamTable(cs.w)
 	cs.streams.HandledUpTo(lr.ctl.Consumed()) // the login reply
-	for _, m := range c.mappings {
-		cs.regs[m.Name] = &regState{}
-	}
 	return cs
 }
 
@@ -91,13 +102,7 @@ func (cs *clientSession) serve(ctx context.Context) error {
 	cs.wg.Go(cs.readLoop)
 	cs.wg.Go(cs.acceptLoop)
 	cs.wg.Go(cs.heartbeatLoop)
-	cs.mu.Lock()
-	now := time.Now()
-	for _, m := range cs.c.mappings {
-		cs.sendRegisterLocked(m, now)
-	}
-	cs.markHealthyLocked()
-	cs.mu.Unlock()
+	cs.registerAll()
 	select {
 	case <-cs.ctx.Done():
 	case <-cs.c.stopping.Done():
@@ -108,6 +113,22 @@ func (cs *clientSession) serve(ctx context.Context) error {
 	cs.wg.Wait()
 	cs.c.wg.Go(cs.finishRelays)
 	return context.Cause(cs.ctx)
+}
+
+// registerAll sends the session's first registers, one per mapping, and
+// from then on lets SetMappings' changes apply to the session.
+func (cs *clientSession) registerAll() {
+	cs.c.mapMu.RLock()
+	defer cs.c.mapMu.RUnlock()
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.registering = true
+	now := time.Now()
+	for _, m := range cs.c.mappings {
+		cs.regs[m.Name] = &regState{}
+		cs.sendRegisterLocked(m, now)
+	}
+	cs.markHealthyLocked()
 }
 
 // finishRelays lets the relays of a session that ended finish on their
@@ -134,10 +155,14 @@ func (cs *clientSession) finishRelays() {
 // Shutdown has begun; openLocal refuses the data streams that still
 // arrive, and live visitor connections go on.
 func (cs *clientSession) drain() {
+	cs.c.mapMu.RLock()
+	defer cs.c.mapMu.RUnlock()
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	for _, m := range cs.c.mappings {
-		cs.drainLocked(m, cs.regs[m.Name])
+		if r := cs.regs[m.Name]; r != nil {
+			cs.drainLocked(m, r)
+		}
 	}
 	cs.log.Info("draining: no new visitors", "active", cs.streams.Len())
 }
@@ -164,6 +189,10 @@ func (cs *clientSession) readLoop() {
 		}
 		switch m := m.(type) {
 		case *control.Pong:
+			if d, ok := cs.pings.rtt(m.Time, time.Now()); ok {
+				cs.rtt.Store(int64(d))
+				cs.c.obs.HeartbeatRTT(d)
+			}
 		case *control.RegisterResp:
 			cs.registered(m)
 		case *control.DataChannelReset:
@@ -185,15 +214,16 @@ func (cs *clientSession) readLoop() {
 // and releases idle buffers. It never blocks on the network.
 func (cs *clientSession) heartbeatLoop() {
 	o := &cs.c.opts
-	tick := max(min(o.HeartbeatInterval, o.HeartbeatTimeout/10), 10*time.Millisecond)
-	t := time.NewTicker(tick)
+	t := time.NewTicker(cs.tick())
 	defer t.Stop()
 	var lastPing, lastShrink time.Time
+	cs.ticked.Store(time.Now().UnixNano())
 	for {
 		select {
 		case <-cs.ctx.Done():
 			return
 		case now := <-t.C:
+			cs.ticked.Store(now.UnixNano())
 			if now.Sub(cs.mux.LastRead()) > o.HeartbeatTimeout {
 				cs.cancel(fmt.Errorf("%w: nothing read from the server for %s", control.ErrHeartbeatTimeout, o.HeartbeatTimeout))
 				return
@@ -213,6 +243,12 @@ func (cs *clientSession) heartbeatLoop() {
 	}
 }
 
+// tick is the heartbeat loop's period.
+func (cs *clientSession) tick() time.Duration {
+	o := &cs.c.opts
+	return max(min(o.HeartbeatInterval, o.HeartbeatTimeout/10), 10*time.Millisecond)
+}
+
 // ping queues a ping unless one is still waiting to be written: on a slow
 // uplink a ping waits behind bulk data, and more of them would only queue
 // up ahead of registers and reports. It returns when the last ping went.
@@ -220,7 +256,9 @@ func (cs *clientSession) ping(now, last time.Time) time.Time {
 	if !cs.pinging.CompareAndSwap(false, true) {
 		return last
 	}
-	if !cs.w.TrySendThen(&control.Ping{Time: now.UnixMilli()}, func() { cs.pinging.Store(false) }) {
+	p := &control.Ping{Time: now.UnixMilli(), RTT: time.Duration(cs.rtt.Load()).Microseconds()}
+	cs.pings.add(p.Time, now)
+	if !cs.w.TrySendThen(p, func() { cs.pinging.Store(false) }) {
 		cs.pinging.Store(false) // the queue is full: the next tick tries again
 		return last
 	}
@@ -240,10 +278,16 @@ func (cs *clientSession) ping(now, last time.Time) time.Time {
 func (cs *clientSession) checkRegs(now time.Time) error {
 	ht := cs.c.opts.HandshakeTimeout
 	silent := now.Sub(cs.mux.LastRead()) > ht
+	cs.c.mapMu.RLock()
+	defer cs.c.mapMu.RUnlock()
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
+	unregistered := cs.flushUnregsLocked()
 	for _, m := range cs.c.mappings {
 		r := cs.regs[m.Name]
+		if r == nil || (!unregistered && slices.Contains(cs.unregs, m.Name)) {
+			continue // not in this session yet, or its old self not unregistered yet
+		}
 		switch {
 		case r.sent && !r.answered && now.Sub(r.sentAt) > ht && silent:
 			return fmt.Errorf("%w (mapping %s)", errRegisterReply, m.Name)
@@ -270,7 +314,7 @@ func (cs *clientSession) sendRegisterLocked(m *clientMapping, now time.Time) {
 		r.retryAt = now
 		return
 	}
-	*r = regState{sent: true, sentAt: now, sentOnline: online, answered: r.answered, retryWait: r.retryWait, refusals: r.refusals}
+	*r = regState{sent: true, sentAt: now, sentOnline: online, answered: r.answered, retryWait: r.retryWait, refusals: r.refusals, refusal: r.refusal}
 }
 
 // markHealthyLocked marks the session healthy once every mapping's first
@@ -286,21 +330,21 @@ func (cs *clientSession) markHealthyLocked() {
 
 // registered handles a register reply.
 func (cs *clientSession) registered(resp *control.RegisterResp) {
-	m := cs.c.byName[resp.Name]
-	if m == nil {
-		cs.log.Warn("register reply for an unknown mapping", "mapping", resp.Name)
-		return
-	}
+	m := cs.c.mapping(resp.Name)
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	r := cs.regs[m.Name]
+	r := cs.regs[resp.Name]
+	if m == nil || r == nil {
+		cs.log.Debug("register reply for a mapping no longer configured", "mapping", resp.Name)
+		return
+	}
 	r.sent, r.answered = false, true
 	cs.markHealthyLocked()
 	if resp.Status != control.StatusOK {
 		cs.refusedLocked(m, r, &control.RejectError{Code: resp.Code, Reason: resp.Reason})
 		return
 	}
-	r.up, r.port, r.retryAt, r.retryWait, r.refusals = true, resp.RemotePort, time.Time{}, 0, 0
+	r.up, r.port, r.retryAt, r.retryWait, r.refusals, r.refusal = true, resp.RemotePort, time.Time{}, 0, 0, nil
 	if prev := int(m.lastPort.Swap(int64(resp.RemotePort))); m.RemotePort == 0 && prev != 0 && prev != resp.RemotePort {
 		cs.log.Warn("mapping came back on a new port: its old port was taken or not allowed", "mapping", m.Name,
 			"old_port", prev, "remote_port", resp.RemotePort)
@@ -322,6 +366,8 @@ func (cs *clientSession) registered(resp *control.RegisterResp) {
 // held.
 func (cs *clientSession) refusedLocked(m *clientMapping, r *regState, re *control.RejectError) {
 	r.refusals++
+	r.refusal = re
+	cs.c.obs.Refused(re.Code)
 	attrs := []any{"mapping", m.Name, "remote_port", m.RemotePort, "code", int(re.Code), "reason", re.Reason}
 	switch {
 	case re.Code != control.CodePortInUse:
@@ -344,7 +390,7 @@ func (cs *clientSession) refusedLocked(m *clientMapping, r *regState, re *contro
 func (cs *clientSession) healthChanged(m *clientMapping, on bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if r := cs.regs[m.Name]; r.up && r.sentOnline != on && !cs.c.stopped() {
+	if r := cs.regs[m.Name]; r != nil && r.up && r.sentOnline != on && !cs.c.stopped() {
 		cs.reportLocked(m, r, on)
 	}
 }
@@ -385,29 +431,46 @@ func (cs *clientSession) serveStream(st *mux.Stream) {
 	ctx := cs.streams.Add(cs.relayCtx, ds)
 	cs.c.live.Add(1)
 	start := time.Now()
-	local, hdr, re := cs.openLocal(ctx, ds)
+	local, hdr, m, re := cs.openLocal(ctx, ds)
 	if re != nil {
+		cs.c.obs.Refused(re.Code)
 		ds.Refuse(re.Code, re.Reason, cs.c.opts.HandshakeTimeout)
 		cs.streams.Remove(ds)
 		cs.c.live.Add(-1)
 		return
 	}
+	cs.c.obs.StreamOpened(time.Since(start))
+	m.counters.visitors.Add(1)
+	m.counters.active.Add(1)
+	// A mapping removed by SetMappings cuts its visitors off after the
+	// grace.
+	rctx, cut := context.WithCancel(ctx)
+	stopCut := context.AfterFunc(m.cut, cut)
 	cs.relays.Go(func() {
 		defer cs.c.live.Add(-1)
+		defer m.counters.active.Add(-1)
 		defer cs.streams.Remove(ds)
-		res := dataplane.RelayWith(ctx, ds, local, cs.c.bufs)
+		defer cut()
+		defer stopCut()
+		res := dataplane.RelayWith(rctx, ds, local, cs.c.bufs, &m.counters.traffic)
 		attrs := []any{"mapping", hdr.Name, "visitor", hdr.Visitor, "bytes_in", res.AToB, "bytes_out", res.BToA,
 			"duration", time.Since(start).Round(time.Microsecond).String()}
 		if res.Err != nil {
-			attrs = append(attrs, "err", res.Err)
+			attrs = append(attrs, "end", "aborted", "err", res.Err)
+		} else {
+			attrs = append(attrs, "end", "closed")
 		}
-		cs.log.Debug("visitor closed", attrs...)
+		level := slog.LevelDebug
+		if cs.c.opts.AccessLog {
+			level = slog.LevelInfo
+		}
+		cs.log.Log(context.Background(), level, "visitor closed", attrs...)
 	})
 }
 
 // openLocal reads ds's header, dials the mapping's local service and acks.
 // On error nothing is left open and the refusal to answer is returned.
-func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) (net.Conn, *control.OpenDataChannel, *control.RejectError) {
+func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) (net.Conn, *control.OpenDataChannel, *clientMapping, *control.RejectError) {
 	o := &cs.c.opts
 	_ = ds.SetReadDeadline(time.Now().Add(o.HandshakeTimeout))
 	msg, err := control.ReadFrame(ds)
@@ -415,14 +478,14 @@ func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) 
 	hdr, ok := msg.(*control.OpenDataChannel)
 	if err != nil || !ok {
 		cs.log.Warn("bad data stream header", "err", err)
-		return nil, nil, &control.RejectError{Code: control.CodeMalformed, Reason: "bad data stream header"}
+		return nil, nil, nil, &control.RejectError{Code: control.CodeMalformed, Reason: "bad data stream header"}
 	}
-	m := cs.c.byName[hdr.Name]
+	m := cs.c.mapping(hdr.Name)
 	switch {
 	case m == nil:
-		return nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "no mapping named " + hdr.Name}
+		return nil, nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "no mapping named " + hdr.Name}
 	case cs.c.stopped():
-		return nil, nil, &control.RejectError{Code: control.CodeMappingOffline, Reason: "the client is stopping"}
+		return nil, nil, nil, &control.RejectError{Code: control.CodeMappingOffline, Reason: "the client is stopping"}
 	}
 	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
 	local, err := (&net.Dialer{}).DialContext(dctx, "tcp", m.LocalAddr)
@@ -435,14 +498,14 @@ func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) 
 					"code", int(control.CodeLocalUnreachable), "err", err, "count", m.dialFails.Swap(0))
 			})
 		}
-		return nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "local service unreachable"}
+		return nil, nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "local service unreachable"}
 	}
 	_ = ds.SetWriteDeadline(time.Now().Add(o.HandshakeTimeout))
 	err = control.WriteFrame(ds, &control.DataChannelAck{Status: control.StatusOK})
 	_ = ds.SetWriteDeadline(time.Time{})
 	if err != nil {
 		dataplane.Reset(local)
-		return nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "ack not written"}
+		return nil, nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "ack not written"}
 	}
-	return local, hdr, nil
+	return local, hdr, m, nil
 }

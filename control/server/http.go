@@ -18,7 +18,7 @@ func (s *Server) serveWebSocket(a *transport.Arrival) {
 		return
 	}
 	defer s.wg.Done()
-	sess, err := s.loginOver(a.Conn, a.Deadline, nil)
+	sess, err := s.loginOver(a, nil)
 	a.Release()
 	if err != nil {
 		return

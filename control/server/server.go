@@ -66,8 +66,15 @@ type Options struct {
 	// BufferSize is the relays' copy buffer, the largest data frame this
 	// side writes; default dataplane.DefaultBufSize.
 	BufferSize int
-	Mux        mux.Options
-	Logger     *slog.Logger // nil discards
+	// NoAccessLog puts the line logged per visitor connection (client,
+	// mapping, visitor, bytes each way, duration, how it ended) at debug;
+	// by default it is at info: the server's access log.
+	NoAccessLog bool
+	// Observer, when set, is told of logins, refusals, stream opens and
+	// heartbeat round trips, for metrics.
+	Observer Observer
+	Mux      mux.Options
+	Logger   *slog.Logger // nil discards
 }
 
 func (o *Options) setDefaults() {
@@ -89,6 +96,9 @@ func (o *Options) setDefaults() {
 	o.WSPath = cmp.Or(o.WSPath, transport.DefaultWSPath)
 	o.BufferSize = cmp.Or(o.BufferSize, dataplane.DefaultBufSize)
 	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
 	if o.Mux.Logger == nil {
 		o.Mux.Logger = o.Logger
 	}
@@ -112,6 +122,10 @@ type Server struct {
 	reg      *registry
 	guard    *guard
 	bufs     *dataplane.Pool
+	obs      Observer
+	started  time.Time
+	tally    tally           // every mapping's counters
+	swept    atomic.Int64    // UnixNano of the sweep loop's last run, for Alive
 	ctx      context.Context // ends at Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // acceptLoops, handleConns, sweepLoop
@@ -132,6 +146,8 @@ func New(opts Options) *Server {
 		tokenSum:  sha256.Sum256([]byte(opts.Token)),
 		reg:       newRegistry(),
 		bufs:      dataplane.NewPool(opts.BufferSize),
+		obs:       opts.Observer,
+		started:   time.Now(),
 		listeners: make(map[net.Listener]struct{}),
 	}
 	s.entry = transport.NewEntry(transport.EntryOptions{
@@ -195,7 +211,7 @@ func (s *Server) handleConn(c net.Conn) {
 	if a.TLSRequired {
 		refusal = &control.RejectError{Code: control.CodeTLS, Reason: "this server requires TLS; use a tls:// or wss:// server_addr (or [tls] with a bare host:port)"}
 	}
-	sess, err := s.loginOver(a.Conn, deadline, refusal)
+	sess, err := s.loginOver(a, refusal)
 	a.Release()
 	if err != nil {
 		return
@@ -222,11 +238,13 @@ func (s *Server) entryFailed(remote string, err error) {
 	}
 }
 
-// loginOver runs the rest of the handshake on c (TLS and WebSocket are done
-// by now) until deadline: a yamux session, the control stream, a valid
-// login frame and the reply; or, with a refusal, the refusal. On success
-// the connection belongs to the returned session; on failure it is closed.
-func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *control.RejectError) (*serverSession, error) {
+// loginOver runs the rest of the handshake on a's connection (TLS and
+// WebSocket are done by now) until a's deadline: a yamux session, the
+// control stream, a valid login frame and the reply; or, with a refusal,
+// the refusal. On success the connection belongs to the returned session;
+// on failure it is closed.
+func (s *Server) loginOver(a *transport.Arrival, refusal *control.RejectError) (*serverSession, error) {
+	c, deadline := a.Conn, a.Deadline
 	remote := c.RemoteAddr().String()
 	_ = c.SetDeadline(deadline)
 	ms, err := mux.Server(c, s.opts.Mux)
@@ -244,6 +262,7 @@ func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *control.Reje
 	}
 	if refusal != nil {
 		s.log.Warn("login refused", "remote", remote, "code", int(refusal.Code), "reason", refusal.Reason)
+		s.obs.Login(refusal.Code)
 		s.refuse(ms, ctl, &control.ErrorMsg{Code: refusal.Code, Reason: refusal.Reason}, true)
 		return nil, refusal
 	}
@@ -259,15 +278,18 @@ func (s *Server) loginOver(c net.Conn, deadline time.Time, refusal *control.Reje
 	s.guard.goodLogin(ms.RemoteAddr())
 	if s.ctx.Err() != nil || !s.reg.accepting() {
 		s.log.Info("login refused: server shutting down", "remote", remote, "client", login.Name, "code", int(control.CodeShuttingDown))
+		s.obs.Login(control.CodeShuttingDown)
 		s.refuse(ms, ctl, &control.ErrorMsg{Code: control.CodeShuttingDown, Reason: control.CodeShuttingDown.String()}, true)
 		return nil, errShuttingDown
 	}
 	ms.Trust()
-	sess := newServerSession(s, ms, ctl, login)
-	if err := control.WriteFrame(ctl, &control.LoginResp{Status: control.StatusOK, SessionID: sess.id}); err != nil {
+	sess := newServerSession(s, ms, ctl, login, a.Transport)
+	if err := control.WriteFrame(ctl, &control.LoginResp{Status: control.StatusOK, SessionID: sess.id,
+		Features: []string{control.FeatureUnregister}}); err != nil {
 		_ = ms.Close()
 		return nil, err
 	}
+	s.obs.Login(0)
 	_ = c.SetDeadline(time.Time{})
 	_ = ctl.SetDeadline(time.Time{})
 	return sess, nil
@@ -286,12 +308,14 @@ func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*co
 			code = control.CodeLoginTimeout
 		}
 		s.log.Warn("login failed", "remote", remote, "code", int(code), "err", err)
+		s.obs.Login(code)
 		s.refuse(ms, ctl, &control.ErrorMsg{Code: code, Reason: code.String()}, false)
 		return nil, err
 	}
 	login, ok := m.(*control.Login)
 	if !ok {
 		s.log.Warn("login failed", "remote", remote, "code", int(control.CodeMalformed), "err", "first frame is "+m.Type())
+		s.obs.Login(control.CodeMalformed)
 		s.refuse(ms, ctl, &control.ErrorMsg{Code: control.CodeMalformed, Reason: "first frame must be login"}, false)
 		return nil, control.ErrMalformed
 	}
@@ -300,6 +324,7 @@ func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*co
 			s.guard.badToken(ms.RemoteAddr())
 		}
 		s.log.Warn("login refused", "remote", remote, "client", login.Name, "code", int(re.Code), "reason", re.Reason)
+		s.obs.Login(re.Code)
 		s.refuse(ms, ctl, &control.LoginResp{Status: control.StatusFail, Code: re.Code, Reason: re.Reason}, true)
 		return nil, re
 	}
@@ -345,11 +370,13 @@ func (s *Server) sweepLoop() {
 	t := time.NewTicker(s.opts.HeartbeatCheckInterval)
 	defer t.Stop()
 	var lastShrink time.Time
+	s.swept.Store(time.Now().UnixNano())
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case now := <-t.C:
+			s.swept.Store(now.UnixNano())
 			s.guard.sweep(now)
 			shrink := now.Sub(lastShrink) >= control.ShrinkEvery
 			if shrink {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,25 +24,36 @@ var errReplaced = errors.New("replaced by a new login with the same name")
 // serverSession is one logged-in client on the server.
 type serverSession struct {
 	// set in newServerSession
-	srv      *Server
-	log      *slog.Logger
-	id       string
-	name     string
-	clientID string
-	remote   string
-	mux      *mux.Session
-	ctl      *mux.Stream
-	ctx      context.Context // ends when the session must end; Cause says why
-	cancel   context.CancelCauseFunc
-	started  time.Time
+	srv       *Server
+	log       *slog.Logger
+	id        string
+	name      string
+	clientID  string
+	remote    string
+	transport string // how the client came: tcp, tls, ws or wss
+	mux       *mux.Session
+	ctl       *mux.Stream
+	ctx       context.Context // ends when the session must end; Cause says why
+	cancel    context.CancelCauseFunc
+	started   time.Time
+	rtt       atomic.Int64 // the client's last reported heartbeat round trip, microseconds
 
 	w       *control.Writer      // owns writes on ctl once run starts
 	streams *control.StreamTable // live data streams, for data_channel_reset
 
+	drains sync.WaitGroup // removed mappings' listeners finishing their visitors; added to by readLoop, joined by run
+
 	mu       sync.Mutex // guards mappings, refused and unbound
 	mappings map[string]*mapping
-	refused  map[string]control.Code // the last refusal of each mapping name, for the log level
-	unbound  bool                    // no more listeners may be bound
+	refused  map[string]refusal // the last refusal of each mapping name not bound, for the log level and status
+	unbound  bool               // no more listeners may be bound
+}
+
+// refusal is a mapping's last refused registration.
+type refusal struct {
+	control.RejectError
+	port      int
+	localAddr string
 }
 
 // mapping is one registered mapping with its public listener.
@@ -50,20 +62,23 @@ type mapping struct {
 	port      int
 	localAddr string
 	ln        *dataplane.Listener
+	counters  *counters   // the mapping's, over every session
+	draining  atomic.Bool // the client said it is stopping
 }
 
-func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *control.Login) *serverSession {
+func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *control.Login, transport string) *serverSession {
 	ss := &serverSession{
-		srv:      s,
-		id:       control.NewID(),
-		name:     l.Name,
-		clientID: l.ClientID,
-		remote:   ms.RemoteAddr().String(),
-		mux:      ms,
-		ctl:      ctl,
-		started:  time.Now(),
-		mappings: make(map[string]*mapping),
-		refused:  make(map[string]control.Code),
+		srv:       s,
+		id:        control.NewID(),
+		name:      l.Name,
+		clientID:  l.ClientID,
+		transport: transport,
+		remote:    ms.RemoteAddr().String(),
+		mux:       ms,
+		ctl:       ctl,
+		started:   time.Now(),
+		mappings:  make(map[string]*mapping),
+		refused:   make(map[string]refusal),
 	}
 	ss.log = s.log.With("session", ss.id, "client", ss.name)
 	ss.ctx, ss.cancel = context.WithCancelCause(context.Background())
@@ -96,6 +111,7 @@ func (ss *serverSession) run() {
 	}
 	ss.teardown(cause)
 	wg.Wait()
+	ss.drains.Wait() // after readLoop, the only one to add to it
 	ss.logEnd(cause)
 }
 
@@ -203,10 +219,16 @@ func (ss *serverSession) handle(m control.Message) error {
 		ss.w.Send(ss.register(m))
 	case *control.Ping:
 		ss.w.Send(&control.Pong{Time: m.Time})
+		if m.RTT > 0 {
+			ss.rtt.Store(m.RTT)
+			ss.srv.obs.HeartbeatRTT(time.Duration(m.RTT) * time.Microsecond)
+		}
 	case *control.OfflinePort:
 		ss.setOnline(m.Name, m.Port, false, m.Draining)
 	case *control.OnlinePort:
 		ss.setOnline(m.Name, m.Port, true, false)
+	case *control.Unregister:
+		ss.unregister(m.Name)
 	case *control.DataChannelReset:
 		ss.streams.Reset(m.Stream)
 	default:
@@ -222,8 +244,9 @@ func (ss *serverSession) register(r *control.Register) *control.RegisterResp {
 	if err != nil {
 		var re *control.RejectError
 		errors.As(err, &re)
+		ss.srv.obs.Refused(re.Code)
 		level := slog.LevelWarn
-		if ss.refusedBefore(r.Name, re.Code) {
+		if ss.refusedBefore(r, re) {
 			level = slog.LevelDebug // the client retries a 1004 for as long as the session lives
 		}
 		ss.log.Log(context.Background(), level, "mapping refused", "mapping", r.Name, "remote_port", r.RemotePort, "code", int(re.Code), "reason", re.Reason)
@@ -254,23 +277,30 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 		return nil, err
 	}
 	delete(ss.refused, r.Name)
-	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: ln.Addr().(*net.TCPAddr).Port}
+	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: ln.Addr().(*net.TCPAddr).Port,
+		counters: ss.srv.tally.of(ss.name, r.Name)}
 	m.ln = dataplane.Serve(ln, ss.visitorHandler(m), dataplane.Options{
 		MaxConns: o.MaxConnsPerMapping,
 		Logger:   ss.log.With("mapping", m.name),
+		Reset: func(offline bool) {
+			m.counters.resets.Add(1)
+			if offline {
+				ss.srv.obs.Refused(control.CodeMappingOffline)
+			}
+		},
 	})
 	ss.mappings[m.name] = m
 	return m, nil
 }
 
-// refusedBefore reports whether the last register of name in this session
-// was refused with the same code, and remembers this refusal. ss.mu is
-// not held.
-func (ss *serverSession) refusedBefore(name string, code control.Code) bool {
+// refusedBefore reports whether the last register of r's mapping in this
+// session was refused with the same code, and remembers this refusal.
+// ss.mu is not held.
+func (ss *serverSession) refusedBefore(r *control.Register, re *control.RejectError) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	before := ss.refused[name] == code
-	ss.refused[name] = code
+	before := ss.refused[r.Name].Code == re.Code
+	ss.refused[r.Name] = refusal{RejectError: *re, port: r.RemotePort, localAddr: r.LocalAddr}
 	return before
 }
 
@@ -318,6 +348,7 @@ func (ss *serverSession) setOnline(name string, port int, on, draining bool) {
 		ss.log.Warn("health report for an unknown mapping", "mapping", name, "remote_port", port)
 		return
 	}
+	m.draining.Store(draining)
 	if m.ln.Online() == on {
 		return
 	}
@@ -330,6 +361,35 @@ func (ss *serverSession) setOnline(name string, port int, on, draining bool) {
 	default:
 		ss.log.Warn("mapping offline: local service down on the client", "mapping", name, "remote_port", port, "code", int(control.CodeMappingOffline))
 	}
+}
+
+// unregister removes a mapping the client no longer has (a reload): its
+// port is free when this returns, so that a register that follows may
+// bind it again; its live visitors go on for up to shutdown_timeout.
+func (ss *serverSession) unregister(name string) {
+	ss.mu.Lock()
+	m := ss.mappings[name]
+	delete(ss.mappings, name)
+	delete(ss.refused, name)
+	if m != nil {
+		_ = m.ln.Unbind()
+	}
+	ss.mu.Unlock()
+	if m == nil {
+		ss.log.Debug("unregister of a mapping not bound", "mapping", name)
+		return
+	}
+	ss.log.Info("mapping removed by the client", "mapping", name, "remote_port", m.port, "active", m.ln.Active())
+	ss.drains.Go(func() {
+		ctx, cancel := context.WithTimeout(ss.ctx, max(ss.srv.opts.ShutdownTimeout, 0))
+		defer cancel()
+		if ss.srv.opts.ShutdownTimeout < 0 {
+			cancel()
+		}
+		if err := m.ln.Shutdown(ctx); err != nil && ss.ctx.Err() == nil {
+			ss.log.Info("removed mapping's visitors cut off", "mapping", name, "remote_port", m.port, "err", err)
+		}
+	})
 }
 
 func (ss *serverSession) activeVisitors() int {

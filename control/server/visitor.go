@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 	return func(ctx context.Context, visitor net.Conn) {
 		start := time.Now()
+		m.counters.visitors.Add(1)
 		deadline := start.Add(ss.srv.opts.StreamOpenTimeout)
 		// OpenStream cannot be cancelled; a visitor must not wait on it
 		// past stream_open_timeout.
@@ -31,6 +34,14 @@ func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 			return
 		}
 		ds := ss.streams.Open(st, deadline)
+		ds.OnAck(func(err error) {
+			switch code := control.CodeOf(err); {
+			case err == nil:
+				ss.srv.obs.StreamOpened(time.Since(start))
+			case code != 0:
+				ss.srv.obs.Refused(code)
+			}
+		})
 		rctx := ss.streams.Add(ctx, ds)
 		defer ss.streams.Remove(ds)
 		if late {
@@ -42,18 +53,35 @@ func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 				"err", fmt.Errorf("open data stream: %w", context.DeadlineExceeded))
 			return
 		}
-		res := dataplane.RelayWith(rctx, visitor, ds, ss.srv.bufs)
-		attrs := []any{"mapping", m.name, "visitor", visitor.RemoteAddr().String(),
-			"bytes_in", res.AToB, "bytes_out", res.BToA,
-			"duration", time.Since(start).Round(time.Microsecond).String()}
-		if res.Err != nil {
-			attrs = append(attrs, "err", res.Err)
-			if code := control.CodeOf(res.Err); code != 0 {
-				attrs = append(attrs, "code", int(code))
-			}
-		}
-		ss.log.Debug("visitor closed", attrs...)
+		res := dataplane.RelayWith(rctx, visitor, ds, ss.srv.bufs, &m.counters.traffic)
+		ss.logVisitor(ss.log, m.name, visitor.RemoteAddr().String(), start, res)
 	}
+}
+
+// logVisitor writes the access log line of one visitor connection: at
+// info unless NoAccessLog, else at debug. "end" says how it ended: "closed"
+// (both directions finished), "refused" (with the client's code), or
+// "aborted" (with the error, and its code when it has one).
+func (ss *serverSession) logVisitor(log *slog.Logger, mapping, visitor string, start time.Time, res dataplane.Result) {
+	attrs := []any{"mapping", mapping, "visitor", visitor, "bytes_in", res.AToB, "bytes_out", res.BToA,
+		"duration", time.Since(start).Round(time.Microsecond).String()}
+	var re *control.RejectError
+	switch {
+	case res.Err == nil:
+		attrs = append(attrs, "end", "closed")
+	case errors.As(res.Err, &re):
+		attrs = append(attrs, "end", "refused", "code", int(re.Code), "reason", re.Reason)
+	default:
+		attrs = append(attrs, "end", "aborted", "err", res.Err)
+		if code := control.CodeOf(res.Err); code != 0 {
+			attrs = append(attrs, "code", int(code))
+		}
+	}
+	level := slog.LevelInfo
+	if ss.srv.opts.NoAccessLog {
+		level = slog.LevelDebug
+	}
+	log.Log(context.Background(), level, "visitor closed", attrs...)
 }
 
 // openData opens a data stream and writes its header.

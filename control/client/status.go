@@ -1,0 +1,210 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
+)
+
+// Observer is told of events as they happen, for metrics. Its methods are
+// called from the client's goroutines and must not block.
+type Observer interface {
+	// Login is told of each login answered: code 0 when the client logged
+	// in, else the refusal's code.
+	Login(code control.Code)
+	// Reconnect is told of each new connection attempt after the first.
+	Reconnect()
+	// Refused is told of each refusal with a code that is not a login's:
+	// a registration the server refused, a visitor this side refused
+	// (local service unreachable, or the client stopping).
+	Refused(code control.Code)
+	// StreamOpened is told how long a data stream took from its arrival
+	// to this side's ok: reading its header and dialling the local
+	// service.
+	StreamOpened(d time.Duration)
+	// HeartbeatRTT is told of each heartbeat round trip: from the ping
+	// queued to its pong read.
+	HeartbeatRTT(d time.Duration)
+}
+
+// The states of a mapping in a Status.
+const (
+	StatePending  = "pending"  // not registered yet in this session, or no session
+	StateUp       = "up"       // registered; visitors reach the local service
+	StateOffline  = "offline"  // registered; the health probe finds the local service down
+	StateDraining = "draining" // the client is stopping: no new visitors
+	StateRefused  = "refused"  // the server refused it; Code and Reason say why
+)
+
+// Status is a snapshot of the client, for the admin API and metrics.
+type Status struct {
+	Started    time.Time
+	Server     string         // the server address
+	Session    *SessionStatus // nil while not logged in
+	Reconnects int64          // connection attempts after the first
+	LastError  string         // why the last session or attempt ended; "" before any
+	Mappings   []MappingStatus
+}
+
+// SessionStatus is the live session.
+type SessionStatus struct {
+	ID           string
+	Since        time.Time
+	Transport    string        // tcp, tls, ws or wss
+	HeartbeatRTT time.Duration // the last round trip; 0 before the first pong
+}
+
+// MappingStatus is one mapping. The counters are since the client
+// started, over every session.
+type MappingStatus struct {
+	Name       string
+	LocalAddr  string
+	RemotePort int          // as configured; 0: any
+	BoundPort  int          // the port the server bound in this session; 0 when not up
+	State      string       // one of the State constants
+	Code       control.Code // the refusal, for StateRefused
+	Reason     string
+	Active     int64 // live visitor connections
+	Visitors   int64 // visitor connections served
+	BytesIn    int64 // from visitors
+	BytesOut   int64 // to visitors
+}
+
+// counters are a mapping's figures over every session.
+type counters struct {
+	traffic  dataplane.Traffic
+	visitors atomic.Int64
+	active   atomic.Int64
+}
+
+// Status returns a snapshot of the client.
+func (c *Client) Status() Status {
+	st := Status{Started: c.started, Server: c.opts.ServerAddr, Reconnects: c.reconnects.Load()}
+	if p := c.lastErr.Load(); p != nil {
+		st.LastError = *p
+	}
+	cs := c.current()
+	if cs != nil {
+		st.Session = &SessionStatus{ID: cs.id, Since: cs.since, Transport: c.transport(),
+			HeartbeatRTT: time.Duration(cs.rtt.Load())}
+	}
+	c.mapMu.RLock()
+	defer c.mapMu.RUnlock()
+	for _, m := range c.mappings {
+		ms := MappingStatus{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, State: StatePending,
+			Active: m.counters.active.Load(), Visitors: m.counters.visitors.Load(),
+			BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA()}
+		if cs != nil {
+			cs.mu.Lock()
+			r := cs.regs[m.Name]
+			switch {
+			case r == nil:
+			case r.up && c.stopped():
+				ms.State, ms.BoundPort = StateDraining, r.port
+			case r.up && !m.online.Load():
+				ms.State, ms.BoundPort = StateOffline, r.port
+			case r.up:
+				ms.State, ms.BoundPort = StateUp, r.port
+			case r.refusal != nil:
+				ms.State, ms.Code, ms.Reason = StateRefused, r.refusal.Code, r.refusal.Reason
+			}
+			cs.mu.Unlock()
+		}
+		st.Mappings = append(st.Mappings, ms)
+	}
+	return st
+}
+
+// Ready reports whether the client does all it can: logged in, and every
+// mapping registered or refused for a reason that retrying cannot clear
+// (anything but a port in use). Otherwise the error says what it waits
+// for.
+func (c *Client) Ready() error {
+	st := c.Status()
+	if st.Session == nil {
+		if st.LastError != "" {
+			return fmt.Errorf("not logged in to %s: %s", st.Server, st.LastError)
+		}
+		return fmt.Errorf("not logged in to %s yet", st.Server)
+	}
+	var errs []error
+	for _, m := range st.Mappings {
+		switch {
+		case m.State == StatePending:
+			errs = append(errs, fmt.Errorf("mapping %s: not registered yet", m.Name))
+		case m.State == StateRefused && m.Code == control.CodePortInUse:
+			errs = append(errs, fmt.Errorf("mapping %s: refused (%d %s), retrying", m.Name, int(m.Code), m.Reason))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Alive reports whether the client's loops run: with a session, its
+// heartbeat loop must have run lately. A client that is reconnecting is
+// alive. For a supervisor's watchdog.
+func (c *Client) Alive() error {
+	cs := c.current()
+	if cs == nil {
+		return nil
+	}
+	last := cs.ticked.Load()
+	if late := time.Since(time.Unix(0, last)); last != 0 && late > 3*cs.tick()+time.Second {
+		return fmt.Errorf("client: the heartbeat loop has not run for %s", late.Round(time.Second))
+	}
+	return nil
+}
+
+// transport is the transport the client dials, as the status names it.
+func (c *Client) transport() string {
+	if c.opts.Transport == "tcp" && c.opts.TLS != nil {
+		return "tls"
+	}
+	return c.opts.Transport
+}
+
+// pings remembers when the last few pings were queued, by their Time, so
+// that a pong gives a round trip at the monotonic clock's precision.
+type pings struct {
+	mu   sync.Mutex
+	sent [4]struct {
+		time int64
+		at   time.Time
+	}
+	next int
+}
+
+func (p *pings) add(t int64, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sent[p.next].time, p.sent[p.next].at = t, at
+	p.next = (p.next + 1) % len(p.sent)
+}
+
+// rtt is the round trip of the ping with Time t, or false for a pong no
+// ping of ours asked for.
+func (p *pings) rtt(t int64, now time.Time) (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.sent {
+		if s := &p.sent[i]; s.time == t && !s.at.IsZero() {
+			d := now.Sub(s.at)
+			s.at = time.Time{}
+			return d, true
+		}
+	}
+	return 0, false
+}
+
+// nopObserver observes nothing.
+type nopObserver struct{}
+
+func (nopObserver) Login(control.Code)         {}
+func (nopObserver) Reconnect()                 {}
+func (nopObserver) Refused(control.Code)       {}
+func (nopObserver) StreamOpened(time.Duration) {}
+func (nopObserver) HeartbeatRTT(time.Duration) {}

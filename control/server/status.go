@@ -1,0 +1,177 @@
+package server
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
+)
+
+// Observer is told of events as they happen, for metrics. Its methods are
+// called from the server's goroutines and must not block.
+type Observer interface {
+	// Login is told of each login answered: code 0 when the client logged
+	// in, else the refusal's code.
+	Login(code control.Code)
+	// Refused is told of each refusal with a code that is not a login's:
+	// a registration refused, a visitor reset because its mapping was
+	// offline, a visitor the client refused.
+	Refused(code control.Code)
+	// StreamOpened is told how long a visitor waited for its data stream,
+	// from accept to the client's ok.
+	StreamOpened(d time.Duration)
+	// HeartbeatRTT is told of each round trip a client reports.
+	HeartbeatRTT(d time.Duration)
+}
+
+// The states of a mapping in a Status.
+const (
+	StateUp       = "up"       // bound and serving visitors
+	StateOffline  = "offline"  // bound; the client reports its local service down
+	StateDraining = "draining" // bound; the client is stopping and takes no new visitors
+	StateRefused  = "refused"  // the last registration was refused; Code and Reason say why
+)
+
+// Status is a snapshot of the server, for the admin API and metrics.
+type Status struct {
+	Started   time.Time
+	Listening []string       // the addresses clients connect to
+	Clients   []ClientStatus // by name
+}
+
+// ClientStatus is one logged-in client.
+type ClientStatus struct {
+	Name      string
+	Remote    string // the client's address
+	SessionID string
+	Since     time.Time // the login
+	Transport string    // tcp, tls, ws or wss
+	// HeartbeatRTT is the round trip the client measured last; 0 until
+	// it reports one.
+	HeartbeatRTT time.Duration
+	Mappings     []MappingStatus // by name
+}
+
+// MappingStatus is one mapping of a client. The counters are the
+// mapping's (by client and mapping name) since the server started, over
+// every session: they never go back, and they move as bytes flow.
+type MappingStatus struct {
+	Name       string
+	RemotePort int // the bound port; for a refused mapping, the one asked for
+	LocalAddr  string
+	State      string       // StateUp, StateOffline, StateDraining or StateRefused
+	Code       control.Code // the refusal, for StateRefused
+	Reason     string
+	Active     int   // live visitor connections
+	Visitors   int64 // visitor connections served
+	Resets     int64 // visitors reset at the door (offline, or max_conns_per_mapping)
+	BytesIn    int64 // from visitors
+	BytesOut   int64 // to visitors
+}
+
+// counters are a mapping's figures that outlive its sessions.
+type counters struct {
+	traffic  dataplane.Traffic
+	visitors atomic.Int64
+	resets   atomic.Int64
+}
+
+// tally keeps the counters of every mapping seen, by client and mapping
+// name, for the life of the server: a client that reconnects goes on
+// counting where it stopped. It grows with the names seen, which the
+// clients choose within max_mappings_per_client each.
+type tally struct {
+	mu sync.Mutex
+	m  map[[2]string]*counters
+}
+
+func (t *tally) of(client, mapping string) *counters {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[[2]string]*counters)
+	}
+	k := [2]string{client, mapping}
+	c := t.m[k]
+	if c == nil {
+		c = &counters{}
+		t.m[k] = c
+	}
+	return c
+}
+
+// Status returns a snapshot of the server.
+func (s *Server) Status() Status {
+	st := Status{Started: s.started}
+	s.mu.Lock()
+	for ln := range s.listeners {
+		st.Listening = append(st.Listening, ln.Addr().String())
+	}
+	s.mu.Unlock()
+	slices.Sort(st.Listening)
+	for _, ss := range s.reg.sessions() {
+		st.Clients = append(st.Clients, ss.status())
+	}
+	slices.SortFunc(st.Clients, func(a, b ClientStatus) int { return cmp.Compare(a.Name, b.Name) })
+	return st
+}
+
+func (ss *serverSession) status() ClientStatus {
+	cs := ClientStatus{Name: ss.name, Remote: ss.remote, SessionID: ss.id, Since: ss.started, Transport: ss.transport,
+		HeartbeatRTT: time.Duration(ss.rtt.Load()) * time.Microsecond}
+	ss.mu.Lock()
+	for _, m := range ss.mappings {
+		state := StateUp
+		switch {
+		case m.draining.Load():
+			state = StateDraining
+		case !m.ln.Online():
+			state = StateOffline
+		}
+		cs.Mappings = append(cs.Mappings, m.status(state, m.ln.Active()))
+	}
+	for name, r := range ss.refused {
+		if ss.mappings[name] == nil {
+			m := &mapping{name: name, port: r.port, localAddr: r.localAddr, counters: ss.srv.tally.of(ss.name, name)}
+			ms := m.status(StateRefused, 0)
+			ms.Code, ms.Reason = r.Code, r.Reason
+			cs.Mappings = append(cs.Mappings, ms)
+		}
+	}
+	ss.mu.Unlock()
+	slices.SortFunc(cs.Mappings, func(a, b MappingStatus) int { return cmp.Compare(a.Name, b.Name) })
+	return cs
+}
+
+func (m *mapping) status(state string, active int) MappingStatus {
+	return MappingStatus{Name: m.name, RemotePort: m.port, LocalAddr: m.localAddr, State: state, Active: active,
+		Visitors: m.counters.visitors.Load(), Resets: m.counters.resets.Load(),
+		BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA()}
+}
+
+// Alive reports whether the server's periodic loop (the heartbeat sweep)
+// runs: a process whose loop stopped is wedged, and a supervisor's
+// watchdog should restart it. Nil before Serve.
+func (s *Server) Alive() error {
+	last := s.swept.Load()
+	if last == 0 {
+		return nil
+	}
+	if late := time.Since(time.Unix(0, last)); late > 3*s.opts.HeartbeatCheckInterval+time.Second {
+		return fmt.Errorf("server: the heartbeat sweep has not run for %s", late.Round(time.Second))
+	}
+	return nil
+}
+
+// nopObserver observes nothing.
+type nopObserver struct{}
+
+func (nopObserver) Login(control.Code)         {}
+func (nopObserver) Refused(control.Code)       {}
+func (nopObserver) StreamOpened(time.Duration) {}
+func (nopObserver) HeartbeatRTT(time.Duration) {}
