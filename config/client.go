@@ -63,6 +63,7 @@ type Client struct {
 	TLS               *ClientTLS `toml:"tls"` // nil: plain TCP, unless server_addr is tls:// or wss://
 	Log               Log        `toml:"log"`
 	Mux               Mux        `toml:"mux"`
+	Admin             Admin      `toml:"admin"`
 	Mappings          []Mapping  `toml:"mappings"`
 }
 
@@ -133,6 +134,7 @@ func ParseClient(name string, data []byte, env Env) (*Client, error) {
 		c.TLS.Enabled = true
 	}
 	c.Token = tokenFromEnv(env, c.Token)
+	c.Admin.Token = adminTokenFromEnv(env, c.Admin.Token)
 	errs = append(errs, c.check(pos)...)
 	if err := errs.err(); err != nil {
 		return nil, err
@@ -179,6 +181,7 @@ func (c *Client) check(pos *positions) Errors {
 	}
 	c.Log.check(ck)
 	c.Mux.check(ck)
+	c.Admin.check(ck)
 	c.checkMappings(ck)
 	return ck.errs
 }

@@ -37,9 +37,10 @@ type Server struct {
 	// IPv4-mapped one (::ffff:10.0.0.0/104) as IPv4 (10.0.0.0/8).
 	TrustedProxies []netip.Prefix `toml:"-"`
 	Limits
-	TLS *ServerTLS `toml:"tls"` // nil: plain TCP
-	Log Log        `toml:"log"`
-	Mux Mux        `toml:"mux"`
+	TLS   *ServerTLS `toml:"tls"` // nil: plain TCP
+	Log   Log        `toml:"log"`
+	Mux   Mux        `toml:"mux"`
+	Admin Admin      `toml:"admin"`
 }
 
 // DefaultServer returns a Server with every default applied. It has no
@@ -60,7 +61,7 @@ func DefaultServer() Server {
 		AllowPlain:             false,
 		TrustedProxies:         nil,
 		Limits:                 defaultLimits(),
-		Log:                    defaultLog(),
+		Log:                    Log{Level: "info", Format: "text", Access: true},
 		Mux:                    defaultMux(),
 	}
 }
@@ -93,6 +94,7 @@ func ParseServer(name string, data []byte, env Env) (*Server, error) {
 		}
 	}
 	s.Token = tokenFromEnv(env, s.Token)
+	s.Admin.Token = adminTokenFromEnv(env, s.Admin.Token)
 	errs = append(errs, s.check(pos)...)
 	if err := errs.err(); err != nil {
 		return nil, err
@@ -152,6 +154,7 @@ func (s *Server) check(pos *positions) Errors {
 	s.Limits.check(c)
 	s.Log.check(c)
 	s.Mux.check(c)
+	s.Admin.check(c)
 	return c.errs
 }
 

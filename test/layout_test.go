@@ -25,6 +25,9 @@ var layout = []struct {
 	{"mux/transport", nil, []string{"github.com/coder/websocket", "golang.org/x/net/proxy"}},
 	{"dataplane", nil, []string{"golang.org/x/time/rate"}},
 	{"config", nil, []string{"github.com/pelletier/go-toml/v2"}},
+	// The admin API is cmd's: it reads the engines' Status and feeds
+	// Prometheus; no engine knows of HTTP or metrics.
+	{"cmd/gotunnel-mux/admin", []string{"control", "control/server", "control/client"}, []string{"github.com/prometheus/client_golang/"}},
 }
 
 const module = "github.com/gotunnel-mux/gotunnel-mux/"

@@ -8,8 +8,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"reflect"
+	"sync"
 	"time"
 
+	"github.com/gotunnel-mux/gotunnel-mux/cmd/gotunnel-mux/admin"
 	"github.com/gotunnel-mux/gotunnel-mux/config"
 	"github.com/gotunnel-mux/gotunnel-mux/control"
 	"github.com/gotunnel-mux/gotunnel-mux/control/client"
@@ -131,16 +134,33 @@ func runClient(args []string, stderr io.Writer) int {
 	if len(cfg.Mappings) == 0 {
 		log.Warn("no mappings configured: the client will connect but expose nothing")
 	}
-	cl, err := client.New(opts)
+	var cl *client.Client
+	metrics := admin.NewClientMetrics(buildVersion(), func() client.Status { return cl.Status() })
+	opts.Observer = metrics
+	cl, err = client.New(opts)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
+	rl := &clientReloader{flags: f, cfg: cfg, cl: cl, log: log}
+	stopAdmin, err := startAdmin(cfg.Path, cfg.Admin, admin.Options{
+		Registry: metrics.Registry,
+		Status:   func() any { return admin.NewClientDoc(buildVersion(), cl.Status()) },
+		Ready:    cl.Ready,
+		Reload:   rl.reload,
+	}, log)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	defer stopAdmin()
 	oneProc()
 	stop := newStopper()
 	defer stop.stop()
-	hup := onSIGHUP(func() { log.Info("SIGHUP ignored: the client does not reload its configuration yet") })
+	hup := onSIGHUP(func() { _ = rl.reload() })
 	defer hup()
+	watchdog := startWatchdog(cl.Alive, log)
+	defer watchdog()
 	err = runUntilStopped(cl, stop, cfg.ShutdownTimeout.D(), log)
 	var re *control.RejectError
 	switch {
@@ -160,11 +180,13 @@ func runClient(args []string, stderr io.Writer) int {
 func runUntilStopped(cl *client.Client, stop *stopper, grace time.Duration, log *slog.Logger) error {
 	ran := make(chan error, 1)
 	go func() { ran <- cl.Run(context.Background()) }() // Shutdown ends it
+	notifyReady("running; server " + cl.Status().Server)
 	select {
 	case err := <-ran:
 		return err
 	case <-stop.ctx.Done():
 	}
+	notifyStopping()
 	log.Info("stopping; live visitors may finish", "grace", grace.String(), "visitors", cl.ActiveVisitors())
 	if err := stop.graceful(grace, log, cl.Shutdown); err != nil {
 		log.Warn("visitor connections cut off at stop", "err", err)
@@ -172,11 +194,76 @@ func runUntilStopped(cl *client.Client, stop *stopper, grace time.Duration, log 
 	return <-ran
 }
 
-func clientOptions(cfg *config.Client, log *slog.Logger) client.Options {
+// clientReloader applies a changed file to a running client: SIGHUP and
+// POST /api/v1/reload.
+type clientReloader struct {
+	flags *clientFlags
+	log   *slog.Logger
+	cl    *client.Client
+
+	mu  sync.Mutex // one reload at a time; guards cfg
+	cfg *config.Client
+}
+
+// reload re-reads the file and applies its mappings: added, removed and
+// changed ones in the live session, the others untouched. A bad file
+// changes nothing; the error names file, line and key. Any other key
+// that changed is logged: it takes effect at the next start.
+func (r *clientReloader) reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	notifyReloading()
+	defer notifyReloaded("running; server " + r.cfg.ServerAddr)
+	if r.flags.config == "" && r.flags.server != "" {
+		err := errors.New("quick mode (--server, no --config): there is no file to reload")
+		r.log.Warn("reload refused", "err", err)
+		return err
+	}
+	cfg, err := r.flags.clientConfig()
+	if err != nil {
+		r.log.Error("reload refused; nothing changed", "err", err)
+		return err
+	}
+	ch, err := r.cl.SetMappings(clientMappings(cfg))
+	if err != nil {
+		r.log.Error("reload refused; nothing changed", "err", err)
+		return err
+	}
+	if keys := changedKeys(r.cfg, cfg); len(keys) > 0 {
+		r.log.Warn("reload: only [[mappings]] change a running client; restart it for the rest", "keys", keys)
+	}
+	r.cfg = cfg
+	r.log.Info("reloaded", "file", cfg.Path, "added", len(ch.Added), "removed", len(ch.Removed), "changed", len(ch.Changed))
+	return nil
+}
+
+// changedKeys names the top-level fields besides the mappings that differ
+// between a and b, as Go field names.
+func changedKeys(a, b *config.Client) []string {
+	va, vb := reflect.ValueOf(*a), reflect.ValueOf(*b)
+	var keys []string
+	for i := range va.NumField() {
+		name := va.Type().Field(i).Name
+		if name == "Mappings" || name == "Path" {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+func clientMappings(cfg *config.Client) []client.Mapping {
 	maps := make([]client.Mapping, len(cfg.Mappings))
 	for i, m := range cfg.Mappings {
 		maps[i] = client.Mapping{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, HealthCheck: *m.HealthCheck}
 	}
+	return maps
+}
+
+func clientOptions(cfg *config.Client, log *slog.Logger) client.Options {
+	maps := clientMappings(cfg)
 	ep := cfg.Endpoint()
 	scheme := ep.Scheme
 	if scheme == transport.TCP && cfg.TLSEnabled() {
@@ -203,6 +290,7 @@ func clientOptions(cfg *config.Client, log *slog.Logger) client.Options {
 		},
 		Mux:        muxOptions(cfg.Mux, 0, log),
 		BufferSize: int(cfg.Mux.BufferSize),
+		AccessLog:  cfg.Log.Access,
 		Logger:     log,
 	}
 }

@@ -28,10 +28,13 @@ Usage:
   gotunnel-mux client --server HOST:PORT --token T --map [NAME=]REMOTE_PORT:LOCAL_ADDR [--map ...]
   gotunnel-mux demo                 server, client and a web service on loopback
   gotunnel-mux check --config FILE  validate a server or client file
+  gotunnel-mux status [--admin URL | --config FILE] [--watch]   a running process's status
+  gotunnel-mux reload [--admin URL | --config FILE]             make a running client re-read its file
   gotunnel-mux token                print a strong random token
   gotunnel-mux version
 
-GOTUNNEL_TOKEN overrides the token of a file. Exit codes: 0 clean stop,
+GOTUNNEL_TOKEN overrides the token of a file, GOTUNNEL_ADMIN_TOKEN its
+admin token. Exit codes: 0 clean stop,
 1 runtime failure, 2 usage or config error, 3 refused by the server
 (bad token, unsupported version). Docs: docs/config.md, docs/operations.md.
 `
@@ -58,6 +61,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCheck(rest, stdout, stderr)
 	case "token":
 		return runToken(rest, stdout, stderr)
+	case "status":
+		return runStatus(rest, stdout, stderr)
+	case "reload":
+		return runReload(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "gotunnel-mux", buildVersion())
 		return exitOK

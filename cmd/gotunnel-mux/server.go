@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
+	"github.com/gotunnel-mux/gotunnel-mux/cmd/gotunnel-mux/admin"
 	"github.com/gotunnel-mux/gotunnel-mux/config"
 	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
@@ -59,10 +61,32 @@ func serve(cfg *config.Server, opts server.Options, certs *certReloader, log *sl
 		log.Error("cannot listen", "addr", cfg.BindAddr, "err", err)
 		return exitFailure
 	}
-	srv := server.New(opts)
+	var srv *server.Server
+	metrics := admin.NewServerMetrics(buildVersion(), func() server.Status { return srv.Status() })
+	opts.Observer = metrics
+	srv = server.New(opts)
+	var stopping atomic.Bool
+	stopAdmin, err := startAdmin(cfg.Path, cfg.Admin, admin.Options{
+		Registry: metrics.Registry,
+		Status:   func() any { return admin.NewServerDoc(buildVersion(), srv.Status()) },
+		Ready: func() error {
+			if stopping.Load() {
+				return errors.New("shutting down")
+			}
+			return nil
+		},
+	}, log)
+	if err != nil {
+		_ = ln.Close()
+		log.Error("cannot start the admin api", "err", err)
+		return exitUsage
+	}
+	defer stopAdmin()
 	stop := newStopper()
 	defer stop.stop()
 	hup := onSIGHUP(func() {
+		notifyReloading()
+		defer notifyReloaded("serving on " + ln.Addr().String())
 		if certs == nil {
 			log.Info("SIGHUP: nothing to reload (no [tls])")
 			return
@@ -72,6 +96,9 @@ func serve(cfg *config.Server, opts server.Options, certs *certReloader, log *sl
 	defer hup()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	notifyReady("serving on " + ln.Addr().String())
+	watchdog := startWatchdog(srv.Alive, log)
+	defer watchdog()
 	select {
 	case err := <-served:
 		log.Error("server failed", "err", err)
@@ -79,6 +106,8 @@ func serve(cfg *config.Server, opts server.Options, certs *certReloader, log *sl
 		return exitFailure
 	case <-stop.ctx.Done():
 	}
+	notifyStopping()
+	stopping.Store(true)
 	grace := cfg.ShutdownTimeout.D()
 	log.Info("shutting down; live visitors may finish", "grace", grace.String(), "visitors", srv.ActiveVisitors())
 	if err := stop.graceful(grace, log, srv.Shutdown); err != nil {
@@ -116,6 +145,7 @@ func serverOptions(cfg *config.Server, log *slog.Logger) server.Options {
 		TrustedProxies:          cfg.TrustedProxies,
 		ShutdownTimeout:         orNone(cfg.ShutdownTimeout.D()),
 		BufferSize:              int(cfg.Mux.BufferSize),
+		NoAccessLog:             !cfg.Log.Access,
 		Mux:                     muxOptions(cfg.Mux, orNone(cfg.MaxStrayStreams), log),
 		Logger:                  log,
 	}

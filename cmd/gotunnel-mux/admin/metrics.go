@@ -1,0 +1,219 @@
+package admin
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
+)
+
+// The metrics of docs/operations.md. Gauges and the per-mapping counters
+// are read from the engine's Status at each scrape, so that a long
+// download shows in every scrape while it runs; the event counters and
+// histograms are fed by the engine's Observer as things happen.
+
+// openBuckets and rttBuckets span 0.5 ms to about 8 s.
+var (
+	openBuckets = prometheus.ExponentialBuckets(0.0005, 2, 15)
+	rttBuckets  = prometheus.ExponentialBuckets(0.0005, 2, 15)
+)
+
+// events are the metrics both sides feed from their Observer.
+type events struct {
+	logins   *prometheus.CounterVec
+	refusals *prometheus.CounterVec
+	open     prometheus.Histogram
+	rtt      prometheus.Histogram
+}
+
+func newEvents(reg *prometheus.Registry) *events {
+	e := &events{
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gotunnel_logins_total",
+			Help: "Logins answered, by result (ok or refused) and code (0 for ok).",
+		}, []string{"result", "code"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gotunnel_refusals_total",
+			Help: "Refusals other than logins' (registrations, visitors at an offline mapping, visitors the client refused), by code.",
+		}, []string{"code"}),
+		open: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gotunnel_stream_open_seconds",
+			Help:    "Time to open a visitor's data stream: on the server from accept to the client's ok, on the client from the stream's arrival to its ok.",
+			Buckets: openBuckets,
+		}),
+		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gotunnel_heartbeat_rtt_seconds",
+			Help:    "Heartbeat round trips, ping queued to pong read, as the client measures them (on the server: as clients report them).",
+			Buckets: rttBuckets,
+		}),
+	}
+	reg.MustRegister(e.logins, e.refusals, e.open, e.rtt)
+	return e
+}
+
+func (e *events) Login(code control.Code) {
+	result := "ok"
+	if code != 0 {
+		result = "refused"
+	}
+	e.logins.WithLabelValues(result, strconv.Itoa(int(code))).Inc()
+}
+
+func (e *events) Refused(code control.Code) {
+	e.refusals.WithLabelValues(strconv.Itoa(int(code))).Inc()
+}
+func (e *events) StreamOpened(d time.Duration) { e.open.Observe(d.Seconds()) }
+func (e *events) HeartbeatRTT(d time.Duration) { e.rtt.Observe(d.Seconds()) }
+
+// registry is a registry with the process and Go collectors and
+// gotunnel_build_info.
+func registry(version string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "gotunnel_build_info",
+		Help:        "Always 1; the version label is the build's.",
+		ConstLabels: prometheus.Labels{"version": version},
+	})
+	info.Set(1)
+	reg.MustRegister(info)
+	return reg
+}
+
+// Descriptions of the metrics read from a Status.
+var (
+	sessionsDesc = prometheus.NewDesc("gotunnel_sessions",
+		"Logged-in sessions: clients on the server; 0 or 1 on the client.", nil, nil)
+	mappingsDesc = prometheus.NewDesc("gotunnel_mappings",
+		"Mappings by state (up, offline, draining, refused, pending).", []string{"state"}, nil)
+)
+
+// mappingStates are the states every gotunnel_mappings series is given,
+// so that a state with no mapping reads 0 rather than vanishing.
+var mappingStates = []string{"up", "offline", "draining", "refused", "pending"}
+
+func perMapping(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+// ServerMetrics are the server's metrics. It is the server's Observer.
+type ServerMetrics struct {
+	*events
+	Registry *prometheus.Registry
+	status   func() server.Status
+
+	active, visitors, bytes, resets *prometheus.Desc
+}
+
+var _ server.Observer = (*ServerMetrics)(nil)
+
+// NewServerMetrics returns the server's metrics, reading status at each
+// scrape; set it as server.Options.Observer before status can be read.
+func NewServerMetrics(version string, status func() server.Status) *ServerMetrics {
+	m := &ServerMetrics{Registry: registry(version), status: status,
+		active:   perMapping("gotunnel_visitor_connections", "Live visitor connections.", "client", "mapping"),
+		visitors: perMapping("gotunnel_visitor_connections_total", "Visitor connections served.", "client", "mapping"),
+		bytes:    perMapping("gotunnel_visitor_bytes_total", "Bytes from visitors (in) and to visitors (out), counted as they flow.", "client", "mapping", "direction"),
+		resets:   perMapping("gotunnel_visitor_resets_total", "Visitors reset at the door: mapping offline, or max_conns_per_mapping reached.", "client", "mapping"),
+	}
+	m.events = newEvents(m.Registry)
+	m.Registry.MustRegister(m)
+	return m
+}
+
+// Describe implements prometheus.Collector.
+func (m *ServerMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes, m.resets} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *ServerMetrics) Collect(ch chan<- prometheus.Metric) {
+	st := m.status()
+	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(len(st.Clients)))
+	states := map[string]int{}
+	for _, c := range st.Clients {
+		for _, mp := range c.Mappings {
+			states[mp.State]++
+			if mp.State == server.StateRefused {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(m.active, prometheus.GaugeValue, float64(mp.Active), c.Name, mp.Name)
+			ch <- prometheus.MustNewConstMetric(m.visitors, prometheus.CounterValue, float64(mp.Visitors), c.Name, mp.Name)
+			ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(mp.BytesIn), c.Name, mp.Name, "in")
+			ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(mp.BytesOut), c.Name, mp.Name, "out")
+			ch <- prometheus.MustNewConstMetric(m.resets, prometheus.CounterValue, float64(mp.Resets), c.Name, mp.Name)
+		}
+	}
+	collectStates(ch, states)
+}
+
+func collectStates(ch chan<- prometheus.Metric, states map[string]int) {
+	for _, s := range mappingStates {
+		ch <- prometheus.MustNewConstMetric(mappingsDesc, prometheus.GaugeValue, float64(states[s]), s)
+	}
+}
+
+// ClientMetrics are the client's metrics. It is the client's Observer.
+type ClientMetrics struct {
+	*events
+	Registry   *prometheus.Registry
+	status     func() client.Status
+	reconnects prometheus.Counter
+
+	active, visitors, bytes *prometheus.Desc
+}
+
+var _ client.Observer = (*ClientMetrics)(nil)
+
+// NewClientMetrics returns the client's metrics, reading status at each
+// scrape; set it as client.Options.Observer before status can be read.
+func NewClientMetrics(version string, status func() client.Status) *ClientMetrics {
+	m := &ClientMetrics{Registry: registry(version), status: status,
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gotunnel_reconnects_total",
+			Help: "Connection attempts to the server after the first.",
+		}),
+		active:   perMapping("gotunnel_visitor_connections", "Live visitor connections.", "mapping"),
+		visitors: perMapping("gotunnel_visitor_connections_total", "Visitor connections served.", "mapping"),
+		bytes:    perMapping("gotunnel_visitor_bytes_total", "Bytes from visitors (in) and to visitors (out), counted as they flow.", "mapping", "direction"),
+	}
+	m.events = newEvents(m.Registry)
+	m.Registry.MustRegister(m.reconnects, m)
+	return m
+}
+
+// Reconnect implements client.Observer.
+func (m *ClientMetrics) Reconnect() { m.reconnects.Inc() }
+
+// Describe implements prometheus.Collector.
+func (m *ClientMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *ClientMetrics) Collect(ch chan<- prometheus.Metric) {
+	st := m.status()
+	up := 0.0
+	if st.Session != nil {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, up)
+	states := map[string]int{}
+	for _, mp := range st.Mappings {
+		states[mp.State]++
+		ch <- prometheus.MustNewConstMetric(m.active, prometheus.GaugeValue, float64(mp.Active), mp.Name)
+		ch <- prometheus.MustNewConstMetric(m.visitors, prometheus.CounterValue, float64(mp.Visitors), mp.Name)
+		ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(mp.BytesIn), mp.Name, "in")
+		ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(mp.BytesOut), mp.Name, "out")
+	}
+	collectStates(ch, states)
+}
