@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -229,7 +230,7 @@ func (r *clientReloader) reload() error {
 		r.log.Error("reload refused; nothing changed", "err", err)
 		return err
 	}
-	if keys := changedKeys(r.cfg, cfg); len(keys) > 0 {
+	if keys := changedFields(*r.cfg, *cfg, "Mappings", "Path"); len(keys) > 0 {
 		r.log.Warn("reload: only [[mappings]] change a running client; restart it for the rest", "keys", keys)
 	}
 	r.cfg = cfg
@@ -237,14 +238,14 @@ func (r *clientReloader) reload() error {
 	return nil
 }
 
-// changedKeys names the top-level fields besides the mappings that differ
-// between a and b, as Go field names.
-func changedKeys(a, b *config.Client) []string {
-	va, vb := reflect.ValueOf(*a), reflect.ValueOf(*b)
+// changedFields names the top-level fields of two configurations (of one
+// type) that differ, as Go field names, leaving out those in except.
+func changedFields[T any](a, b T, except ...string) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	var keys []string
 	for i := range va.NumField() {
 		name := va.Type().Field(i).Name
-		if name == "Mappings" || name == "Path" {
+		if slices.Contains(except, name) {
 			continue
 		}
 		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {

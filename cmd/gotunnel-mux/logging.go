@@ -14,10 +14,32 @@ import (
 // newLogger builds the process logger: tint text (colour only on a
 // terminal, and never with NO_COLOR set) or JSON lines.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	log, _, err := newLeveledLogger(w, level, format)
+	return log, err
+}
+
+// newLeveledLogger is newLogger with the level it filters at, which a
+// reload may change.
+func newLeveledLogger(w io.Writer, level, format string) (*slog.Logger, *slog.LevelVar, error) {
+	lv := new(slog.LevelVar)
+	if err := setLevel(lv, level); err != nil {
+		return nil, nil, err
 	}
+	log, err := loggerAt(w, lv, format)
+	return log, lv, err
+}
+
+// setLevel sets lv to a [log] level.
+func setLevel(lv *slog.LevelVar, level string) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	lv.Set(l)
+	return nil
+}
+
+func loggerAt(w io.Writer, lv *slog.LevelVar, format string) (*slog.Logger, error) {
 	switch format {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil

@@ -34,7 +34,7 @@ func runServer(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	log, err := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	log, level, err := newLeveledLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -50,12 +50,13 @@ func runServer(args []string, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
-	return serve(cfg, opts, certs, log)
+	return serve(cfg, opts, certs, &serverReloader{cfg: cfg, certs: certs, level: level, log: log})
 }
 
 // serve runs the server until a signal: the first drains live visitors for
 // up to shutdown_timeout, a second one stops at once.
-func serve(cfg *config.Server, opts server.Options, certs *certReloader, log *slog.Logger) int {
+func serve(cfg *config.Server, opts server.Options, certs *certReloader, rl *serverReloader) int {
+	log := rl.log
 	ln, err := net.Listen("tcp", cfg.BindAddr)
 	if err != nil {
 		log.Error("cannot listen", "addr", cfg.BindAddr, "err", err)
@@ -84,14 +85,11 @@ func serve(cfg *config.Server, opts server.Options, certs *certReloader, log *sl
 	defer stopAdmin()
 	stop := newStopper()
 	defer stop.stop()
+	rl.srv = srv
 	hup := onSIGHUP(func() {
 		notifyReloading()
 		defer notifyReloaded("serving on " + ln.Addr().String())
-		if certs == nil {
-			log.Info("SIGHUP: nothing to reload (no [tls])")
-			return
-		}
-		certs.Reload()
+		rl.reload()
 	})
 	defer hup()
 	served := make(chan error, 1)
@@ -118,6 +116,56 @@ func serve(cfg *config.Server, opts server.Options, certs *certReloader, log *sl
 	}
 	log.Info("server stopped")
 	return exitOK
+}
+
+// serverReloader applies a changed server file on SIGHUP.
+type serverReloader struct {
+	cfg   *config.Server // the file in force
+	srv   *server.Server
+	certs *certReloader // nil without [tls]
+	level *slog.LevelVar
+	log   *slog.Logger
+}
+
+// reloadable are the server fields a reload puts in force (Log: its
+// level; TLS: the files again); any other that changed is named in a
+// warning and waits for a restart. Limits holds the guard's limits, in
+// force at once, and max_frame_size and max_stray_streams, which wait.
+var reloadable = []string{"Token", "AllowPorts", "MaxMappingsPerClient", "MaxConnsPerMapping", "Limits", "Log", "TLS", "Path"}
+
+// reload re-reads the file: the token, allow_ports, the mapping limits and
+// the log level take effect at once (server.SetPolicy: sessions with a
+// token no longer valid end with 1002, mappings on ports no longer
+// allowed close with 1003), and the certificate and key are read again. A
+// bad file changes nothing; the error names file, line and key.
+func (r *serverReloader) reload() {
+	cfg, err := config.LoadServer(r.cfg.Path, os.LookupEnv)
+	if err != nil {
+		r.log.Error("reload refused; nothing changed", "err", err)
+		return
+	}
+	if (cfg.TLS == nil) != (r.cfg.TLS == nil) || cfg.TLS != nil && *cfg.TLS != *r.cfg.TLS {
+		r.log.Warn("reload: [tls] was added, removed or names other files; restart the server for that", "file", cfg.Path)
+	}
+	o := serverOptions(cfg, r.log)
+	r.srv.SetPolicy(server.Policy{Token: o.Token, AllowPorts: o.AllowPorts, MaxMappingsPerClient: o.MaxMappingsPerClient,
+		MaxConnsPerMapping: o.MaxConnsPerMapping, MaxUnauthenticated: o.MaxUnauthenticated,
+		MaxUnauthenticatedPerIP: o.MaxUnauthenticatedPerIP, BadLoginLimit: o.BadLoginLimit, BadLoginPause: o.BadLoginPause})
+	_ = setLevel(r.level, cfg.Log.Level) // checked by LoadServer
+	if r.certs != nil {
+		r.certs.Reload()
+	}
+	if keys := changedFields(*r.cfg, *cfg, reloadable...); len(keys) > 0 {
+		r.log.Warn("reload: these keys take effect at the next start", "keys", keys)
+	}
+	if cfg.MaxFrameSize != r.cfg.MaxFrameSize || cfg.MaxStrayStreams != r.cfg.MaxStrayStreams {
+		r.log.Warn("reload: max_frame_size and max_stray_streams take effect at the next start")
+	}
+	if cfg.Log.Format != r.cfg.Log.Format || cfg.Log.Access != r.cfg.Log.Access {
+		r.log.Warn("reload: [log] format and access take effect at the next start")
+	}
+	r.cfg = cfg
+	r.log.Info("reloaded", "file", cfg.Path)
 }
 
 func serverOptions(cfg *config.Server, log *slog.Logger) server.Options {

@@ -341,6 +341,9 @@ func (cs *clientSession) registered(resp *control.RegisterResp) {
 	r.sent, r.answered = false, true
 	cs.markHealthyLocked()
 	if resp.Status != control.StatusOK {
+		// Also unasked, for a mapping that was up: the server no longer
+		// allows its port (a reload there) and has closed it.
+		r.up, r.port = false, 0
 		cs.refusedLocked(m, r, &control.RejectError{Code: resp.Code, Reason: resp.Reason})
 		return
 	}

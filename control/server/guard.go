@@ -19,19 +19,19 @@ import (
 // sessions not at all. The unit of "an address" is limitKey's.
 type guard struct {
 	// set in newGuard
-	maxConns, maxPerIP int
+	log     *slog.Logger
+	trusted func(netip.Addr) bool // a reverse proxy: its own address is not limited
+
+	mu                 sync.Mutex // guards the fields below
+	maxConns, maxPerIP int        // set by newGuard and setLimits
 	badLimit           int
 	badPause           time.Duration
-	log                *slog.Logger
-	trusted            func(netip.Addr) bool // a reverse proxy: its own address is not limited
-
-	mu     sync.Mutex // guards the fields below
-	conns  map[net.Conn]admitted
-	perIP  map[netip.Prefix]int
-	bad    map[netip.Prefix]*badRecord
-	closed bool
-	warnN  int // connections refused since the last "connection refused" line
-	xffN   int // upgrades refused since the last "no usable X-Forwarded-For" line
+	conns              map[net.Conn]admitted
+	perIP              map[netip.Prefix]int
+	bad                map[netip.Prefix]*badRecord
+	closed             bool
+	warnN              int // connections refused since the last "connection refused" line
+	xffN               int // upgrades refused since the last "no usable X-Forwarded-For" line
 
 	warn, xff rate.Sometimes // at most one of each line per logEvery
 }
@@ -59,6 +59,15 @@ func newGuard(o *Options, trusted func(netip.Addr) bool) *guard {
 		conns: make(map[net.Conn]admitted), perIP: make(map[netip.Prefix]int), bad: make(map[netip.Prefix]*badRecord),
 		warn: rate.Sometimes{Interval: logEvery}, xff: rate.Sometimes{Interval: logEvery},
 	}
+}
+
+// setLimits puts o's limits in force (a reload): connections already
+// admitted stay, new ones meet the new caps.
+func (g *guard) setLimits(o *Options) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.maxConns, g.maxPerIP = o.MaxUnauthenticated, o.MaxUnauthenticatedPerIP
+	g.badLimit, g.badPause = o.BadLoginLimit, o.BadLoginPause
 }
 
 // logEvery is how often a refusal that can come in floods is logged.
@@ -162,12 +171,15 @@ func (g *guard) release(c net.Conn) {
 // own is refused before login, see noForwarded).
 func (g *guard) badToken(remote net.Addr) {
 	ip, now := transport.PeerIP(remote), time.Now()
-	if g.badLimit <= 0 || g.trusted(ip) {
+	if g.trusted(ip) {
 		return
 	}
 	key := limitKey(ip)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.badLimit <= 0 {
+		return
+	}
 	r := g.bad[key]
 	if r == nil || now.Sub(r.since) > g.badPause {
 		if r == nil && len(g.bad) >= maxBadRecords {

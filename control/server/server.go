@@ -116,19 +116,19 @@ func (o Options) WithDefaults() Options {
 // mappings. Its zero value is not usable: call New.
 type Server struct {
 	// set in New
-	opts     Options
-	log      *slog.Logger
-	tokenSum [sha256.Size]byte
-	reg      *registry
-	guard    *guard
-	bufs     *dataplane.Pool
-	obs      Observer
-	started  time.Time
-	tally    tally           // every mapping's counters
-	swept    atomic.Int64    // UnixNano of the sweep loop's last run, for Alive
-	ctx      context.Context // ends at Close
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // acceptLoops, handleConns, sweepLoop
+	opts    Options
+	log     *slog.Logger
+	pol     atomic.Pointer[policy] // the token, ports and limits in force; SetPolicy replaces it
+	reg     *registry
+	guard   *guard
+	bufs    *dataplane.Pool
+	obs     Observer
+	started time.Time
+	tally   tally           // every mapping's counters
+	swept   atomic.Int64    // UnixNano of the sweep loop's last run, for Alive
+	ctx     context.Context // ends at Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // acceptLoops, handleConns, sweepLoop
 
 	mu        sync.Mutex // guards listeners and sweeping
 	listeners map[net.Listener]struct{}
@@ -143,7 +143,6 @@ func New(opts Options) *Server {
 	s := &Server{
 		opts:      opts,
 		log:       opts.Logger,
-		tokenSum:  sha256.Sum256([]byte(opts.Token)),
 		reg:       newRegistry(),
 		bufs:      dataplane.NewPool(opts.BufferSize),
 		obs:       opts.Observer,
@@ -155,6 +154,7 @@ func New(opts Options) *Server {
 		HTTPTimeout: opts.LoginTimeout, Session: s.serveWebSocket, Paused: s.pausedRemote, Refused: s.upgradeRefused,
 		Logger: opts.Logger,
 	})
+	s.pol.Store(newPolicy(&opts))
 	s.guard = newGuard(&opts, s.entry.TrustedIP)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -337,7 +337,7 @@ func (s *Server) checkLogin(l *control.Login) *control.RejectError {
 		return &control.RejectError{Code: control.CodeUnsupportedVersion, Reason: fmt.Sprintf("server speaks version %d, client %d", control.Version, l.Version)}
 	}
 	sum := sha256.Sum256([]byte(l.Token))
-	if subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+	if subtle.ConstantTimeCompare(sum[:], s.pol.Load().tokenSum[:]) != 1 {
 		return &control.RejectError{Code: control.CodeBadToken, Reason: control.CodeBadToken.String()}
 	}
 	return nil

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,7 +37,8 @@ type serverSession struct {
 	ctx       context.Context // ends when the session must end; Cause says why
 	cancel    context.CancelCauseFunc
 	started   time.Time
-	rtt       atomic.Int64 // the client's last reported heartbeat round trip, microseconds
+	tokenSum  [sha256.Size]byte // of the token it logged in with, for SetPolicy
+	rtt       atomic.Int64      // the client's last reported heartbeat round trip, microseconds
 
 	w       *control.Writer      // owns writes on ctl once run starts
 	streams *control.StreamTable // live data streams, for data_channel_reset
@@ -73,6 +75,7 @@ func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *control.Lo
 		name:      l.Name,
 		clientID:  l.ClientID,
 		transport: transport,
+		tokenSum:  sha256.Sum256([]byte(l.Token)),
 		remote:    ms.RemoteAddr().String(),
 		mux:       ms,
 		ctl:       ctl,
@@ -259,7 +262,7 @@ func (ss *serverSession) register(r *control.Register) *control.RegisterResp {
 
 // bind checks the limits and binds the port; errors are *RejectError.
 func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
-	o := &ss.srv.opts
+	pol := ss.srv.pol.Load()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	switch {
@@ -267,12 +270,12 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 		return nil, &control.RejectError{Code: control.CodePortInUse, Reason: "session is closing"}
 	case ss.mappings[r.Name] != nil:
 		return nil, &control.RejectError{Code: control.CodeDuplicateName, Reason: fmt.Sprintf("mapping %q is already registered", r.Name)}
-	case len(ss.mappings) >= o.MaxMappingsPerClient:
-		return nil, &control.RejectError{Code: control.CodeTooManyMappings, Reason: fmt.Sprintf("at most %d mappings per client", o.MaxMappingsPerClient)}
-	case r.RemotePort != 0 && !allowed(o.AllowPorts, r.RemotePort):
+	case len(ss.mappings) >= pol.MaxMappingsPerClient:
+		return nil, &control.RejectError{Code: control.CodeTooManyMappings, Reason: fmt.Sprintf("at most %d mappings per client", pol.MaxMappingsPerClient)}
+	case r.RemotePort != 0 && !allowed(pol.AllowPorts, r.RemotePort):
 		return nil, &control.RejectError{Code: control.CodePortNotAllowed, Reason: fmt.Sprintf("port %d is outside allow_ports", r.RemotePort)}
 	}
-	ln, err := ss.listen(r.RemotePort, r.PreferPort)
+	ln, err := ss.listen(pol.AllowPorts, r.RemotePort, r.PreferPort)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +283,7 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: ln.Addr().(*net.TCPAddr).Port,
 		counters: ss.srv.tally.of(ss.name, r.Name)}
 	m.ln = dataplane.Serve(ln, ss.visitorHandler(m), dataplane.Options{
-		MaxConns: o.MaxConnsPerMapping,
+		MaxConns: pol.MaxConnsPerMapping,
 		Logger:   ss.log.With("mapping", m.name),
 		Reset: func(offline bool) {
 			m.counters.resets.Add(1)
@@ -307,9 +310,9 @@ func (ss *serverSession) refusedBefore(r *control.Register, re *control.RejectEr
 // listen binds port on public_addr, or when port is 0 the preferred port
 // (the one the mapping had before a reconnect) if it is allowed and free,
 // else a random free port of allow_ports.
-func (ss *serverSession) listen(port, prefer int) (net.Listener, error) {
+func (ss *serverSession) listen(ports []PortRange, port, prefer int) (net.Listener, error) {
 	o := &ss.srv.opts
-	if port == 0 && prefer != 0 && allowed(o.AllowPorts, prefer) {
+	if port == 0 && prefer != 0 && allowed(ports, prefer) {
 		if ln, err := net.Listen("tcp", net.JoinHostPort(o.PublicAddr, strconv.Itoa(prefer))); err == nil {
 			return ln, nil
 		}
@@ -322,7 +325,7 @@ func (ss *serverSession) listen(port, prefer int) (net.Listener, error) {
 		return ln, nil
 	}
 	for range pickAttempts {
-		p := randomPort(o.AllowPorts)
+		p := randomPort(ports)
 		if ln, err := net.Listen("tcp", net.JoinHostPort(o.PublicAddr, strconv.Itoa(p))); err == nil {
 			return ln, nil
 		}

@@ -2,6 +2,9 @@ package server
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -175,3 +178,88 @@ func (nopObserver) Login(control.Code)         {}
 func (nopObserver) Refused(control.Code)       {}
 func (nopObserver) StreamOpened(time.Duration) {}
 func (nopObserver) HeartbeatRTT(time.Duration) {}
+
+// Policy is what a running server can change without a restart
+// (SetPolicy): who may log in and what a client may bind. Zero fields
+// take Options' defaults.
+type Policy struct {
+	Token                string
+	AllowPorts           []PortRange
+	MaxMappingsPerClient int
+	MaxConnsPerMapping   int // for mappings bound from now on
+	// the guard's limits, for connections from now on (Options)
+	MaxUnauthenticated      int
+	MaxUnauthenticatedPerIP int
+	BadLoginLimit           int
+	BadLoginPause           time.Duration
+}
+
+// policy is a Policy in force, with the token's hash.
+type policy struct {
+	Policy
+	tokenSum [sha256.Size]byte
+}
+
+func newPolicy(o *Options) *policy {
+	return &policy{Policy: Policy{Token: o.Token, AllowPorts: o.AllowPorts, MaxMappingsPerClient: o.MaxMappingsPerClient,
+		MaxConnsPerMapping: o.MaxConnsPerMapping}, tokenSum: sha256.Sum256([]byte(o.Token))}
+}
+
+// SetPolicy puts p in force at once: logins are checked against its
+// token, registrations against its ports and limits, new connections
+// against its guard limits. A live session that
+// logged in with a token that is no longer valid ends with 1002; a live
+// mapping whose port is no longer allowed is closed (its visitors reset)
+// and the client is told with a register_resp refusing it (1003). It
+// returns once both are done.
+func (s *Server) SetPolicy(p Policy) {
+	o := s.opts
+	o.Token, o.AllowPorts, o.MaxMappingsPerClient, o.MaxConnsPerMapping = p.Token, p.AllowPorts, p.MaxMappingsPerClient, p.MaxConnsPerMapping
+	o.MaxUnauthenticated, o.MaxUnauthenticatedPerIP = p.MaxUnauthenticated, p.MaxUnauthenticatedPerIP
+	o.BadLoginLimit, o.BadLoginPause = p.BadLoginLimit, p.BadLoginPause
+	o.setDefaults()
+	pol := newPolicy(&o)
+	s.pol.Store(pol)
+	s.guard.setLimits(&o)
+	var wg sync.WaitGroup
+	for _, ss := range s.reg.sessions() {
+		if subtle.ConstantTimeCompare(ss.tokenSum[:], pol.tokenSum[:]) != 1 {
+			wg.Go(func() {
+				ss.log.Warn("client session ended: its token is no longer valid", "code", int(control.CodeBadToken))
+				ss.sendError(control.CodeBadToken, "the server's token changed")
+				ss.kill(errTokenChanged)
+			})
+			continue
+		}
+		wg.Go(func() { ss.revokeDisallowed(pol) })
+	}
+	wg.Wait()
+}
+
+// errTokenChanged ends a session whose token a reload made invalid.
+var errTokenChanged = errors.New("the server's token changed")
+
+// revokeDisallowed closes the session's mappings whose port pol no
+// longer allows, and tells the client.
+func (ss *serverSession) revokeDisallowed(pol *policy) {
+	ss.mu.Lock()
+	var gone []*mapping
+	for name, m := range ss.mappings {
+		if !allowed(pol.AllowPorts, m.port) {
+			gone = append(gone, m)
+			delete(ss.mappings, name)
+		}
+	}
+	ss.mu.Unlock()
+	for _, m := range gone {
+		_ = m.ln.Close()
+		reason := fmt.Sprintf("port %d is outside allow_ports (changed on the server)", m.port)
+		ss.log.Warn("mapping closed: its port is no longer allowed", "mapping", m.name, "remote_port", m.port,
+			"code", int(control.CodePortNotAllowed))
+		ss.srv.obs.Refused(control.CodePortNotAllowed)
+		ss.refusedBefore(&control.Register{Name: m.name, RemotePort: m.port, LocalAddr: m.localAddr},
+			&control.RejectError{Code: control.CodePortNotAllowed, Reason: reason})
+		ss.w.TrySend(&control.RegisterResp{Status: control.StatusFail, Code: control.CodePortNotAllowed, Reason: reason,
+			Name: m.name, RemotePort: m.port})
+	}
+}
