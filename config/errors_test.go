@@ -31,7 +31,7 @@ func TestErrorText(t *testing.T) {
 func TestErrorsOrderAndAs(t *testing.T) {
 	doc := "token = ''\n[log]\nlevel = 'x'\nzzz = 1\n"
 	_, err := ParseServer("s.toml", []byte(doc), nil)
-	want := "s.toml:1: token: empty (required); set it in the file or GOTUNNEL_TOKEN\n" +
+	want := "s.toml:1: token: empty (required); set it in the file or GOTUNNEL_TOKEN, or give each client its own in [[clients]]\n" +
 		"s.toml:3: log.level: bad log level \"x\": want one of debug, info, warn, error\n" +
 		"s.toml:4: log.zzz: unknown key"
 	if err == nil || err.Error() != want {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/netip"
 	"strings"
 	"time"
@@ -41,6 +43,28 @@ type Server struct {
 	Log   Log        `toml:"log"`
 	Mux   Mux        `toml:"mux"`
 	Admin Admin      `toml:"admin"`
+	// Clients are the clients with their own token ([[clients]]): such a
+	// client may log in only under its name, and bind only its ports.
+	Clients []ClientCredential `toml:"clients"`
+}
+
+// ClientCredential is one [[clients]] table of server.toml.
+type ClientCredential struct {
+	Name        string      `toml:"name"`         // the client's name; that name needs this token
+	Token       string      `toml:"token"`        // the token, or:
+	TokenSHA256 string      `toml:"token_sha256"` // its SHA-256, 64 hex digits, so that the file holds no secret
+	AllowPorts  []PortRange `toml:"allow_ports"`  // within the server's allow_ports; empty: those
+	MaxMappings int         `toml:"max_mappings"` // 0: max_mappings_per_client
+}
+
+// TokenSum is the SHA-256 of the credential's token.
+func (c ClientCredential) TokenSum() [sha256.Size]byte {
+	if c.Token != "" {
+		return sha256.Sum256([]byte(c.Token))
+	}
+	var sum [sha256.Size]byte
+	_, _ = hex.Decode(sum[:], []byte(c.TokenSHA256)) // checked by check
+	return sum
 }
 
 // DefaultServer returns a Server with every default applied. It has no
@@ -119,9 +143,10 @@ func (s *Server) Validate() error {
 func (s *Server) check(pos *positions) Errors {
 	c := &checker{file: s.Path, pos: pos}
 	c.hostPort("bind_addr", s.BindAddr, true, 0)
-	if s.Token == "" {
-		c.missing("token", "", tokenHint)
+	if s.Token == "" && len(s.Clients) == 0 {
+		c.missing("token", "", tokenHint+", or give each client its own in [[clients]]")
 	}
+	s.checkClients(c)
 	s.checkPublicAddr(c)
 	s.checkAllowPorts(c)
 	c.atLeast("max_mappings_per_client", s.MaxMappingsPerClient, 1)
@@ -168,6 +193,45 @@ func (s *Server) checkPublicAddr(c *checker) {
 		c.add("public_addr", "bad address %q: want an IP address or host name without a port", s.PublicAddr)
 	default:
 		c.add("public_addr", "bad address %q: not an IP address or host name", s.PublicAddr)
+	}
+}
+
+// checkClients checks the [[clients]] tables: a valid name each, once;
+// one token or token_sha256 each, no two alike, none the shared token.
+func (s *Server) checkClients(c *checker) {
+	names := map[string]bool{}
+	sums := map[[sha256.Size]byte]bool{sha256.Sum256([]byte(s.Token)): s.Token != ""}
+	for i, cl := range s.Clients {
+		key := "clients" + index(i)
+		c.name(key+".name", cl.Name)
+		if names[cl.Name] {
+			c.add(key+".name", "client %q is given twice", cl.Name)
+		}
+		names[cl.Name] = true
+		switch {
+		case cl.Token == "" && cl.TokenSHA256 == "":
+			c.missing(key+".token", key, "give token or token_sha256, the client's own")
+			continue
+		case cl.Token != "" && cl.TokenSHA256 != "":
+			c.add(key+".token_sha256", "give token or token_sha256, not both")
+			continue
+		case cl.TokenSHA256 != "":
+			if b, err := hex.DecodeString(cl.TokenSHA256); err != nil || len(b) != sha256.Size {
+				c.add(key+".token_sha256", "want 64 hex digits, the SHA-256 of the token ('gotunnel-mux token --hash' prints both)")
+				continue
+			}
+		}
+		if sum := cl.TokenSum(); sums[sum] {
+			c.add(key+".token", "the same token as another client or the shared token: each [[clients]] entry needs its own")
+		} else {
+			sums[sum] = true
+		}
+		for j, r := range cl.AllowPorts {
+			if r.Lo < 1 || r.Hi > 65535 || r.Lo > r.Hi {
+				c.add(key+".allow_ports"+index(j), "bad port range %d-%d: want 1 <= low <= high <= 65535", r.Lo, r.Hi)
+			}
+		}
+		c.atLeast(key+".max_mappings", cl.MaxMappings, 0)
 	}
 }
 

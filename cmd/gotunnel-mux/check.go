@@ -2,7 +2,9 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -69,14 +71,23 @@ func checkKind(kind, path string, data []byte) error {
 const tokenBytes = 32
 
 // runToken prints a strong random token, URL-safe, for token or
-// GOTUNNEL_TOKEN.
+// GOTUNNEL_TOKEN; with --hash, for a [[clients]] entry: the token for the
+// client's file and its SHA-256 for the server's, as TOML lines.
 func runToken(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		fmt.Fprintln(stderr, "usage: gotunnel-mux token")
+	hash := len(args) == 1 && (args[0] == "--hash" || args[0] == "-hash")
+	if len(args) > 0 && !hash {
+		fmt.Fprintln(stderr, "usage: gotunnel-mux token [--hash]")
 		return exitUsage
 	}
 	b := make([]byte, tokenBytes)
 	_, _ = rand.Read(b) // never fails (crypto/rand)
-	fmt.Fprintln(stdout, base64.RawURLEncoding.EncodeToString(b))
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	if !hash {
+		fmt.Fprintln(stdout, tok)
+		return exitOK
+	}
+	sum := sha256.Sum256([]byte(tok))
+	fmt.Fprintf(stdout, "token = %q          # client.toml (or GOTUNNEL_TOKEN)\ntoken_sha256 = %q   # server.toml, [[clients]]\n",
+		tok, hex.EncodeToString(sum[:]))
 	return exitOK
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -121,6 +122,26 @@ var fileOnly = map[string]string{
 	"ServerAddr": "checked by TestEveryKeyReachesOptions' own case",
 	"Mappings":   "checked by TestMappingReachesOptions",
 	"Admin":      "package main serves the admin API (adminapi.go)",
+	"Clients":    "checked by TestClientsReachOptions",
+}
+
+// TestClientsReachOptions: each [[clients]] key reaches its Credential,
+// the token as its hash either way.
+func TestClientsReachOptions(t *testing.T) {
+	s := defaultServer()
+	s.Clients = []config.ClientCredential{
+		{Name: "a", Token: "tok-a", AllowPorts: []config.PortRange{{Lo: 10, Hi: 20}}, MaxMappings: 3},
+		{Name: "b", TokenSHA256: "c8ac4f1ba9d6e1e3f5c9c80d1a5b5e8a0c3d6f2e9b7a4c1d8e5f2a3b6c9d0e1f"},
+	}
+	got := serverOptions(s, nil).Clients
+	want := []server.Credential{
+		{Name: "a", TokenSHA256: sha256.Sum256([]byte("tok-a")), AllowPorts: []server.PortRange{{Lo: 10, Hi: 20}}, MaxMappings: 3},
+		{Name: "b", TokenSHA256: [32]byte{0xc8, 0xac, 0x4f, 0x1b, 0xa9, 0xd6, 0xe1, 0xe3, 0xf5, 0xc9, 0xc8, 0x0d, 0x1a, 0x5b, 0x5e, 0x8a,
+			0x0c, 0x3d, 0x6f, 0x2e, 0x9b, 0x7a, 0x4c, 0x1d, 0x8e, 0x5f, 0x2a, 0x3b, 0x6c, 0x9d, 0x0e, 0x1f}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Clients = %+v, want %+v", got, want)
+	}
 }
 
 // TestEveryKeyReachesOptions changes each key of the default files in turn

@@ -30,7 +30,7 @@ Usage:
   gotunnel-mux check --config FILE  validate a server or client file
   gotunnel-mux status [--admin URL | --config FILE] [--watch]   a running process's status
   gotunnel-mux reload [--admin URL | --config FILE]             make a running client re-read its file
-  gotunnel-mux token                print a strong random token
+  gotunnel-mux token [--hash]       print a strong random token (and its SHA-256, for [[clients]])
   gotunnel-mux version
 
 GOTUNNEL_TOKEN overrides the token of a file, GOTUNNEL_ADMIN_TOKEN its

@@ -39,8 +39,13 @@ func runServer(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	if len(cfg.Token) < minTokenLen {
+	if cfg.Token != "" && len(cfg.Token) < minTokenLen {
 		log.Warn("the token is short and easy to guess; make one with 'gotunnel-mux token'", "length", len(cfg.Token), "recommended_min", minTokenLen)
+	}
+	for _, c := range cfg.Clients {
+		if c.Token != "" && len(c.Token) < minTokenLen {
+			log.Warn("a client's token is short and easy to guess; make one with 'gotunnel-mux token --hash'", "client", c.Name, "length", len(c.Token))
+		}
 	}
 	opts := serverOptions(cfg, log)
 	var certs *certReloader
@@ -131,7 +136,7 @@ type serverReloader struct {
 // level; TLS: the files again); any other that changed is named in a
 // warning and waits for a restart. Limits holds the guard's limits, in
 // force at once, and max_frame_size and max_stray_streams, which wait.
-var reloadable = []string{"Token", "AllowPorts", "MaxMappingsPerClient", "MaxConnsPerMapping", "Limits", "Log", "TLS", "Path"}
+var reloadable = []string{"Token", "Clients", "AllowPorts", "MaxMappingsPerClient", "MaxConnsPerMapping", "Limits", "Log", "TLS", "Path"}
 
 // reload re-reads the file: the token, allow_ports, the mapping limits and
 // the log level take effect at once (server.SetPolicy: sessions with a
@@ -148,7 +153,7 @@ func (r *serverReloader) reload() {
 		r.log.Warn("reload: [tls] was added, removed or names other files; restart the server for that", "file", cfg.Path)
 	}
 	o := serverOptions(cfg, r.log)
-	r.srv.SetPolicy(server.Policy{Token: o.Token, AllowPorts: o.AllowPorts, MaxMappingsPerClient: o.MaxMappingsPerClient,
+	r.srv.SetPolicy(server.Policy{Token: o.Token, Clients: o.Clients, AllowPorts: o.AllowPorts, MaxMappingsPerClient: o.MaxMappingsPerClient,
 		MaxConnsPerMapping: o.MaxConnsPerMapping, MaxUnauthenticated: o.MaxUnauthenticated,
 		MaxUnauthenticatedPerIP: o.MaxUnauthenticatedPerIP, BadLoginLimit: o.BadLoginLimit, BadLoginPause: o.BadLoginPause})
 	_ = setLevel(r.level, cfg.Log.Level) // checked by LoadServer
@@ -169,12 +174,14 @@ func (r *serverReloader) reload() {
 }
 
 func serverOptions(cfg *config.Server, log *slog.Logger) server.Options {
-	ranges := make([]server.PortRange, len(cfg.AllowPorts))
-	for i, r := range cfg.AllowPorts {
-		ranges[i] = server.PortRange{Lo: r.Lo, Hi: r.Hi}
+	ranges := portRanges(cfg.AllowPorts)
+	var clients []server.Credential
+	for _, c := range cfg.Clients {
+		clients = append(clients, server.Credential{Name: c.Name, TokenSHA256: c.TokenSum(), AllowPorts: portRanges(c.AllowPorts), MaxMappings: c.MaxMappings})
 	}
 	return server.Options{
 		Token:                   cfg.Token,
+		Clients:                 clients,
 		PublicAddr:              cfg.PublicAddr,
 		AllowPorts:              ranges,
 		MaxMappingsPerClient:    cfg.MaxMappingsPerClient,
@@ -197,6 +204,14 @@ func serverOptions(cfg *config.Server, log *slog.Logger) server.Options {
 		Mux:                     muxOptions(cfg.Mux, orNone(cfg.MaxStrayStreams), log),
 		Logger:                  log,
 	}
+}
+
+func portRanges(rs []config.PortRange) []server.PortRange {
+	var out []server.PortRange
+	for _, r := range rs {
+		out = append(out, server.PortRange{Lo: r.Lo, Hi: r.Hi})
+	}
+	return out
 }
 
 // orNone is a file's "0: none" value (shutdown_timeout, bad_login_limit,

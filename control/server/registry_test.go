@@ -14,7 +14,9 @@ import (
 // testSession is a session with no connection: enough for the registry
 // and for bind's checks before it listens.
 func testSession(name string) *serverSession {
-	return &serverSession{srv: &Server{}, name: name, mappings: make(map[string]*mapping)}
+	srv, o := &Server{}, Options{}.WithDefaults()
+	srv.pol.Store(newPolicy(&o))
+	return &serverSession{srv: srv, name: name, mappings: make(map[string]*mapping)}
 }
 
 // TestRegistryDrainUnbindsAndRefuses: once Shutdown drains the registry,

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -31,14 +30,24 @@ type PortRange struct{ Lo, Hi int }
 // Contains reports whether p lies in r.
 func (r PortRange) Contains(p int) bool { return p >= r.Lo && p <= r.Hi }
 
+// Credential is a client with a token of its own ([[clients]]): a login
+// with that token may use only Name, and only that token logs in as Name.
+type Credential struct {
+	Name        string
+	TokenSHA256 [sha256.Size]byte
+	AllowPorts  []PortRange // within Options.AllowPorts; empty: those
+	MaxMappings int         // 0: Options.MaxMappingsPerClient
+}
+
 // Options configure a Server. Zero durations and limits take the
 // defaults of docs/config.md.
 type Options struct {
-	Token                  string      // required
-	PublicAddr             string      // host mapping listeners bind to; default "0.0.0.0"
-	AllowPorts             []PortRange // default 1024-65535
-	MaxMappingsPerClient   int         // default 16
-	MaxConnsPerMapping     int         // 0: no limit
+	Token                  string       // the shared token; "" when every client has its own
+	Clients                []Credential // clients with their own token
+	PublicAddr             string       // host mapping listeners bind to; default "0.0.0.0"
+	AllowPorts             []PortRange  // default 1024-65535
+	MaxMappingsPerClient   int          // default 16
+	MaxConnsPerMapping     int          // 0: no limit
 	LoginTimeout           time.Duration
 	StreamOpenTimeout      time.Duration
 	HeartbeatTimeout       time.Duration
@@ -270,7 +279,7 @@ func (s *Server) loginOver(a *transport.Arrival, refusal *control.RejectError) (
 	// A client that opens stray streams before it logs in is cut off at
 	// once, not at login_timeout.
 	stop := context.AfterFunc(ms.Context(), func() { _ = ms.Close() })
-	login, err := s.readLogin(ms, ctl, remote)
+	login, cred, err := s.readLogin(ms, ctl, remote)
 	stop()
 	if err != nil {
 		return nil, err
@@ -284,6 +293,7 @@ func (s *Server) loginOver(a *transport.Arrival, refusal *control.RejectError) (
 	}
 	ms.Trust()
 	sess := newServerSession(s, ms, ctl, login, a.Transport)
+	sess.cred.Store(cred)
 	if err := control.WriteFrame(ctl, &control.LoginResp{Status: control.StatusOK, SessionID: sess.id,
 		Features: []string{control.FeatureUnregister}}); err != nil {
 		_ = ms.Close()
@@ -297,7 +307,7 @@ func (s *Server) loginOver(a *transport.Arrival, refusal *control.RejectError) (
 
 // readLogin reads and checks the login frame; on failure it answers and
 // closes the session.
-func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*control.Login, error) {
+func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*control.Login, *Credential, error) {
 	m, err := control.ReadFrameMax(ctl, s.opts.MaxFrameSize)
 	if err != nil {
 		code := control.CodeOf(err)
@@ -310,37 +320,35 @@ func (s *Server) readLogin(ms *mux.Session, ctl *mux.Stream, remote string) (*co
 		s.log.Warn("login failed", "remote", remote, "code", int(code), "err", err)
 		s.obs.Login(code)
 		s.refuse(ms, ctl, &control.ErrorMsg{Code: code, Reason: code.String()}, false)
-		return nil, err
+		return nil, nil, err
 	}
 	login, ok := m.(*control.Login)
 	if !ok {
 		s.log.Warn("login failed", "remote", remote, "code", int(control.CodeMalformed), "err", "first frame is "+m.Type())
 		s.obs.Login(control.CodeMalformed)
 		s.refuse(ms, ctl, &control.ErrorMsg{Code: control.CodeMalformed, Reason: "first frame must be login"}, false)
-		return nil, control.ErrMalformed
+		return nil, nil, control.ErrMalformed
 	}
-	if re := s.checkLogin(login); re != nil {
+	cred, re := s.checkLogin(login)
+	if re != nil {
 		if re.Code == control.CodeBadToken {
 			s.guard.badToken(ms.RemoteAddr())
 		}
 		s.log.Warn("login refused", "remote", remote, "client", login.Name, "code", int(re.Code), "reason", re.Reason)
 		s.obs.Login(re.Code)
 		s.refuse(ms, ctl, &control.LoginResp{Status: control.StatusFail, Code: re.Code, Reason: re.Reason}, true)
-		return nil, re
+		return nil, nil, re
 	}
-	return login, nil
+	return login, cred, nil
 }
 
-// checkLogin returns the refusal for a login that must be refused, or nil.
-func (s *Server) checkLogin(l *control.Login) *control.RejectError {
+// checkLogin returns the refusal for a login that must be refused, or
+// the client's own credential (nil for the shared token).
+func (s *Server) checkLogin(l *control.Login) (*Credential, *control.RejectError) {
 	if l.Version != control.Version {
-		return &control.RejectError{Code: control.CodeUnsupportedVersion, Reason: fmt.Sprintf("server speaks version %d, client %d", control.Version, l.Version)}
+		return nil, &control.RejectError{Code: control.CodeUnsupportedVersion, Reason: fmt.Sprintf("server speaks version %d, client %d", control.Version, l.Version)}
 	}
-	sum := sha256.Sum256([]byte(l.Token))
-	if subtle.ConstantTimeCompare(sum[:], s.pol.Load().tokenSum[:]) != 1 {
-		return &control.RejectError{Code: control.CodeBadToken, Reason: control.CodeBadToken.String()}
-	}
-	return nil
+	return s.pol.Load().admit(l.Name, sha256.Sum256([]byte(l.Token)))
 }
 
 // refuse sends a last frame and closes the session. With linger, meant

@@ -37,8 +37,9 @@ type serverSession struct {
 	ctx       context.Context // ends when the session must end; Cause says why
 	cancel    context.CancelCauseFunc
 	started   time.Time
-	tokenSum  [sha256.Size]byte // of the token it logged in with, for SetPolicy
-	rtt       atomic.Int64      // the client's last reported heartbeat round trip, microseconds
+	tokenSum  [sha256.Size]byte          // of the token it logged in with, for SetPolicy
+	cred      atomic.Pointer[Credential] // the client's own credential; nil: the shared token
+	rtt       atomic.Int64               // the client's last reported heartbeat round trip, microseconds
 
 	w       *control.Writer      // owns writes on ctl once run starts
 	streams *control.StreamTable // live data streams, for data_channel_reset
@@ -262,7 +263,8 @@ func (ss *serverSession) register(r *control.Register) *control.RegisterResp {
 
 // bind checks the limits and binds the port; errors are *RejectError.
 func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
-	pol := ss.srv.pol.Load()
+	pol, cred := ss.srv.pol.Load(), ss.cred.Load()
+	ports, most := pol.ports(cred), pol.maxMappings(cred)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	switch {
@@ -270,12 +272,14 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 		return nil, &control.RejectError{Code: control.CodePortInUse, Reason: "session is closing"}
 	case ss.mappings[r.Name] != nil:
 		return nil, &control.RejectError{Code: control.CodeDuplicateName, Reason: fmt.Sprintf("mapping %q is already registered", r.Name)}
-	case len(ss.mappings) >= pol.MaxMappingsPerClient:
-		return nil, &control.RejectError{Code: control.CodeTooManyMappings, Reason: fmt.Sprintf("at most %d mappings per client", pol.MaxMappingsPerClient)}
-	case r.RemotePort != 0 && !allowed(pol.AllowPorts, r.RemotePort):
-		return nil, &control.RejectError{Code: control.CodePortNotAllowed, Reason: fmt.Sprintf("port %d is outside allow_ports", r.RemotePort)}
+	case len(ss.mappings) >= most:
+		return nil, &control.RejectError{Code: control.CodeTooManyMappings, Reason: fmt.Sprintf("at most %d mappings for this client", most)}
+	case len(ports) == 0:
+		return nil, &control.RejectError{Code: control.CodePortNotAllowed, Reason: "no port is allowed for this client"}
+	case r.RemotePort != 0 && !allowed(ports, r.RemotePort):
+		return nil, &control.RejectError{Code: control.CodePortNotAllowed, Reason: portsReason(r.RemotePort, cred)}
 	}
-	ln, err := ss.listen(pol.AllowPorts, r.RemotePort, r.PreferPort)
+	ln, err := ss.listen(ports, r.RemotePort, r.PreferPort)
 	if err != nil {
 		return nil, err
 	}
@@ -331,6 +335,15 @@ func (ss *serverSession) listen(ports []PortRange, port, prefer int) (net.Listen
 		}
 	}
 	return nil, &control.RejectError{Code: control.CodePortInUse, Reason: errNoFreePort.Error()}
+}
+
+// portsReason says why port is refused: outside the server's
+// allow_ports, or outside the client's own.
+func portsReason(port int, cred *Credential) string {
+	if cred != nil && len(cred.AllowPorts) > 0 {
+		return fmt.Sprintf("port %d is outside this client's allow_ports", port)
+	}
+	return fmt.Sprintf("port %d is outside allow_ports", port)
 }
 
 func bindError(port int, err error) *control.RejectError {

@@ -184,6 +184,7 @@ func (nopObserver) HeartbeatRTT(time.Duration) {}
 // take Options' defaults.
 type Policy struct {
 	Token                string
+	Clients              []Credential
 	AllowPorts           []PortRange
 	MaxMappingsPerClient int
 	MaxConnsPerMapping   int // for mappings bound from now on
@@ -194,15 +195,76 @@ type Policy struct {
 	BadLoginPause           time.Duration
 }
 
-// policy is a Policy in force, with the token's hash.
+// policy is a Policy in force, with the shared token's hash.
 type policy struct {
 	Policy
 	tokenSum [sha256.Size]byte
+	named    map[string]*Credential
 }
 
 func newPolicy(o *Options) *policy {
-	return &policy{Policy: Policy{Token: o.Token, AllowPorts: o.AllowPorts, MaxMappingsPerClient: o.MaxMappingsPerClient,
-		MaxConnsPerMapping: o.MaxConnsPerMapping}, tokenSum: sha256.Sum256([]byte(o.Token))}
+	p := &policy{Policy: Policy{Token: o.Token, Clients: o.Clients, AllowPorts: o.AllowPorts,
+		MaxMappingsPerClient: o.MaxMappingsPerClient, MaxConnsPerMapping: o.MaxConnsPerMapping},
+		tokenSum: sha256.Sum256([]byte(o.Token)), named: make(map[string]*Credential, len(o.Clients))}
+	for i := range o.Clients {
+		p.named[o.Clients[i].Name] = &o.Clients[i]
+	}
+	return p
+}
+
+// admit checks a login's name and token hash: a client's own token logs
+// in as that client only, and a name with its own token takes no other;
+// the shared token (when set) logs in as any other name. It returns the
+// client's credential (nil for the shared token), or the refusal (1002,
+// in words). Every comparison is made, in constant time, whatever
+// matches.
+func (p *policy) admit(name string, sum [sha256.Size]byte) (*Credential, *control.RejectError) {
+	var own *Credential
+	for i := range p.Clients {
+		if subtle.ConstantTimeCompare(sum[:], p.Clients[i].TokenSHA256[:]) == 1 {
+			own = &p.Clients[i]
+		}
+	}
+	shared := p.Token != "" && subtle.ConstantTimeCompare(sum[:], p.tokenSum[:]) == 1
+	switch {
+	case own != nil && own.Name != name:
+		return nil, &control.RejectError{Code: control.CodeBadToken, Reason: fmt.Sprintf("this token is not valid for the name %q", name)}
+	case own != nil:
+		return own, nil
+	case shared && p.named[name] != nil:
+		return nil, &control.RejectError{Code: control.CodeBadToken, Reason: fmt.Sprintf("the name %q has a token of its own", name)}
+	case shared:
+		return nil, nil
+	}
+	return nil, &control.RejectError{Code: control.CodeBadToken, Reason: control.CodeBadToken.String()}
+}
+
+// ports and maxMappings are what a client with credential c may bind.
+func (p *policy) ports(c *Credential) []PortRange {
+	if c == nil || len(c.AllowPorts) == 0 {
+		return p.AllowPorts
+	}
+	return intersect(p.AllowPorts, c.AllowPorts)
+}
+
+func (p *policy) maxMappings(c *Credential) int {
+	if c != nil && c.MaxMappings > 0 {
+		return c.MaxMappings
+	}
+	return p.MaxMappingsPerClient
+}
+
+// intersect is the ranges in both a and b.
+func intersect(a, b []PortRange) []PortRange {
+	var out []PortRange
+	for _, x := range a {
+		for _, y := range b {
+			if lo, hi := max(x.Lo, y.Lo), min(x.Hi, y.Hi); lo <= hi {
+				out = append(out, PortRange{lo, hi})
+			}
+		}
+	}
+	return out
 }
 
 // SetPolicy puts p in force at once: logins are checked against its
@@ -214,7 +276,8 @@ func newPolicy(o *Options) *policy {
 // returns once both are done.
 func (s *Server) SetPolicy(p Policy) {
 	o := s.opts
-	o.Token, o.AllowPorts, o.MaxMappingsPerClient, o.MaxConnsPerMapping = p.Token, p.AllowPorts, p.MaxMappingsPerClient, p.MaxConnsPerMapping
+	o.Token, o.Clients = p.Token, p.Clients
+	o.AllowPorts, o.MaxMappingsPerClient, o.MaxConnsPerMapping = p.AllowPorts, p.MaxMappingsPerClient, p.MaxConnsPerMapping
 	o.MaxUnauthenticated, o.MaxUnauthenticatedPerIP = p.MaxUnauthenticated, p.MaxUnauthenticatedPerIP
 	o.BadLoginLimit, o.BadLoginPause = p.BadLoginLimit, p.BadLoginPause
 	o.setDefaults()
@@ -223,14 +286,16 @@ func (s *Server) SetPolicy(p Policy) {
 	s.guard.setLimits(&o)
 	var wg sync.WaitGroup
 	for _, ss := range s.reg.sessions() {
-		if subtle.ConstantTimeCompare(ss.tokenSum[:], pol.tokenSum[:]) != 1 {
+		cred, re := pol.admit(ss.name, ss.tokenSum)
+		if re != nil {
 			wg.Go(func() {
-				ss.log.Warn("client session ended: its token is no longer valid", "code", int(control.CodeBadToken))
-				ss.sendError(control.CodeBadToken, "the server's token changed")
+				ss.log.Warn("client session ended: its token is no longer valid", "code", int(control.CodeBadToken), "reason", re.Reason)
+				ss.sendError(control.CodeBadToken, "the server's token changed: "+re.Reason)
 				ss.kill(errTokenChanged)
 			})
 			continue
 		}
+		ss.cred.Store(cred)
 		wg.Go(func() { ss.revokeDisallowed(pol) })
 	}
 	wg.Wait()
@@ -242,10 +307,11 @@ var errTokenChanged = errors.New("the server's token changed")
 // revokeDisallowed closes the session's mappings whose port pol no
 // longer allows, and tells the client.
 func (ss *serverSession) revokeDisallowed(pol *policy) {
+	ports := pol.ports(ss.cred.Load())
 	ss.mu.Lock()
 	var gone []*mapping
 	for name, m := range ss.mappings {
-		if !allowed(pol.AllowPorts, m.port) {
+		if !allowed(ports, m.port) {
 			gone = append(gone, m)
 			delete(ss.mappings, name)
 		}
