@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/cmd/gotunnel-mux/admin"
+)
+
+// TestRenderStatus: both documents drawn as tables, a row per mapping,
+// the refusal in words, bytes in binary units.
+func TestRenderStatus(t *testing.T) {
+	now := time.Now()
+	srv, _ := json.Marshal(admin.ServerDoc{Role: "server", Version: "v9", Started: now, Listening: []string{"0.0.0.0:7000"},
+		Clients: []admin.ClientRow{{Name: "laptop", Remote: "203.0.113.7:5000", SessionID: "abc", Since: now, Transport: "tls", HeartbeatRTTMs: 2.5,
+			Mappings: []admin.MappingRow{
+				{Name: "ssh", RemotePort: 10022, LocalAddr: "127.0.0.1:22", State: "up", Active: 1, Visitors: 3, BytesIn: 2048, BytesOut: 5 << 20},
+				{Name: "web", RemotePort: 80, LocalAddr: "127.0.0.1:80", State: "refused", Code: 1003, Reason: "port 80 is outside allow_ports"},
+			}}}})
+	cli, _ := json.Marshal(admin.ClientDoc{Role: "client", Version: "v9", Started: now, Server: "tunnel:7000", Reconnects: 2,
+		LastError: "dial tcp: connection refused", Mappings: []admin.MappingRow{{Name: "ssh", LocalAddr: "127.0.0.1:22", State: "pending"}}})
+	for _, tc := range []struct {
+		doc  []byte
+		want []string
+	}{
+		{srv, []string{`gotunnel-mux server v9, up 0s, listening on 0.0.0.0:7000, 1 client\(s\)`,
+			`laptop\s+ssh\s+10022\s+127\.0\.0\.1:22\s+up\s+1\s+3\s+2\.0 KiB\s+5\.0 MiB`,
+			`laptop\s+web\s+80\s+127\.0\.0\.1:80\s+refused \(1003 port 80 is outside allow_ports\)`,
+			`laptop\s+203\.0\.113\.7:5000\s+tls\s+2\.5ms`}},
+		{cli, []string{`server tunnel:7000: not connected: dial tcp: connection refused; 2 reconnect\(s\)`,
+			`ssh\s+-\s+127\.0\.0\.1:22\s+pending\s+0\s+0\s+0 B\s+0 B`}},
+	} {
+		var out bytes.Buffer
+		if err := renderStatus(&out, tc.doc); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tc.want {
+			if !regexp.MustCompile(w).MatchString(out.String()) {
+				t.Errorf("status output lacks %s:\n%s", w, out.String())
+			}
+		}
+	}
+	if err := renderStatus(&bytes.Buffer{}, []byte(`{"role":"proxy"}`)); err == nil {
+		t.Error("an unknown role drew a table")
+	}
+}
+
+// TestStatusAndReloadCommands: the commands against a fake API, with the
+// token sent, a refused reload's words and exit 2.
+func TestStatusAndReloadCommands(t *testing.T) {
+	t.Setenv("GOTUNNEL_ADMIN_URL", "")
+	t.Setenv("GOTUNNEL_ADMIN_TOKEN", "")
+	doc, _ := json.Marshal(admin.ClientDoc{Role: "client", Version: "v9", Server: "s:1", Mappings: []admin.MappingRow{}})
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer t0k" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		switch r.URL.Path {
+		case "/api/v1/status":
+			_, _ = w.Write(doc)
+		case "/api/v1/reload":
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_ = json.NewEncoder(w).Encode(admin.ReloadResult{Status: "fail", Error: "client.toml:3: x: unknown key"})
+		}
+	}))
+	defer api.Close()
+	var out, errb bytes.Buffer
+	if code := run([]string{"status", "--admin", api.URL, "--token", "t0k"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "server s:1") {
+		t.Errorf("status: exit %d, %q %q", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"status", "--admin", api.URL, "--token", "bad", "--json"}, &out, &errb); code != 1 || !strings.Contains(out.String(), "401") {
+		t.Errorf("status with a wrong token: exit %d, %q", code, out.String())
+	}
+	errb.Reset()
+	if code := run([]string{"reload", "--admin", api.URL, "--token", "t0k"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "client.toml:3") {
+		t.Errorf("refused reload: exit %d, %q", code, errb.String())
+	}
+	if code := run([]string{"status"}, &out, &errb); code != 2 {
+		t.Errorf("status without an API: exit %d, want 2", code)
+	}
+}
