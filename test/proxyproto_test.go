@@ -108,17 +108,8 @@ type nginx struct {
 // sets it), where it fails: CI cannot skip it silently.
 func nginxPath(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{"/usr/sbin/nginx", "nginx"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	const msg = "test: nginx not installed; apt-get install nginx-light to run the PROXY protocol test"
-	if os.Getenv("CI_REQUIRE_NGINX") == "1" {
-		t.Fatal(msg + " (CI_REQUIRE_NGINX=1)")
-	}
-	t.Skip(msg)
-	return ""
+	return program(t, "CI_REQUIRE_NGINX", "test: nginx not installed; apt-get install nginx-light to run the PROXY protocol test",
+		"/usr/sbin/nginx", "nginx")
 }
 
 // startNginx runs nginx in a t.TempDir() with one server on loopback
