@@ -43,6 +43,9 @@ type Mapping struct {
 	LocalAddr   string `toml:"local_addr"`   // host:port the client dials
 	RemotePort  int    `toml:"remote_port"`  // 0: the server picks a port
 	HealthCheck *bool  `toml:"health_check"` // default true; never nil after Load or Validate
+	// ProxyProtocol is "v1" or "v2": each connection to LocalAddr starts
+	// with a PROXY protocol header naming the visitor. "" (default): none.
+	ProxyProtocol string `toml:"proxy_protocol"`
 }
 
 // Client is the configuration of `gotunnel-mux client`: client.toml, or
@@ -273,4 +276,13 @@ func (m *Mapping) check(ck *checker, key string) {
 		ck.name(key+".name", m.Name)
 	}
 	ck.port(key+".remote_port", m.RemotePort, 0)
+	if p := m.ProxyProtocol; p != "" && p != ProxyProtocolV1 && p != ProxyProtocolV2 {
+		ck.add(key+".proxy_protocol", "bad proxy_protocol %q: want %q or %q, or \"\" (the default: no PROXY header)", p, ProxyProtocolV1, ProxyProtocolV2)
+	}
 }
+
+// The values of a mapping's proxy_protocol; leaving it out is off.
+const (
+	ProxyProtocolV1 = "v1"
+	ProxyProtocolV2 = "v2"
+)

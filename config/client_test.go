@@ -118,7 +118,15 @@ func TestParseClientValues(t *testing.T) {
 		{"default mapping name", "[[mappings]]\nlocal_addr = '[::1]:8080'",
 			func(c *Client) any { return c.Mappings[0].Name }, "tcp-8080"},
 		{"inline mappings", "mappings = [{name = 'a', local_addr = 'h:1', remote_port = 2}]",
-			func(c *Client) any { return c.Mappings[0] }, Mapping{"a", "h:1", 2, &on}},
+			func(c *Client) any { return c.Mappings[0] }, Mapping{"a", "h:1", 2, &on, ""}},
+		{"proxy_protocol v1", "[[mappings]]\nlocal_addr = '127.0.0.1:80'\nproxy_protocol = 'v1'",
+			func(c *Client) any { return c.Mappings[0].ProxyProtocol }, "v1"},
+		{"proxy_protocol v2 inline", "mappings = [{local_addr = 'h:1', proxy_protocol = 'v2'}]",
+			func(c *Client) any { return c.Mappings[0].ProxyProtocol }, "v2"},
+		{"proxy_protocol empty is off", "[[mappings]]\nlocal_addr = '127.0.0.1:80'\nproxy_protocol = ''",
+			func(c *Client) any { return c.Mappings[0].ProxyProtocol }, ""},
+		{"proxy_protocol default off", "[[mappings]]\nlocal_addr = '127.0.0.1:80'",
+			func(c *Client) any { return c.Mappings[0].ProxyProtocol }, ""},
 		{"client name", "name = 'edge-01.lab_2'", func(c *Client) any { return c.Name }, "edge-01.lab_2"},
 		{"proxy_url http", "proxy_url = 'http://user:p%40ss@proxy.lan:3128'", func(c *Client) any { return c.ProxyURL }, "http://user:p%40ss@proxy.lan:3128"},
 		{"proxy_url none", "proxy_url = 'none'", func(c *Client) any { return c.ProxyURL }, "none"},
@@ -238,6 +246,14 @@ func TestParseClientErrors(t *testing.T) {
 			[]want{{5, "mappings[0].remote_port", "port 65536 is out of range 0..65535"}}},
 		{"remote_port as string", head + "[[mappings]]\nlocal_addr = 'h:1'\nremote_port = '22'\n", nil,
 			[]want{{5, "mappings[0].remote_port", "want an integer, got a string"}}},
+		{"proxy_protocol unknown version", head + "[[mappings]]\nlocal_addr = 'h:1'\n\nproxy_protocol = 'v3'\n", nil,
+			[]want{{6, "mappings[0].proxy_protocol", `bad proxy_protocol "v3": want "v1" or "v2", or "" (the default: no PROXY header)`}}},
+		{"proxy_protocol upper case", head + "[[mappings]]\nlocal_addr = 'h:1'\n[[mappings]]\nlocal_addr = 'h:2'\nproxy_protocol = 'V2'\n", nil,
+			[]want{{7, "mappings[1].proxy_protocol", `bad proxy_protocol "V2"`}}},
+		{"proxy_protocol as a number", head + "[[mappings]]\nlocal_addr = 'h:1'\nproxy_protocol = 2\n", nil,
+			[]want{{5, "mappings[0].proxy_protocol", "want a string, got an integer"}}},
+		{"proxy_protocol as a boolean", head + "[[mappings]]\nlocal_addr = 'h:1'\nproxy_protocol = true\n", nil,
+			[]want{{5, "mappings[0].proxy_protocol", "want a string, got a boolean"}}},
 		{"mappings as a table", head + "[mappings]\nlocal_addr = 'h:1'\n", nil,
 			[]want{{3, "mappings", "want an array of tables, got a table"}}},
 		{"inline mapping problems", head + "mappings = [{local_addr = 'h:1'}, {local_addr = 'h', extra = 1}]\n", nil,
@@ -303,13 +319,14 @@ func TestClientValidateQuickMode(t *testing.T) {
 
 func TestClientValidateErrors(t *testing.T) {
 	c := DefaultClient()
-	c.Mappings = []Mapping{{LocalAddr: "h:1"}, {LocalAddr: "h:1"}, {}}
+	c.Mappings = []Mapping{{LocalAddr: "h:1"}, {LocalAddr: "h:1"}, {}, {LocalAddr: "h:2", ProxyProtocol: "2"}}
 	err := c.Validate()
 	checkErrors(t, "Validate()", err, "", []want{
 		{0, "server_addr", "missing (required)"},
 		{0, "token", "missing (required); set it in the file or GOTUNNEL_TOKEN"},
 		{0, "mappings[1].name", "duplicate name"},
 		{0, "mappings[2].local_addr", "missing (required)"},
+		{0, "mappings[3].proxy_protocol", `bad proxy_protocol "2"`},
 	})
 	if strings.Contains(err.Error(), ".toml") || strings.Contains(err.Error(), ":0:") {
 		t.Errorf("Validate() = %v, want no file and no line", err)

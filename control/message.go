@@ -126,7 +126,11 @@ type ErrorMsg struct {
 type OpenDataChannel struct {
 	Name       string `json:"name"`
 	RemotePort int    `json:"remote_port"`
-	Visitor    string `json:"visitor"`
+	Visitor    string `json:"visitor"` // the visitor's ip:port
+	// Public is the server's ip:port that the visitor connected to (the
+	// local address of its connection), for a PROXY protocol header
+	// towards the local service. Optional: an older server leaves it out.
+	Public string `json:"public,omitempty"`
 }
 
 // DataChannelAck answers OpenDataChannel on the data stream (client to server).
@@ -357,6 +361,9 @@ func (m *ErrorMsg) validate() error {
 
 func (m *OpenDataChannel) validate() error {
 	if err := checkLen("visitor", m.Visitor, maxAddrLen); err != nil {
+		return err
+	}
+	if err := checkLen("public", m.Public, maxAddrLen); err != nil {
 		return err
 	}
 	if err := checkPort("remote_port", m.RemotePort, false); err != nil {

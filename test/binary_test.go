@@ -141,6 +141,24 @@ func (p *proc) exitCode(t *testing.T, within time.Duration) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
+// program returns the first of names that exec.LookPath finds: a
+// program from a distribution's package that a test drives. Without one
+// the test skips with msg, unless the environment variable require is
+// "1" (CI sets it), where it fails: CI cannot skip it silently.
+func program(t *testing.T, require, msg string, names ...string) string {
+	t.Helper()
+	for _, name := range names {
+		if path, err := exec.LookPath(name); err == nil {
+			return path
+		}
+	}
+	if os.Getenv(require) == "1" {
+		t.Fatalf("%s (%s=1)", msg, require)
+	}
+	t.Skip(msg)
+	return ""
+}
+
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)

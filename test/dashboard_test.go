@@ -6,7 +6,6 @@ import (
 	"maps"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -78,17 +77,8 @@ func TestDashboardInChromium(t *testing.T) {
 // skip it silently.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{"/usr/bin/chromium", "chromium"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	const msg = "test: chromium not installed; apt-get install chromium to run the dashboard test"
-	if os.Getenv("CI_REQUIRE_CHROMIUM") == "1" {
-		t.Fatal(msg + " (CI_REQUIRE_CHROMIUM=1)")
-	}
-	t.Skip(msg)
-	return ""
+	return program(t, "CI_REQUIRE_CHROMIUM", "test: chromium not installed; apt-get install chromium to run the dashboard test",
+		"/usr/bin/chromium", "chromium")
 }
 
 // dashServer starts the server binary with an admin API that needs

@@ -20,7 +20,7 @@ var layout = []struct {
 }{
 	{"control", nil, nil},
 	{"control/server", []string{"control", "mux", "mux/transport", "dataplane"}, []string{"golang.org/x/time/rate"}},
-	{"control/client", []string{"control", "mux", "mux/transport", "dataplane"}, []string{"github.com/jpillora/backoff", "golang.org/x/time/rate"}},
+	{"control/client", []string{"control", "mux", "mux/transport", "dataplane"}, []string{"github.com/jpillora/backoff", "golang.org/x/time/rate", "github.com/pires/go-proxyproto"}},
 	{"mux", nil, []string{"github.com/hashicorp/yamux", "golang.org/x/sys/"}},
 	{"mux/transport", nil, []string{"github.com/coder/websocket", "golang.org/x/net/proxy"}},
 	{"dataplane", nil, []string{"golang.org/x/time/rate"}},

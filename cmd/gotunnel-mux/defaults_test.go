@@ -178,13 +178,13 @@ func TestEveryKeyReachesOptions(t *testing.T) {
 func TestMappingReachesOptions(t *testing.T) {
 	on := false
 	c := defaultClient()
-	c.Mappings = []config.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on}}
+	c.Mappings = []config.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on, ProxyProtocol: "v2"}}
 	got := clientOptions(c, nil).Mappings
-	want := []client.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: false}}
+	want := []client.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: false, ProxyProtocol: client.ProxyProtocolV2}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("mapping %+v gave %+v, want %+v", c.Mappings[0], got, want)
 	}
-	if n := reflect.TypeFor[config.Mapping]().NumField(); n != 4 {
+	if n := reflect.TypeFor[config.Mapping]().NumField(); n != 5 {
 		t.Errorf("config.Mapping has %d fields; pass the new one on in clientOptions and add it here", n)
 	}
 }
@@ -248,6 +248,23 @@ func TestNameRuleAgrees(t *testing.T) {
 		c.Mappings = []config.Mapping{{Name: name, LocalAddr: "127.0.0.1:22"}}
 		if ok := c.Validate() == nil; ok != control.ValidName(name) {
 			t.Errorf("name %q: config accepts it = %v, control.ValidName = %v", name, ok, !ok)
+		}
+	}
+}
+
+// TestProxyProtocolRuleAgrees: config accepts exactly the proxy_protocol
+// values that the client engine does (config imports no engine, so the
+// values are written in both).
+func TestProxyProtocolRuleAgrees(t *testing.T) {
+	for _, v := range []string{"", config.ProxyProtocolV1, config.ProxyProtocolV2, "V1", "v3", "1", "2", " v1", "on", "off"} {
+		c := defaultClient()
+		c.Mappings = []config.Mapping{{Name: "web", LocalAddr: "127.0.0.1:80", ProxyProtocol: v}}
+		fileOK := c.Validate() == nil
+		_, err := client.New(client.Options{ServerAddr: "127.0.0.1:7000", Token: "t", Name: "n",
+			Mappings: []client.Mapping{{Name: "web", LocalAddr: "127.0.0.1:80", ProxyProtocol: client.ProxyProtocol(v)}}})
+		engineOK := err == nil
+		if fileOK != engineOK {
+			t.Errorf("proxy_protocol %q: config accepts it = %v, the client engine = %v", v, fileOK, engineOK)
 		}
 	}
 }

@@ -34,6 +34,10 @@ type Mapping struct {
 	// mapping is probed only when asked, since a probe is a connection to
 	// the service that its owner may not expect.
 	HealthCheck bool
+	// ProxyProtocol, when set, starts each connection to LocalAddr with a
+	// PROXY protocol header naming the visitor (see ProxyProtocol); off
+	// by default.
+	ProxyProtocol ProxyProtocol
 }
 
 // ReconnectOptions shape the wait between connection attempts.

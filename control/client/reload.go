@@ -17,7 +17,8 @@ type Changes struct {
 // Empty reports whether nothing changed.
 func (ch Changes) Empty() bool { return len(ch.Added)+len(ch.Removed)+len(ch.Changed) == 0 }
 
-// checkMappings checks names: valid and each once.
+// checkMappings checks names (valid and each once) and PROXY protocol
+// versions.
 func checkMappings(maps []Mapping) error {
 	seen := make(map[string]bool, len(maps))
 	for _, m := range maps {
@@ -25,14 +26,17 @@ func checkMappings(maps []Mapping) error {
 			return fmt.Errorf("client: mapping name %q is invalid or repeated", m.Name)
 		}
 		seen[m.Name] = true
+		if err := m.ProxyProtocol.check(); err != nil {
+			return fmt.Errorf("client: mapping %s: %w", m.Name, err)
+		}
 	}
 	return nil
 }
 
 // SetMappings replaces the client's mappings with maps, in the live
 // session, without ending it: a new name is registered, a name gone is
-// unregistered, and a mapping whose local_addr, remote_port or
-// health_check changed is both. A mapping that did not change, and its
+// unregistered, and a mapping whose local_addr, remote_port,
+// health_check or proxy_protocol changed is both. A mapping that did not change, and its
 // visitors, are not touched. The visitors of a removed or changed mapping
 // go on for up to shutdown_timeout (on each side), then are reset; new
 // visitors reach the new mapping at once. On error nothing changes.

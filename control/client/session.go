@@ -471,7 +471,8 @@ func (cs *clientSession) serveStream(st *mux.Stream) {
 	})
 }
 
-// openLocal reads ds's header, dials the mapping's local service and acks.
+// openLocal reads ds's header, dials the mapping's local service, writes
+// its PROXY protocol header if it has one, and acks.
 // On error nothing is left open and the refusal to answer is returned.
 func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) (net.Conn, *control.OpenDataChannel, *clientMapping, *control.RejectError) {
 	o := &cs.c.opts
@@ -493,13 +494,15 @@ func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) 
 	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
 	local, err := (&net.Dialer{}).DialContext(dctx, "tcp", m.LocalAddr)
 	cancel()
+	if err == nil {
+		// Before the ack, so before any of the visitor's bytes.
+		if err = cs.writeProxyHeader(local, m, hdr, o.HandshakeTimeout); err != nil {
+			dataplane.Reset(local)
+		}
+	}
 	if err != nil {
 		if ctx.Err() == nil {
-			m.dialFails.Add(1)
-			m.dialWarn.Do(func() {
-				cs.log.Warn("local service unreachable", "mapping", m.Name, "local_addr", m.LocalAddr, "visitor", hdr.Visitor,
-					"code", int(control.CodeLocalUnreachable), "err", err, "count", m.dialFails.Swap(0))
-			})
+			cs.localFailed(m, hdr, err)
 		}
 		return nil, nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "local service unreachable"}
 	}
@@ -511,4 +514,15 @@ func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) 
 		return nil, nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "ack not written"}
 	}
 	return local, hdr, m, nil
+}
+
+// localFailed logs, at most every 10 s per mapping and with a count, that
+// a mapping's local service could not be dialled or its PROXY protocol
+// header written.
+func (cs *clientSession) localFailed(m *clientMapping, hdr *control.OpenDataChannel, err error) {
+	m.dialFails.Add(1)
+	m.dialWarn.Do(func() {
+		cs.log.Warn("local service unreachable", "mapping", m.Name, "local_addr", m.LocalAddr, "visitor", hdr.Visitor,
+			"code", int(control.CodeLocalUnreachable), "err", err, "count", m.dialFails.Swap(0))
+	})
 }

@@ -22,6 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // the server, as the server gets it.
 type wire struct {
 	cli   *mux.Session
+	srv   *mux.Session // the server's end, to open data streams
 	w     *control.Writer
 	table *control.StreamTable
 	wg    sync.WaitGroup
@@ -45,7 +46,7 @@ func newWire(t *testing.T) *wire {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu := &wire{cli: cli}
+	tu := &wire{cli: cli, srv: srv}
 	tu.w = control.NewWriter(cctl, cli.Done(), func(error) {})
 	tu.table = control.NewStreamTable(tu.w)
 	if err := control.WriteFrame(cctl, &control.Ping{Time: 1}); err != nil { // opens the stream on the wire

@@ -84,14 +84,16 @@ func (ss *serverSession) logVisitor(log *slog.Logger, mapping, visitor string, s
 	log.Log(context.Background(), level, "visitor closed", attrs...)
 }
 
-// openData opens a data stream and writes its header.
+// openData opens a data stream and writes its header: the visitor's
+// address and the public address it connected to.
 func (ss *serverSession) openData(m *mapping, visitor net.Conn, deadline time.Time) (*mux.Stream, error) {
 	st, err := ss.mux.Open()
 	if err != nil {
 		return nil, fmt.Errorf("open data stream: %w", err)
 	}
 	_ = st.SetWriteDeadline(deadline)
-	err = control.WriteFrame(st, &control.OpenDataChannel{Name: m.name, RemotePort: m.port, Visitor: visitor.RemoteAddr().String()})
+	err = control.WriteFrame(st, &control.OpenDataChannel{Name: m.name, RemotePort: m.port,
+		Visitor: visitor.RemoteAddr().String(), Public: visitor.LocalAddr().String()})
 	_ = st.SetWriteDeadline(time.Time{})
 	if err != nil {
 		_ = st.Close()
