@@ -24,7 +24,8 @@ var epoch = time.Now()
 // queue holds at most about one bulk frame (the link's frame size, see
 // linkSizer) ahead of what is being written, so that it adds no latency
 // the scheduler (sched.go) has not accounted for: a write that would
-// overfill it waits. A large data frame is written by the send loop
+// overfill it waits. A frame that ends a stream (FIN, RST) waits for
+// what is queued to be written, then is written by the send loop. A large data frame is written by the send loop
 // itself once nothing is queued or being written, its header and body in
 // one writev (one TLS record), as yamux would: a bulk transfer gains
 // nothing from the queue but a copy and two hand-offs per frame
@@ -124,10 +125,20 @@ func (c *conn) Write(p []byte) (int, error) {
 		c.held = true
 		return len(p), nil
 	}
-	if slow && c.idle(true) {
+	if (slow || ends(p)) && c.idle(true) {
 		return c.writeDirect(nil, p)
 	}
 	return c.enqueue(nil, p)
+}
+
+// ends reports whether frame p ends a stream (FIN or RST). Such a frame
+// is written by the send loop once everything queued before it is
+// written: yamux's Close returns when the send loop has written its FIN,
+// and a relay that logged its end must not leave the stream's last bytes
+// and FIN in this process (a kill -9 then would cut a finished transfer;
+// TestBinaryKill9AfterFinishedDownload).
+func ends(p []byte) bool {
+	return len(p) == yamuxHeaderLen && binary.BigEndian.Uint16(p[2:4])&(yamuxFlagFIN|yamuxFlagRST) != 0
 }
 
 // enqueue queues hdr and body, once there is room, and returns len(body).

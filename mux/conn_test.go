@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -237,4 +238,41 @@ func TestSlowLinkWritesOneFrameAtATime(t *testing.T) {
 	if c.looped.Load() {
 		t.Error("the write queue's goroutine ran on a slow link")
 	}
+}
+
+// TestFINWaitsForTheQueue: a FIN frame's write returns only once the
+// frames queued before it and the FIN itself are written: a stream's
+// Close then means its bytes have left this process.
+func TestFINWaitsForTheQueue(t *testing.T) {
+	c, peer := queueConn(t)
+	fin := []byte{0, 1, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0} // window update with FIN, stream 1
+	var mu sync.Mutex
+	var got []byte
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			n, err := peer.Read(buf)
+			mu.Lock()
+			got = append(got, buf[:n]...)
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	writeAll(t, c, window, dataHdr, dataBody) // queued
+	writeAll(t, c, fin)
+	mu.Lock()
+	read := append([]byte(nil), got...)
+	mu.Unlock()
+	// The peer records a read before it reads again, and the FIN's own
+	// write ends with a read: what came before it is recorded by now.
+	if want := bytes.Join([][]byte{window, dataHdr, dataBody}, nil); !bytes.HasPrefix(read, want) {
+		t.Errorf("when the FIN's write returned the peer had read %x, want at least %x", read, want)
+	}
+	_ = c.Close()
+	_ = peer.Close()
+	<-done
 }
