@@ -258,7 +258,8 @@ func changedFields[T any](a, b T, except ...string) []string {
 func clientMappings(cfg *config.Client) []client.Mapping {
 	maps := make([]client.Mapping, len(cfg.Mappings))
 	for i, m := range cfg.Mappings {
-		maps[i] = client.Mapping{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, HealthCheck: *m.HealthCheck}
+		maps[i] = client.Mapping{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, HealthCheck: *m.HealthCheck,
+			AllowIPs: m.AllowIPs, DenyIPs: m.DenyIPs}
 	}
 	return maps
 }
