@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -138,4 +139,21 @@ func (c *checker) oneOf(key, what, v string, allowed ...string) {
 		}
 	}
 	c.add(key, "bad %s %q: want one of %s", what, v, strings.Join(allowed, ", "))
+}
+
+// MaxIPPrefixes is how many entries allow_ips and deny_ips may hold, each
+// (the wire's bound, control.MaxPrefixes).
+const MaxIPPrefixes = 256
+
+// ipPrefixes checks a visitor list: valid prefixes (a file's are, when
+// they parsed; one built in code may not be), at most MaxIPPrefixes.
+func (c *checker) ipPrefixes(key string, ps []netip.Prefix) {
+	if len(ps) > MaxIPPrefixes {
+		c.add(key, "%d entries; at most %d", len(ps), MaxIPPrefixes)
+	}
+	for i, p := range ps {
+		if !p.IsValid() {
+			c.add(key+index(i), "not a valid IP prefix; want a CIDR such as \"10.0.0.0/8\" or a single IP")
+		}
+	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -46,6 +47,27 @@ type Mapping struct {
 	// ProxyProtocol is "v1" or "v2": each connection to LocalAddr starts
 	// with a PROXY protocol header naming the visitor. "" (default): none.
 	ProxyProtocol string `toml:"proxy_protocol"`
+	// AllowIPs and DenyIPs are the mapping's visitor lists (allow_ips,
+	// deny_ips), read as the server's trusted_proxies are: CIDRs or
+	// single IPs. The server lets a visitor through when it passes its
+	// own lists and these; a server too old to enforce them is not sent
+	// the mapping (docs/security.md). At most MaxIPPrefixes each.
+	AllowIPs []netip.Prefix `toml:"-"`
+	DenyIPs  []netip.Prefix `toml:"-"`
+}
+
+// clientFile is what a client file decodes into: the Client, with each
+// mapping's allow_ips and deny_ips in a type that reads a single IP as
+// well as a CIDR.
+type clientFile struct {
+	Client
+	Mappings []mappingFile `toml:"mappings"`
+}
+
+type mappingFile struct {
+	Mapping
+	AllowIPs []ipPrefix `toml:"allow_ips"`
+	DenyIPs  []ipPrefix `toml:"deny_ips"`
 }
 
 // Client is the configuration of `gotunnel-mux client`: client.toml, or
@@ -127,11 +149,19 @@ func LoadClient(path string, env Env) (*Client, error) {
 // messages and stored in Path. The error, if any, is an Errors holding
 // every problem found.
 func ParseClient(name string, data []byte, env Env) (*Client, error) {
-	c := DefaultClient()
-	c.Path = name
-	pos, errs, complete := decode(name, data, &c)
+	f := clientFile{Client: DefaultClient()}
+	f.Path = name
+	pos, errs, complete := decode(name, data, &f)
 	if !complete {
 		return nil, errs.err()
+	}
+	c := f.Client
+	if f.Mappings != nil {
+		c.Mappings = make([]Mapping, 0, len(f.Mappings))
+	}
+	for _, m := range f.Mappings {
+		m.Mapping.AllowIPs, m.Mapping.DenyIPs = toPrefixes(m.AllowIPs), toPrefixes(m.DenyIPs)
+		c.Mappings = append(c.Mappings, m.Mapping)
 	}
 	if c.TLS != nil && !pos.has("tls.enabled") {
 		c.TLS.Enabled = true
@@ -279,6 +309,8 @@ func (m *Mapping) check(ck *checker, key string) {
 	if p := m.ProxyProtocol; p != "" && p != ProxyProtocolV1 && p != ProxyProtocolV2 {
 		ck.add(key+".proxy_protocol", "bad proxy_protocol %q: want %q or %q, or \"\" (the default: no PROXY header)", p, ProxyProtocolV1, ProxyProtocolV2)
 	}
+	ck.ipPrefixes(key+".allow_ips", m.AllowIPs)
+	ck.ipPrefixes(key+".deny_ips", m.DenyIPs)
 }
 
 // The values of a mapping's proxy_protocol; leaving it out is off.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
@@ -118,7 +119,7 @@ func TestParseClientValues(t *testing.T) {
 		{"default mapping name", "[[mappings]]\nlocal_addr = '[::1]:8080'",
 			func(c *Client) any { return c.Mappings[0].Name }, "tcp-8080"},
 		{"inline mappings", "mappings = [{name = 'a', local_addr = 'h:1', remote_port = 2}]",
-			func(c *Client) any { return c.Mappings[0] }, Mapping{"a", "h:1", 2, &on, ""}},
+			func(c *Client) any { return c.Mappings[0] }, Mapping{Name: "a", LocalAddr: "h:1", RemotePort: 2, HealthCheck: &on}},
 		{"proxy_protocol v1", "[[mappings]]\nlocal_addr = '127.0.0.1:80'\nproxy_protocol = 'v1'",
 			func(c *Client) any { return c.Mappings[0].ProxyProtocol }, "v1"},
 		{"proxy_protocol v2 inline", "mappings = [{local_addr = 'h:1', proxy_protocol = 'v2'}]",
@@ -127,6 +128,15 @@ func TestParseClientValues(t *testing.T) {
 			func(c *Client) any { return c.Mappings[0].ProxyProtocol }, ""},
 		{"proxy_protocol default off", "[[mappings]]\nlocal_addr = '127.0.0.1:80'",
 			func(c *Client) any { return c.Mappings[0].ProxyProtocol }, ""},
+		{"mapping allow_ips", "[[mappings]]\nlocal_addr = 'h:22'\nallow_ips = ['203.0.113.0/24', '198.51.100.7', '::ffff:192.0.2.1']",
+			func(c *Client) any { return c.Mappings[0].AllowIPs }, []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"),
+				netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("192.0.2.1/32")}},
+		{"mapping deny_ips", "[[mappings]]\nlocal_addr = 'h:22'\ndeny_ips = ['2001:db8::1']\n[[mappings]]\nlocal_addr = 'h:23'",
+			func(c *Client) any { return [][]netip.Prefix{c.Mappings[0].DenyIPs, c.Mappings[1].DenyIPs} },
+			[][]netip.Prefix{{netip.MustParsePrefix("2001:db8::1/128")}, nil}},
+		{"inline mapping with lists", "mappings = [{local_addr = 'h:1', allow_ips = ['10.0.0.0/8'], deny_ips = ['10.9.9.9']}]",
+			func(c *Client) any { return c.Mappings[0] }, Mapping{Name: "tcp-1", LocalAddr: "h:1", HealthCheck: &on,
+				AllowIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, DenyIPs: []netip.Prefix{netip.MustParsePrefix("10.9.9.9/32")}}},
 		{"client name", "name = 'edge-01.lab_2'", func(c *Client) any { return c.Name }, "edge-01.lab_2"},
 		{"proxy_url http", "proxy_url = 'http://user:p%40ss@proxy.lan:3128'", func(c *Client) any { return c.ProxyURL }, "http://user:p%40ss@proxy.lan:3128"},
 		{"proxy_url none", "proxy_url = 'none'", func(c *Client) any { return c.ProxyURL }, "none"},
@@ -254,6 +264,16 @@ func TestParseClientErrors(t *testing.T) {
 			[]want{{5, "mappings[0].proxy_protocol", "want a string, got an integer"}}},
 		{"proxy_protocol as a boolean", head + "[[mappings]]\nlocal_addr = 'h:1'\nproxy_protocol = true\n", nil,
 			[]want{{5, "mappings[0].proxy_protocol", "want a string, got a boolean"}}},
+		{"bad mapping allow_ips", head + "[[mappings]]\nlocal_addr = 'h:1'\n[[mappings]]\nlocal_addr = 'h:2'\nallow_ips = [\n  '10.0.0.0/8',\n  'home',\n]\n", nil,
+			[]want{{9, "mappings[1].allow_ips[1]", `bad IP prefix "home": want an IP address or a CIDR`}}},
+		{"bad mapping deny_ips", head + "[[mappings]]\nlocal_addr = 'h:1'\ndeny_ips = ['::/129']\n", nil,
+			[]want{{5, "mappings[0].deny_ips[0]", `bad IP prefix "::/129": the prefix length "129" is not a number 0..128`}}},
+		{"mapping deny_ips a string", head + "[[mappings]]\nlocal_addr = 'h:1'\ndeny_ips = '10.0.0.1'\n", nil,
+			[]want{{5, "mappings[0].deny_ips", "want an array, got a string"}}},
+		{"too many mapping allow_ips", head + "[[mappings]]\nlocal_addr = 'h:1'\nallow_ips = [" + strings.Repeat("'10.0.0.1',", 257) + "]\n", nil,
+			[]want{{5, "mappings[0].allow_ips", "257 entries; at most 256"}}},
+		{"mapping allow_ips wrong case", head + "[[mappings]]\nlocal_addr = 'h:1'\nAllow_IPs = []\n", nil,
+			[]want{{5, "mappings[0].Allow_IPs", `did you mean "allow_ips"`}}},
 		{"mappings as a table", head + "[mappings]\nlocal_addr = 'h:1'\n", nil,
 			[]want{{3, "mappings", "want an array of tables, got a table"}}},
 		{"inline mapping problems", head + "mappings = [{local_addr = 'h:1'}, {local_addr = 'h', extra = 1}]\n", nil,

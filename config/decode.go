@@ -203,6 +203,7 @@ var (
 	sizeType      = reflect.TypeFor[Size]()
 	portRangeType = reflect.TypeFor[PortRange]()
 	proxyType     = reflect.TypeFor[trustedProxy]()
+	prefixType    = reflect.TypeFor[ipPrefix]()
 )
 
 // isText reports whether t is read from a string by UnmarshalText.
@@ -242,7 +243,7 @@ func wants(t reflect.Type) (string, []unstable.Kind) {
 		return `a size: an integer of bytes or a string such as "4MiB"`, strOrInt
 	case portRangeType:
 		return `a port range string such as "2222" or "10000-20000"`, strOrInt
-	case proxyType:
+	case proxyType, prefixType:
 		return `an IP address or CIDR string such as "10.0.0.0/8" or "127.0.0.1"`, str
 	}
 	arrays := []unstable.Kind{unstable.Array, unstable.ArrayTable}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -32,7 +33,7 @@ func TestParseMap(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
 			got, err := ParseMap(tt.spec)
-			if !errMatches(err, tt.wantErr) || got != tt.want {
+			if !errMatches(err, tt.wantErr) || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("ParseMap(%q) = %+v, %v; want %+v, %q", tt.spec, got, err, tt.want, tt.wantErr)
 			}
 			if err == nil {

@@ -38,6 +38,13 @@ type Server struct {
 	// (a single IP is a /32 or /128); they are stored masked, and an
 	// IPv4-mapped one (::ffff:10.0.0.0/104) as IPv4 (10.0.0.0/8).
 	TrustedProxies []netip.Prefix `toml:"-"`
+	// AllowIPs and DenyIPs are the server-wide visitor lists (allow_ips,
+	// deny_ips), read as TrustedProxies are: a visitor of any mapping
+	// gets in when it is in no DenyIPs prefix and, if AllowIPs is not
+	// empty, in one of them, and then passes the mapping's own lists
+	// (docs/security.md). At most MaxIPPrefixes each.
+	AllowIPs []netip.Prefix `toml:"-"`
+	DenyIPs  []netip.Prefix `toml:"-"`
 	Limits
 	TLS   *ServerTLS `toml:"tls"` // nil: plain TCP
 	Log   Log        `toml:"log"`
@@ -111,6 +118,7 @@ func ParseServer(name string, data []byte, env Env) (*Server, error) {
 		return nil, errs.err()
 	}
 	s := f.Server
+	s.AllowIPs, s.DenyIPs = toPrefixes(f.AllowIPs), toPrefixes(f.DenyIPs)
 	if f.TrustedProxies != nil {
 		s.TrustedProxies = nil
 		for _, p := range f.TrustedProxies {
@@ -127,10 +135,13 @@ func ParseServer(name string, data []byte, env Env) (*Server, error) {
 }
 
 // serverFile is what a server file decodes into: the Server, and
-// trusted_proxies in a type that reads a single IP as well as a CIDR.
+// trusted_proxies, allow_ips and deny_ips in types that read a single IP
+// as well as a CIDR.
 type serverFile struct {
 	Server
 	TrustedProxies []trustedProxy `toml:"trusted_proxies"`
+	AllowIPs       []ipPrefix     `toml:"allow_ips"`
+	DenyIPs        []ipPrefix     `toml:"deny_ips"`
 }
 
 // Validate checks a Server built or changed in code. Errors name s.Path,
@@ -176,6 +187,8 @@ func (s *Server) check(pos *positions) Errors {
 			c.add("trusted_proxies"+index(i), "not a valid IP prefix; want a CIDR such as \"10.0.0.0/8\" or a single IP")
 		}
 	}
+	c.ipPrefixes("allow_ips", s.AllowIPs)
+	c.ipPrefixes("deny_ips", s.DenyIPs)
 	s.Limits.check(c)
 	s.Log.check(c)
 	s.Mux.check(c)

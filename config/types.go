@@ -187,6 +187,34 @@ func (t *trustedProxy) UnmarshalText(text []byte) error {
 	return nil
 }
 
+// ipPrefix is one entry of allow_ips or deny_ips (the server's and a
+// mapping's), read as a trusted proxy is: a CIDR or a single IP, masked,
+// an IPv4-mapped one as IPv4. Server.AllowIPs and Mapping.AllowIPs hold
+// them as netip.Prefix.
+type ipPrefix netip.Prefix
+
+// UnmarshalText parses a CIDR or a single IP.
+func (t *ipPrefix) UnmarshalText(text []byte) error {
+	p, err := parseTrustedProxy(string(text))
+	if err != nil {
+		return fmt.Errorf("bad IP prefix %q: %w", text, err)
+	}
+	*t = ipPrefix(p)
+	return nil
+}
+
+// toPrefixes converts a file's entries; nil stays nil.
+func toPrefixes(ps []ipPrefix) []netip.Prefix {
+	if ps == nil {
+		return nil
+	}
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = netip.Prefix(p)
+	}
+	return out
+}
+
 // parseTrustedProxy parses "ADDR/BITS" or "ADDR" into a masked prefix.
 func parseTrustedProxy(s string) (netip.Prefix, error) {
 	addrPart, bitsPart, isCIDR := strings.Cut(s, "/")

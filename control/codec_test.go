@@ -26,6 +26,11 @@ var wireCases = []struct {
 		`{"type":"register","name":"ssh","protocol":"tcp","remote_port":10022,"local_addr":"127.0.0.1:22","online":true}`},
 	{"register prefer_port", &Register{Name: "web", Protocol: "tcp", RemotePort: 0, LocalAddr: "127.0.0.1:8080", Online: true, PreferPort: 23462},
 		`{"type":"register","name":"web","protocol":"tcp","remote_port":0,"local_addr":"127.0.0.1:8080","online":true,"prefer_port":23462}`},
+	{"register with visitor lists", &Register{Name: "ssh", Protocol: "tcp", RemotePort: 10022, LocalAddr: "127.0.0.1:22", Online: true,
+		AllowIPs: []string{"203.0.113.0/24", "2001:db8::/32"}, DenyIPs: []string{"203.0.113.66/32"}},
+		`{"type":"register","name":"ssh","protocol":"tcp","remote_port":10022,"local_addr":"127.0.0.1:22","online":true,"allow_ips":["203.0.113.0/24","2001:db8::/32"],"deny_ips":["203.0.113.66/32"]}`},
+	{"login_resp with visitor_acl", &LoginResp{Status: StatusOK, SessionID: "0123456789abcdef", Features: []string{FeatureUnregister, FeatureVisitorACL}},
+		`{"type":"login_resp","status":"ok","session_id":"0123456789abcdef","features":["unregister","visitor_acl"]}`},
 	{"register_resp ok", &RegisterResp{Status: "ok", Name: "web", RemotePort: 18080},
 		`{"type":"register_resp","status":"ok","name":"web","remote_port":18080}`},
 	{"register_resp fail", &RegisterResp{Status: "fail", Code: 1003, Reason: "port 80 is outside allow_ports", Name: "web", RemotePort: 80},
@@ -124,6 +129,7 @@ func TestCodeValues(t *testing.T) {
 		CodeCannotReachServer: 1001, CodeBadToken: 1002, CodePortNotAllowed: 1003, CodePortInUse: 1004,
 		CodeTooManyMappings: 1005, CodeUnsupportedVersion: 1006, CodeMalformed: 1007, CodeLoginTimeout: 1008,
 		CodeDuplicateName: 1009, CodeTLS: 1010, CodeProxyRefused: 1011, CodeShuttingDown: 1012,
+		CodeFeatureMissing:   1013,
 		CodeLocalUnreachable: 2001, CodeMappingOffline: 2002,
 	}
 	if len(want) != len(codeNames) {
@@ -170,6 +176,10 @@ func TestReadFrameRejects(t *testing.T) {
 		{"prefer_port out of range", frame(`{"type":"register","name":"a","protocol":"tcp","remote_port":0,"local_addr":"x","prefer_port":70000}`), ErrMalformed},
 		{"port out of range", frame(`{"type":"register","name":"a","protocol":"tcp","remote_port":70000,"local_addr":"x"}`), ErrMalformed},
 		{"negative port", frame(`{"type":"register","name":"a","protocol":"tcp","remote_port":-1,"local_addr":"x"}`), ErrMalformed},
+		{"too many allow_ips", frame(`{"type":"register","name":"a","protocol":"tcp","remote_port":1,"local_addr":"x","allow_ips":[` +
+			strings.TrimSuffix(strings.Repeat(`"10.0.0.0/8",`, MaxPrefixes+1), ",") + `]}`), ErrMalformed},
+		{"long deny_ips entry", frame(`{"type":"register","name":"a","protocol":"tcp","remote_port":1,"local_addr":"x","deny_ips":["` + strings.Repeat("1", 65) + `"]}`), ErrMalformed},
+		{"deny_ips not strings", frame(`{"type":"register","name":"a","protocol":"tcp","remote_port":1,"local_addr":"x","deny_ips":[7]}`), ErrMalformed},
 		{"udp", frame(`{"type":"register","name":"a","protocol":"udp","remote_port":1,"local_addr":"x"}`), ErrMalformed},
 		{"bad mapping name", frame(`{"type":"register","name":"a b","protocol":"tcp","remote_port":1,"local_addr":"x"}`), ErrMalformed},
 		{"empty client name", frame(`{"type":"login","version":1,"token":"t","name":""}`), ErrMalformed},

@@ -24,6 +24,7 @@ const (
 	CodeTLS                Code = 1010 // TLS handshake or certificate refused
 	CodeProxyRefused       Code = 1011 // the proxy refused the connection
 	CodeShuttingDown       Code = 1012 // login refused: the server is shutting down (retried)
+	CodeFeatureMissing     Code = 1013 // the server lacks a feature the mapping needs (client logs only)
 	CodeLocalUnreachable   Code = 2001 // the client could not dial local_addr
 	CodeMappingOffline     Code = 2002 // the mapping's local service is offline
 )
@@ -41,6 +42,7 @@ var codeNames = map[Code]string{
 	CodeTLS:                "TLS handshake or certificate refused",
 	CodeProxyRefused:       "proxy refused the connection",
 	CodeShuttingDown:       "server is shutting down",
+	CodeFeatureMissing:     "server lacks a feature the mapping needs",
 	CodeLocalUnreachable:   "local service unreachable",
 	CodeMappingOffline:     "mapping offline",
 }

@@ -50,8 +50,16 @@ type LoginResp struct {
 	Features []string `json:"features,omitempty"`
 }
 
-// FeatureUnregister is the feature of a server that takes Unregister.
-const FeatureUnregister = "unregister"
+// The features a server may name in LoginResp.Features.
+const (
+	// FeatureUnregister is the feature of a server that takes Unregister.
+	FeatureUnregister = "unregister"
+	// FeatureVisitorACL is the feature of a server that enforces
+	// Register.AllowIPs and Register.DenyIPs. A client registers a mapping
+	// with either list only with a server that names it: an older server
+	// would ignore the lists and let every visitor in.
+	FeatureVisitorACL = "visitor_acl"
+)
 
 // maxFeatures bounds LoginResp.Features.
 const maxFeatures = 32
@@ -67,6 +75,13 @@ type Register struct {
 	// a reconnect: the server binds it again when it is free and allowed,
 	// and otherwise picks a port as for 0. Optional.
 	PreferPort int `json:"prefer_port,omitempty"`
+	// AllowIPs and DenyIPs are the mapping's visitor lists, CIDRs such as
+	// "203.0.113.0/24" (ParsePrefixes): a visitor is let in when it is in
+	// no DenyIPs prefix and, if AllowIPs is not empty, in one of them; the
+	// server's own lists apply first. At most MaxPrefixes each. Optional;
+	// sent only to a server that names FeatureVisitorACL.
+	AllowIPs []string `json:"allow_ips,omitempty"`
+	DenyIPs  []string `json:"deny_ips,omitempty"`
 }
 
 // RegisterResp answers Register (server to client). RemotePort is the port
@@ -319,6 +334,12 @@ func (m *Register) validate() error {
 		return err
 	}
 	if err := checkPort("prefer_port", m.PreferPort, true); err != nil {
+		return err
+	}
+	if err := checkPrefixList("allow_ips", m.AllowIPs); err != nil {
+		return err
+	}
+	if err := checkPrefixList("deny_ips", m.DenyIPs); err != nil {
 		return err
 	}
 	return checkName("name", m.Name)

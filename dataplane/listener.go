@@ -28,6 +28,11 @@ type Options struct {
 	// the listener was offline, or because MaxConns were live. It must not
 	// block.
 	Reset func(offline bool)
+	// Admit, when set, is asked about each visitor before anything else:
+	// false resets the visitor at once, before the handler runs (no data
+	// stream is opened), and is counted in Denied, not told to Reset. It
+	// is called from the accept loop and must not block.
+	Admit func(visitor net.Addr) bool
 }
 
 // Listener serves visitors on one mapping's public port.
@@ -45,7 +50,9 @@ type Listener struct {
 	accepted atomic.Int64   // visitors handed to the handler
 	refused  atomic.Int64   // visitors reset for MaxConns
 	dropped  atomic.Int64   // visitors reset while offline
+	denied   atomic.Int64   // visitors reset because Admit said no
 	warn     rate.Sometimes // the MaxConns warning, at most once per 10 s
+	denyWarn rate.Sometimes // the Admit warning, at most once per 10 s
 
 	mu     sync.Mutex // guards conns and closed
 	conns  map[net.Conn]struct{}
@@ -56,12 +63,13 @@ type Listener struct {
 // once. The Listener owns ln: Close closes it. A new Listener is online.
 func Serve(ln net.Listener, h Handler, opts Options) *Listener {
 	l := &Listener{
-		ln:      ln,
-		handler: h,
-		opts:    opts,
-		log:     opts.Logger,
-		conns:   make(map[net.Conn]struct{}),
-		warn:    rate.Sometimes{Interval: 10 * time.Second},
+		ln:       ln,
+		handler:  h,
+		opts:     opts,
+		log:      opts.Logger,
+		conns:    make(map[net.Conn]struct{}),
+		warn:     rate.Sometimes{Interval: 10 * time.Second},
+		denyWarn: rate.Sometimes{Interval: 10 * time.Second},
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -97,6 +105,10 @@ func (l *Listener) Refused() int64 { return l.refused.Load() }
 
 // Dropped is how many visitors were reset because the listener was offline.
 func (l *Listener) Dropped() int64 { return l.dropped.Load() }
+
+// Denied is how many visitors were reset because Options.Admit refused
+// them.
+func (l *Listener) Denied() int64 { return l.denied.Load() }
 
 // Unbind stops accepting and frees the port at once, without waiting for
 // anything; live visitors go on until Close.
@@ -159,9 +171,18 @@ func (l *Listener) acceptLoop() {
 	}
 }
 
-// admit starts a handler for c, or resets c when the listener is offline,
-// full or closed.
+// admit starts a handler for c, or resets c when Options.Admit refuses
+// it or the listener is offline, full or closed.
 func (l *Listener) admit(c net.Conn) {
+	if l.opts.Admit != nil && !l.opts.Admit(c.RemoteAddr()) {
+		n := l.denied.Add(1)
+		l.denyWarn.Do(func() {
+			l.log.Warn("visitor reset: not allowed by allow_ips or deny_ips", "port", l.port(),
+				"visitor", c.RemoteAddr().String(), "denied_total", n)
+		})
+		Reset(c)
+		return
+	}
 	if !l.online.Load() {
 		l.dropped.Add(1)
 		l.log.Debug("visitor reset: mapping offline", "port", l.port(), "visitor", c.RemoteAddr().String())

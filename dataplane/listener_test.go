@@ -128,3 +128,29 @@ func readReset(t *testing.T, c net.Conn) {
 		t.Errorf("read = %v, want connection reset", err)
 	}
 }
+
+// TestListenerAdmit: a visitor Admit refuses is reset before the handler
+// runs; one it lets in is served; the address Admit sees is the visitor's.
+func TestListenerAdmit(t *testing.T) {
+	var let atomic.Bool
+	var seen atomic.Value
+	l, served := serveEcho(t, Options{Admit: func(a net.Addr) bool {
+		seen.Store(a.String())
+		return let.Load()
+	}})
+	expectReset(t, l)
+	if served.Load() != 0 || l.Denied() != 1 || l.Refused() != 0 || l.Dropped() != 0 {
+		t.Errorf("served %d, denied %d, refused %d, dropped %d; want 0, 1, 0, 0", served.Load(), l.Denied(), l.Refused(), l.Dropped())
+	}
+	let.Store(true)
+	c := dial(t, l)
+	if err := roundTrip(c); err != nil {
+		t.Errorf("an admitted visitor: %v", err)
+	}
+	if got := seen.Load(); got != c.LocalAddr().String() {
+		t.Errorf("Admit saw %v, want the visitor's address %s", got, c.LocalAddr())
+	}
+	if l.Denied() != 1 {
+		t.Errorf("Denied = %d after an admitted visitor, want 1", l.Denied())
+	}
+}

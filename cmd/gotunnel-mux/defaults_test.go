@@ -178,13 +178,14 @@ func TestEveryKeyReachesOptions(t *testing.T) {
 func TestMappingReachesOptions(t *testing.T) {
 	on := false
 	c := defaultClient()
-	c.Mappings = []config.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on, ProxyProtocol: "v2"}}
+	allow, deny := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, []netip.Prefix{netip.MustParsePrefix("203.0.113.66/32")}
+	c.Mappings = []config.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on, ProxyProtocol: "v2", AllowIPs: allow, DenyIPs: deny}}
 	got := clientOptions(c, nil).Mappings
-	want := []client.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: false, ProxyProtocol: client.ProxyProtocolV2}}
+	want := []client.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: false, ProxyProtocol: client.ProxyProtocolV2, AllowIPs: allow, DenyIPs: deny}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("mapping %+v gave %+v, want %+v", c.Mappings[0], got, want)
 	}
-	if n := reflect.TypeFor[config.Mapping]().NumField(); n != 5 {
+	if n := reflect.TypeFor[config.Mapping]().NumField(); n != 7 {
 		t.Errorf("config.Mapping has %d fields; pass the new one on in clientOptions and add it here", n)
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +40,25 @@ type Mapping struct {
 	// PROXY protocol header naming the visitor (see ProxyProtocol); off
 	// by default.
 	ProxyProtocol ProxyProtocol
+	// AllowIPs and DenyIPs are the visitors the server lets through to
+	// this mapping: one in no DenyIPs prefix and, when AllowIPs is not
+	// empty, in one of its prefixes. The server's own lists apply too
+	// and win (docs/security.md). A mapping with either list is
+	// registered only with a server that enforces them (it names
+	// control.FeatureVisitorACL); an older server would let every visitor
+	// in, so towards it the mapping is refused here with 1013.
+	AllowIPs []netip.Prefix
+	DenyIPs  []netip.Prefix
+}
+
+// hasLists reports whether m restricts its visitors.
+func (m *Mapping) hasLists() bool { return len(m.AllowIPs)+len(m.DenyIPs) > 0 }
+
+// sameMapping reports whether a and b are the same mapping, lists and
+// all.
+func sameMapping(a, b Mapping) bool {
+	return a.Name == b.Name && a.LocalAddr == b.LocalAddr && a.RemotePort == b.RemotePort &&
+		a.HealthCheck == b.HealthCheck && a.ProxyProtocol == b.ProxyProtocol && slices.Equal(a.AllowIPs, b.AllowIPs) && slices.Equal(a.DenyIPs, b.DenyIPs)
 }
 
 // ReconnectOptions shape the wait between connection attempts.

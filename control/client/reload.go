@@ -36,7 +36,7 @@ func checkMappings(maps []Mapping) error {
 // SetMappings replaces the client's mappings with maps, in the live
 // session, without ending it: a new name is registered, a name gone is
 // unregistered, and a mapping whose local_addr, remote_port,
-// health_check or proxy_protocol changed is both. A mapping that did not change, and its
+// health_check, proxy_protocol, allow_ips or deny_ips changed is both. A mapping that did not change, and its
 // visitors, are not touched. The visitors of a removed or changed mapping
 // go on for up to shutdown_timeout (on each side), then are reset; new
 // visitors reach the new mapping at once. On error nothing changes.
@@ -59,7 +59,7 @@ func (c *Client) SetMappings(maps []Mapping) (Changes, error) {
 	for _, m := range maps {
 		old := c.byName[m.Name]
 		switch {
-		case old != nil && old.Mapping == m:
+		case old != nil && sameMapping(old.Mapping, m):
 			list = append(list, old)
 			byName[m.Name] = old
 			continue

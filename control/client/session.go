@@ -23,6 +23,11 @@ var (
 	errRegisterReply = errors.New("no register reply within handshake_timeout")
 )
 
+// errNoVisitorACL refuses, on this side, a mapping with allow_ips or
+// deny_ips towards a server that does not enforce them.
+var errNoVisitorACL = &control.RejectError{Code: control.CodeFeatureMissing,
+	Reason: "the server does not enforce allow_ips and deny_ips (it is older than this client); not registered"}
+
 // regState is where one mapping stands in the current session.
 type regState struct {
 	sent       bool      // a register is in flight
@@ -64,6 +69,7 @@ type clientSession struct {
 	relayCancel context.CancelFunc // set in newClientSession
 
 	unregisters bool // the server takes unregister (control.FeatureUnregister)
+	visitorACL  bool // the server enforces register's visitor lists (control.FeatureVisitorACL)
 
 	mu          sync.Mutex // guards the fields below
 	regs        map[string]*regState
@@ -81,6 +87,7 @@ func newClientSession(ctx context.Context, c *Client, ms *mux.Session, lr *login
 		id:          lr.sessionID,
 		since:       time.Now(),
 		unregisters: slices.Contains(lr.features, control.FeatureUnregister),
+		visitorACL:  slices.Contains(lr.features, control.FeatureVisitorACL),
 	}
 	cs.ctx, cs.cancel = context.WithCancelCause(context.Background())
 	cs.relayCtx, cs.relayCancel = context.WithCancel(ctx)
@@ -305,8 +312,17 @@ func (cs *clientSession) checkRegs(now time.Time) error {
 // asks for any port (0) asks for the one it had in the last session.
 func (cs *clientSession) sendRegisterLocked(m *clientMapping, now time.Time) {
 	r := cs.regs[m.Name]
+	if m.hasLists() && !cs.visitorACL {
+		// An older server would ignore the lists and let every visitor
+		// through: the mapping stays down, and is not retried in this
+		// session.
+		r.sent, r.answered, r.up, r.retryAt = false, true, false, time.Time{}
+		cs.refusedLocked(m, r, errNoVisitorACL)
+		return
+	}
 	online := m.online.Load()
-	reg := &control.Register{Name: m.Name, Protocol: control.ProtocolTCP, RemotePort: m.RemotePort, LocalAddr: m.LocalAddr, Online: online}
+	reg := &control.Register{Name: m.Name, Protocol: control.ProtocolTCP, RemotePort: m.RemotePort, LocalAddr: m.LocalAddr, Online: online,
+		AllowIPs: control.FormatPrefixes(m.AllowIPs), DenyIPs: control.FormatPrefixes(m.DenyIPs)}
 	if m.RemotePort == 0 {
 		reg.PreferPort = int(m.lastPort.Load())
 	}

@@ -42,12 +42,18 @@ type Credential struct {
 // Options configure a Server. Zero durations and limits take the
 // defaults of docs/config.md.
 type Options struct {
-	Token                  string       // the shared token; "" when every client has its own
-	Clients                []Credential // clients with their own token
-	PublicAddr             string       // host mapping listeners bind to; default "0.0.0.0"
-	AllowPorts             []PortRange  // default 1024-65535
-	MaxMappingsPerClient   int          // default 16
-	MaxConnsPerMapping     int          // 0: no limit
+	Token                string       // the shared token; "" when every client has its own
+	Clients              []Credential // clients with their own token
+	PublicAddr           string       // host mapping listeners bind to; default "0.0.0.0"
+	AllowPorts           []PortRange  // default 1024-65535
+	MaxMappingsPerClient int          // default 16
+	MaxConnsPerMapping   int          // 0: no limit
+	// AllowIPs and DenyIPs are the server-wide visitor lists, matched
+	// before each mapping's own (register.allow_ips, deny_ips): a visitor
+	// gets in when it passes both levels, deny beating allow at each, and
+	// an empty allow list allowing all (docs/security.md). Default: none.
+	AllowIPs               []netip.Prefix
+	DenyIPs                []netip.Prefix
 	LoginTimeout           time.Duration
 	StreamOpenTimeout      time.Duration
 	HeartbeatTimeout       time.Duration
@@ -295,7 +301,7 @@ func (s *Server) loginOver(a *transport.Arrival, refusal *control.RejectError) (
 	sess := newServerSession(s, ms, ctl, login, a.Transport)
 	sess.cred.Store(cred)
 	if err := control.WriteFrame(ctl, &control.LoginResp{Status: control.StatusOK, SessionID: sess.id,
-		Features: []string{control.FeatureUnregister}}); err != nil {
+		Features: []string{control.FeatureUnregister, control.FeatureVisitorACL}}); err != nil {
 		_ = ms.Close()
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,7 @@ type mapping struct {
 	port      int
 	localAddr string
 	ln        *dataplane.Listener
+	visitors  ipLists     // the mapping's own allow_ips and deny_ips
 	counters  *counters   // the mapping's, over every session
 	draining  atomic.Bool // the client said it is stopping
 }
@@ -257,12 +259,20 @@ func (ss *serverSession) register(r *control.Register) *control.RegisterResp {
 		return &control.RegisterResp{Status: control.StatusFail, Code: re.Code, Reason: re.Reason, Name: r.Name, RemotePort: r.RemotePort}
 	}
 	m.ln.SetOnline(r.Online)
-	ss.log.Info("mapping up", "mapping", m.name, "remote_port", m.port, "local_addr", m.localAddr, "online", r.Online)
+	attrs := []any{"mapping", m.name, "remote_port", m.port, "local_addr", m.localAddr, "online", r.Online}
+	if !m.visitors.empty() {
+		attrs = append(attrs, "allow_ips", len(m.visitors.allow), "deny_ips", len(m.visitors.deny))
+	}
+	ss.log.Info("mapping up", attrs...)
 	return &control.RegisterResp{Status: control.StatusOK, Name: m.name, RemotePort: m.port}
 }
 
 // bind checks the limits and binds the port; errors are *RejectError.
 func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
+	visitors, err := registerLists(r)
+	if err != nil {
+		return nil, err
+	}
 	pol, cred := ss.srv.pol.Load(), ss.cred.Load()
 	ports, most := pol.ports(cred), pol.maxMappings(cred)
 	ss.mu.Lock()
@@ -284,7 +294,7 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 		return nil, err
 	}
 	delete(ss.refused, r.Name)
-	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: ln.Addr().(*net.TCPAddr).Port,
+	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: ln.Addr().(*net.TCPAddr).Port, visitors: visitors,
 		counters: ss.srv.tally.of(ss.name, r.Name)}
 	m.ln = dataplane.Serve(ln, ss.visitorHandler(m), dataplane.Options{
 		MaxConns: pol.MaxConnsPerMapping,
@@ -295,9 +305,35 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 				ss.srv.obs.Refused(control.CodeMappingOffline)
 			}
 		},
+		Admit: func(visitor net.Addr) bool { return ss.admit(m, visitor) },
 	})
 	ss.mappings[m.name] = m
 	return m, nil
+}
+
+// registerLists reads a register's visitor lists; an entry that does not
+// parse refuses the mapping with 1007, naming the field.
+func registerLists(r *control.Register) (ipLists, error) {
+	allow, err := control.ParsePrefixes("allow_ips", r.AllowIPs)
+	if err == nil {
+		var deny []netip.Prefix
+		deny, err = control.ParsePrefixes("deny_ips", r.DenyIPs)
+		if err == nil {
+			return ipLists{allow: allow, deny: deny}, nil
+		}
+	}
+	return ipLists{}, &control.RejectError{Code: control.CodeMalformed, Reason: err.Error()}
+}
+
+// admit is m's door: the visitor passes the server's lists in force now
+// (a reload applies to the next visitor) and the mapping's, or is counted
+// and reset by the listener before any stream is opened.
+func (ss *serverSession) admit(m *mapping, visitor net.Addr) bool {
+	if visitorAdmitted(ss.srv.pol.Load().visitors, m.visitors, visitor) {
+		return true
+	}
+	m.counters.denied.Add(1)
+	return false
 }
 
 // refusedBefore reports whether the last register of r's mapping in this

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,7 @@ type MappingStatus struct {
 	Active     int   // live visitor connections
 	Visitors   int64 // visitor connections served
 	Resets     int64 // visitors reset at the door (offline, or max_conns_per_mapping)
+	Denied     int64 // visitors reset at the door by allow_ips or deny_ips (the server's or the mapping's)
 	BytesIn    int64 // from visitors
 	BytesOut   int64 // to visitors
 }
@@ -82,6 +84,7 @@ type counters struct {
 	traffic  dataplane.Traffic
 	visitors atomic.Int64
 	resets   atomic.Int64
+	denied   atomic.Int64
 }
 
 // tally keeps the counters of every mapping seen, by client and mapping
@@ -154,6 +157,7 @@ func (ss *serverSession) status() ClientStatus {
 func (m *mapping) status(state string, active int) MappingStatus {
 	return MappingStatus{Name: m.name, RemotePort: m.port, LocalAddr: m.localAddr, State: state, Active: active,
 		Visitors: m.counters.visitors.Load(), Resets: m.counters.resets.Load(),
+		Denied:  m.counters.denied.Load(),
 		BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA()}
 }
 
@@ -188,6 +192,10 @@ type Policy struct {
 	AllowPorts           []PortRange
 	MaxMappingsPerClient int
 	MaxConnsPerMapping   int // for mappings bound from now on
+	// the server-wide visitor lists, for every visitor from now on,
+	// on every mapping (Options)
+	AllowIPs []netip.Prefix
+	DenyIPs  []netip.Prefix
 	// the guard's limits, for connections from now on (Options)
 	MaxUnauthenticated      int
 	MaxUnauthenticatedPerIP int
@@ -200,12 +208,14 @@ type policy struct {
 	Policy
 	tokenSum [sha256.Size]byte
 	named    map[string]*Credential
+	visitors ipLists // AllowIPs and DenyIPs
 }
 
 func newPolicy(o *Options) *policy {
 	p := &policy{Policy: Policy{Token: o.Token, Clients: o.Clients, AllowPorts: o.AllowPorts,
-		MaxMappingsPerClient: o.MaxMappingsPerClient, MaxConnsPerMapping: o.MaxConnsPerMapping},
-		tokenSum: sha256.Sum256([]byte(o.Token)), named: make(map[string]*Credential, len(o.Clients))}
+		MaxMappingsPerClient: o.MaxMappingsPerClient, MaxConnsPerMapping: o.MaxConnsPerMapping, AllowIPs: o.AllowIPs, DenyIPs: o.DenyIPs},
+		tokenSum: sha256.Sum256([]byte(o.Token)), named: make(map[string]*Credential, len(o.Clients)),
+		visitors: ipLists{allow: o.AllowIPs, deny: o.DenyIPs}}
 	for i := range o.Clients {
 		p.named[o.Clients[i].Name] = &o.Clients[i]
 	}
@@ -269,7 +279,8 @@ func intersect(a, b []PortRange) []PortRange {
 
 // SetPolicy puts p in force at once: logins are checked against its
 // token, registrations against its ports and limits, new connections
-// against its guard limits. A live session that
+// against its guard limits, new visitors of every mapping against its
+// visitor lists. A live session that
 // logged in with a token that is no longer valid ends with 1002; a live
 // mapping whose port is no longer allowed is closed (its visitors reset)
 // and the client is told with a register_resp refusing it (1003). It
@@ -280,6 +291,7 @@ func (s *Server) SetPolicy(p Policy) {
 	o.AllowPorts, o.MaxMappingsPerClient, o.MaxConnsPerMapping = p.AllowPorts, p.MaxMappingsPerClient, p.MaxConnsPerMapping
 	o.MaxUnauthenticated, o.MaxUnauthenticatedPerIP = p.MaxUnauthenticated, p.MaxUnauthenticatedPerIP
 	o.BadLoginLimit, o.BadLoginPause = p.BadLoginLimit, p.BadLoginPause
+	o.AllowIPs, o.DenyIPs = p.AllowIPs, p.DenyIPs
 	o.setDefaults()
 	pol := newPolicy(&o)
 	s.pol.Store(pol)

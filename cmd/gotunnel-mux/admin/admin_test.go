@@ -26,7 +26,7 @@ func serverStatus() server.Status {
 		Name: "laptop", Remote: "127.0.0.1:5000", SessionID: "s1", Since: time.Now(), Transport: "tcp",
 		HeartbeatRTT: 1500 * time.Microsecond,
 		Mappings: []server.MappingStatus{
-			{Name: "ssh", RemotePort: 2222, LocalAddr: "127.0.0.1:22", State: server.StateUp, Active: 2, Visitors: 7, BytesIn: 100, BytesOut: 5000},
+			{Name: "ssh", RemotePort: 2222, LocalAddr: "127.0.0.1:22", State: server.StateUp, Active: 2, Visitors: 7, Denied: 3, BytesIn: 100, BytesOut: 5000},
 			{Name: "web", RemotePort: 80, LocalAddr: "127.0.0.1:8080", State: server.StateRefused, Code: control.CodePortNotAllowed, Reason: "port 80 is outside allow_ports"},
 		},
 	}}}
@@ -57,6 +57,9 @@ func TestMetricsFollowNamingRules(t *testing.T) {
 # TYPE gotunnel_visitor_bytes_total counter
 gotunnel_visitor_bytes_total{client="laptop",direction="in",mapping="ssh"} 100
 gotunnel_visitor_bytes_total{client="laptop",direction="out",mapping="ssh"} 5000
+# HELP gotunnel_visitor_denied_total Visitors reset at the door by allow_ips or deny_ips, the server's or the mapping's.
+# TYPE gotunnel_visitor_denied_total counter
+gotunnel_visitor_denied_total{client="laptop",mapping="ssh"} 3
 # HELP gotunnel_mappings Mappings by state (up, offline, draining, refused, pending).
 # TYPE gotunnel_mappings gauge
 gotunnel_mappings{state="draining"} 0
@@ -70,7 +73,7 @@ gotunnel_logins_total{code="0",result="ok"} 1
 gotunnel_logins_total{code="1002",result="refused"} 1
 `
 	if err := testutil.GatherAndCompare(sm.Registry, strings.NewReader(want),
-		"gotunnel_visitor_bytes_total", "gotunnel_mappings", "gotunnel_logins_total"); err != nil {
+		"gotunnel_visitor_bytes_total", "gotunnel_visitor_denied_total", "gotunnel_mappings", "gotunnel_logins_total"); err != nil {
 		t.Error(err)
 	}
 }
@@ -226,5 +229,25 @@ func TestDashboardIsSelfContained(t *testing.T) {
 	}
 	if code, _, _ := get(t, "GET", base+"/nothing", ""); code != 404 {
 		t.Errorf("GET /nothing = %d, want 404", code)
+	}
+}
+
+// TestServerDocDenied: the status document carries each mapping's
+// visitors denied by allow_ips or deny_ips, and leaves the field out at 0.
+func TestServerDocDenied(t *testing.T) {
+	doc := NewServerDoc("test", serverStatus())
+	b, err := json.Marshal(doc.Clients[0].Mappings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal(b, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if got := rows[0]["denied"]; got != float64(3) {
+		t.Errorf("mapping ssh: denied = %v, want 3 in %s", got, b)
+	}
+	if _, ok := rows[1]["denied"]; ok {
+		t.Errorf("mapping web: denied present at 0 in %s", b)
 	}
 }

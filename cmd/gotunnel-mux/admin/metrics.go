@@ -107,7 +107,7 @@ type ServerMetrics struct {
 	Registry *prometheus.Registry
 	status   func() server.Status
 
-	active, visitors, bytes, resets *prometheus.Desc
+	active, visitors, bytes, resets, denied *prometheus.Desc
 }
 
 var _ server.Observer = (*ServerMetrics)(nil)
@@ -120,6 +120,7 @@ func NewServerMetrics(version string, status func() server.Status) *ServerMetric
 		visitors: perMapping("gotunnel_visitor_connections_total", "Visitor connections served.", "client", "mapping"),
 		bytes:    perMapping("gotunnel_visitor_bytes_total", "Bytes from visitors (in) and to visitors (out), counted as they flow.", "client", "mapping", "direction"),
 		resets:   perMapping("gotunnel_visitor_resets_total", "Visitors reset at the door: mapping offline, or max_conns_per_mapping reached.", "client", "mapping"),
+		denied:   perMapping("gotunnel_visitor_denied_total", "Visitors reset at the door by allow_ips or deny_ips, the server's or the mapping's.", "client", "mapping"),
 	}
 	m.events = newEvents(m.Registry)
 	m.Registry.MustRegister(m)
@@ -128,7 +129,7 @@ func NewServerMetrics(version string, status func() server.Status) *ServerMetric
 
 // Describe implements prometheus.Collector.
 func (m *ServerMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes, m.resets} {
+	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes, m.resets, m.denied} {
 		ch <- d
 	}
 }
@@ -149,6 +150,7 @@ func (m *ServerMetrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(mp.BytesIn), c.Name, mp.Name, "in")
 			ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(mp.BytesOut), c.Name, mp.Name, "out")
 			ch <- prometheus.MustNewConstMetric(m.resets, prometheus.CounterValue, float64(mp.Resets), c.Name, mp.Name)
+			ch <- prometheus.MustNewConstMetric(m.denied, prometheus.CounterValue, float64(mp.Denied), c.Name, mp.Name)
 		}
 	}
 	collectStates(ch, states)

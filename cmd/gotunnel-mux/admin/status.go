@@ -44,6 +44,7 @@ type MappingRow struct {
 	Active     int64  `json:"active"`
 	Visitors   int64  `json:"visitors"`
 	Resets     int64  `json:"resets,omitempty"`
+	Denied     int64  `json:"denied,omitempty"` // server: visitors reset by allow_ips or deny_ips
 	BytesIn    int64  `json:"bytes_in"`
 	BytesOut   int64  `json:"bytes_out"`
 }
@@ -82,7 +83,7 @@ func NewServerDoc(version string, st server.Status) ServerDoc {
 		for _, m := range c.Mappings {
 			row.Mappings = append(row.Mappings, MappingRow{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort,
 				State: m.State, Code: int(m.Code), Reason: m.Reason, Active: int64(m.Active), Visitors: m.Visitors,
-				Resets: m.Resets, BytesIn: m.BytesIn, BytesOut: m.BytesOut})
+				Resets: m.Resets, Denied: m.Denied, BytesIn: m.BytesIn, BytesOut: m.BytesOut})
 		}
 		doc.Clients = append(doc.Clients, row)
 	}
