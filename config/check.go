@@ -55,6 +55,17 @@ func (c *checker) positive(key string, d Duration) {
 	}
 }
 
+// MinBandwidth is the smallest bandwidth limit other than 0 (none), in
+// bytes a second: control.MinBandwidth.
+const MinBandwidth Size = 1 << 10
+
+// bandwidth checks a bandwidth limit: 0 (none) or at least MinBandwidth.
+func (c *checker) bandwidth(key string, v Size) {
+	if v < 0 || (v > 0 && v < MinBandwidth) {
+		c.add(key, "must be 0 (no limit) or at least %s a second, got %d", MinBandwidth, int64(v))
+	}
+}
+
 // atLeast checks that an integer is at least lo.
 func (c *checker) atLeast(key string, v, lo int) {
 	if v < lo {

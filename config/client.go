@@ -54,6 +54,10 @@ type Mapping struct {
 	// the mapping (docs/security.md). At most MaxIPPrefixes each.
 	AllowIPs []netip.Prefix `toml:"-"`
 	DenyIPs  []netip.Prefix `toml:"-"`
+	// BandwidthLimit is the mapping's limit in bytes a second, each
+	// direction, shared by all its visitors (bandwidth_limit, e.g.
+	// "10MiB"): 0 (default) none, else at least MinBandwidth.
+	BandwidthLimit Size `toml:"bandwidth_limit"`
 }
 
 // clientFile is what a client file decodes into: the Client, with each
@@ -311,6 +315,7 @@ func (m *Mapping) check(ck *checker, key string) {
 	}
 	ck.ipPrefixes(key+".allow_ips", m.AllowIPs)
 	ck.ipPrefixes(key+".deny_ips", m.DenyIPs)
+	ck.bandwidth(key+".bandwidth_limit", m.BandwidthLimit)
 }
 
 // The values of a mapping's proxy_protocol; leaving it out is off.

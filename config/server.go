@@ -26,6 +26,7 @@ type Server struct {
 	AllowPorts             []PortRange `toml:"allow_ports"`              // remote ports clients may ask for
 	MaxMappingsPerClient   int         `toml:"max_mappings_per_client"`  // >= 1
 	MaxConnsPerMapping     int         `toml:"max_conns_per_mapping"`    // 0: no limit
+	MaxBandwidthPerClient  Size        `toml:"max_bandwidth_per_client"` // bytes a second per client, each direction; 0: no limit
 	LoginTimeout           Duration    `toml:"login_timeout"`            // accept to valid login
 	StreamOpenTimeout      Duration    `toml:"stream_open_timeout"`      // data stream open to its ack
 	HeartbeatTimeout       Duration    `toml:"heartbeat_timeout"`        // nothing read this long: drop the session
@@ -162,6 +163,7 @@ func (s *Server) check(pos *positions) Errors {
 	s.checkAllowPorts(c)
 	c.atLeast("max_mappings_per_client", s.MaxMappingsPerClient, 1)
 	c.atLeast("max_conns_per_mapping", s.MaxConnsPerMapping, 0)
+	c.bandwidth("max_bandwidth_per_client", s.MaxBandwidthPerClient)
 	c.positive("login_timeout", s.LoginTimeout)
 	c.positive("stream_open_timeout", s.StreamOpenTimeout)
 	c.positive("heartbeat_timeout", s.HeartbeatTimeout)

@@ -59,7 +59,16 @@ const (
 	// with either list only with a server that names it: an older server
 	// would ignore the lists and let every visitor in.
 	FeatureVisitorACL = "visitor_acl"
+	// FeatureBandwidth is the feature of a server that enforces
+	// Register.Bandwidth on the bytes its visitors send. Towards an older
+	// server a client leaves the field out and limits only its own
+	// direction (the bytes from the local service).
+	FeatureBandwidth = "bandwidth"
 )
+
+// MinBandwidth is the smallest Register.Bandwidth other than 0 (none),
+// in bytes a second.
+const MinBandwidth = 1 << 10
 
 // maxFeatures bounds LoginResp.Features.
 const maxFeatures = 32
@@ -82,6 +91,12 @@ type Register struct {
 	// sent only to a server that names FeatureVisitorACL.
 	AllowIPs []string `json:"allow_ips,omitempty"`
 	DenyIPs  []string `json:"deny_ips,omitempty"`
+	// Bandwidth is the mapping's limit in bytes a second, each direction,
+	// shared by all its visitors: the server applies it to the bytes it
+	// reads from visitors, the client to the bytes it reads from the
+	// local service. 0 (omitted): none; else at least MinBandwidth.
+	// Optional; sent only to a server that names FeatureBandwidth.
+	Bandwidth int64 `json:"bandwidth,omitempty"`
 }
 
 // RegisterResp answers Register (server to client). RemotePort is the port
@@ -341,6 +356,9 @@ func (m *Register) validate() error {
 	}
 	if err := checkPrefixList("deny_ips", m.DenyIPs); err != nil {
 		return err
+	}
+	if m.Bandwidth < 0 || (m.Bandwidth > 0 && m.Bandwidth < MinBandwidth) {
+		return fmt.Errorf("bandwidth: %d, want 0 or at least %d", m.Bandwidth, MinBandwidth)
 	}
 	return checkName("name", m.Name)
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/time/rate"
 )
 
 // DefaultBufSize is the size of the default pool's copy buffers, one per
@@ -73,19 +75,24 @@ func (t *Traffic) BToA() int64 { return t.bToA.Load() }
 //
 // Relay owns a and b: they are closed when it returns. Its buffers come
 // from a pool of DefaultBufSize; see RelayWith.
-func Relay(ctx context.Context, a, b net.Conn) Result { return RelayWith(ctx, a, b, defaultPool, nil) }
+func Relay(ctx context.Context, a, b net.Conn) Result {
+	return RelayWith(ctx, a, b, defaultPool, nil, Limits{})
+}
 
 // RelayWith is Relay with buffers from pool, adding every byte it writes
-// to t as it writes it (nil: no live count).
-func RelayWith(ctx context.Context, a, b net.Conn, pool *Pool, t *Traffic) Result {
+// to t as it writes it (nil: no live count), and waiting on lim's
+// limiters before each write.
+func RelayWith(ctx context.Context, a, b net.Conn, pool *Pool, t *Traffic, lim Limits) Result {
 	if t == nil {
 		t = &Traffic{}
 	}
-	r := &relay{a: a, b: b, pool: pool, traffic: t, aborted: make(chan struct{})}
+	r := &relay{a: a, b: b, pool: pool, traffic: t, lim: lim, aborted: make(chan struct{})}
+	r.waitCtx, r.stopWaits = context.WithCancel(ctx)
+	defer r.stopWaits()
 	stop := context.AfterFunc(ctx, func() { r.abort(context.Cause(ctx)) })
 	var wg sync.WaitGroup
 	wg.Go(r.copyBToA)
-	r.res.AToB = r.copyHalf(b, a, &t.aToB)
+	r.res.AToB = r.copyHalf(b, a, &t.aToB, lim.AToB)
 	wg.Wait()
 	stop()
 	// stop does not wait for an abort that ctx already started: Do does,
@@ -97,15 +104,18 @@ func RelayWith(ctx context.Context, a, b net.Conn, pool *Pool, t *Traffic) Resul
 }
 
 type relay struct {
-	a, b    net.Conn
-	pool    *Pool
-	traffic *Traffic
-	once    sync.Once
-	aborted chan struct{} // closed by abort
-	res     Result        // AToB owned by Relay's goroutine, BToA by copyBToA, Err by once
+	a, b      net.Conn
+	pool      *Pool
+	traffic   *Traffic
+	lim       Limits
+	waitCtx   context.Context // the limiters' waits; ends at the abort
+	stopWaits context.CancelFunc
+	once      sync.Once
+	aborted   chan struct{} // closed by abort
+	res       Result        // AToB owned by Relay's goroutine, BToA by copyBToA, Err by once
 }
 
-func (r *relay) copyBToA() { r.res.BToA = r.copyHalf(r.a, r.b, &r.traffic.bToA) }
+func (r *relay) copyBToA() { r.res.BToA = r.copyHalf(r.a, r.b, &r.traffic.bToA, r.lim.BToA) }
 
 // waiter is an end that can wait until it has something to read without
 // a buffer: a data stream (package mux), or a TCP connection. An error is
@@ -126,8 +136,8 @@ func waiterOf(c net.Conn) waiter {
 // src ends. A pooled buffer is held only while bytes flow: when a read
 // drains src, the buffer goes back to the pool and the next wait happens
 // without it.
-func (r *relay) copyHalf(dst, src net.Conn, count *atomic.Int64) int64 {
-	n, err := r.copyLoop(dst, src, waiterOf(src), count)
+func (r *relay) copyHalf(dst, src net.Conn, count *atomic.Int64, lims []*rate.Limiter) int64 {
+	n, err := r.copyLoop(dst, src, waiterOf(src), count, lims)
 	if err == nil {
 		err = closeWrite(dst)
 	}
@@ -143,8 +153,8 @@ func (r *relay) copyHalf(dst, src net.Conn, count *atomic.Int64) int64 {
 }
 
 // copyLoop copies until src's EOF (nil) or an error, adding what it
-// writes to count.
-func (r *relay) copyLoop(dst, src net.Conn, w waiter, count *atomic.Int64) (int64, error) {
+// writes to count. Before each write it waits on every limiter in lims.
+func (r *relay) copyLoop(dst, src net.Conn, w waiter, count *atomic.Int64, lims []*rate.Limiter) (int64, error) {
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -164,9 +174,8 @@ func (r *relay) copyLoop(dst, src net.Conn, w waiter, count *atomic.Int64) (int6
 		buf := *bp
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
-			nw, werr := dst.Write(buf[:nr])
+			nw, werr := r.write(dst, buf[:nr], lims, count)
 			n += int64(nw)
-			count.Add(int64(nw))
 			if werr != nil {
 				return n, werr
 			}
@@ -183,9 +192,47 @@ func (r *relay) copyLoop(dst, src net.Conn, w waiter, count *atomic.Int64) (int6
 	}
 }
 
+// write writes p to dst, adding what it writes to count. With limiters,
+// it writes p in pieces no larger than the smallest burst and waits on
+// every limiter before each piece, so that a slow limit trickles bytes
+// out rather than holding a whole buffer back; the wait ends early, with
+// the abort's error, when the relay is aborted.
+func (r *relay) write(dst net.Conn, p []byte, lims []*rate.Limiter, count *atomic.Int64) (int, error) {
+	piece := len(p)
+	for _, l := range lims {
+		if l != nil {
+			piece = min(piece, max(l.Burst(), 1))
+		}
+	}
+	n := 0
+	for len(p) > 0 {
+		k := min(piece, len(p))
+		for _, l := range lims {
+			if l == nil {
+				continue
+			}
+			if err := l.WaitN(r.waitCtx, k); err != nil {
+				if cause := context.Cause(r.waitCtx); cause != nil {
+					return n, cause
+				}
+				return n, err
+			}
+		}
+		nw, err := dst.Write(p[:k])
+		n += nw
+		count.Add(int64(nw))
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
 // abort records the first error and aborts both ends.
 func (r *relay) abort(err error) {
 	r.once.Do(func() {
+		r.stopWaits()
 		r.res.Err = err
 		abortConn(r.a)
 		abortConn(r.b)

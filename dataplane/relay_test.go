@@ -282,7 +282,7 @@ func TestTrafficCountsAsBytesFlow(t *testing.T) {
 	for range 2 {
 		visitor, a := tcpPair(t)
 		b, backend := tcpPair(t)
-		go func() { done <- RelayWith(context.Background(), a, b, defaultPool, &tr) }()
+		go func() { done <- RelayWith(context.Background(), a, b, defaultPool, &tr, Limits{}) }()
 		all = append(all, ends{visitor, backend})
 	}
 	in, out := bytes.Repeat([]byte{1}, 300<<10), bytes.Repeat([]byte{2}, 100<<10)

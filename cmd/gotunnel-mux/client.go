@@ -259,7 +259,8 @@ func clientMappings(cfg *config.Client) []client.Mapping {
 	maps := make([]client.Mapping, len(cfg.Mappings))
 	for i, m := range cfg.Mappings {
 		maps[i] = client.Mapping{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, HealthCheck: *m.HealthCheck,
-			ProxyProtocol: client.ProxyProtocol(m.ProxyProtocol), AllowIPs: m.AllowIPs, DenyIPs: m.DenyIPs}
+			ProxyProtocol: client.ProxyProtocol(m.ProxyProtocol), AllowIPs: m.AllowIPs, DenyIPs: m.DenyIPs,
+			BandwidthLimit: int64(m.BandwidthLimit)}
 	}
 	return maps
 }

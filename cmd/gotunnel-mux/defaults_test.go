@@ -97,6 +97,8 @@ func TestFileZeroIsNone(t *testing.T) {
 			func(s server.Options, _ client.Options) bool { return s.Mux.MaxStrayStreams < 0 }},
 		{"max_conns_per_mapping", func(s *config.Server, _ *config.Client) { s.MaxConnsPerMapping = 0 },
 			func(s server.Options, _ client.Options) bool { return s.MaxConnsPerMapping == 0 }},
+		{"max_bandwidth_per_client", func(s *config.Server, _ *config.Client) { s.MaxBandwidthPerClient = 0 },
+			func(s server.Options, _ client.Options) bool { return s.MaxBandwidthPerClient == 0 }},
 		{"reconnect.max_retries", func(_ *config.Server, c *config.Client) { c.Reconnect.MaxRetries = 0 },
 			func(_ server.Options, c client.Options) bool { return c.Reconnect.MaxRetries == 0 }},
 		{"reconnect.jitter", func(_ *config.Server, c *config.Client) { c.Reconnect.Jitter = false },
@@ -179,13 +181,15 @@ func TestMappingReachesOptions(t *testing.T) {
 	on := false
 	c := defaultClient()
 	allow, deny := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, []netip.Prefix{netip.MustParsePrefix("203.0.113.66/32")}
-	c.Mappings = []config.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on, ProxyProtocol: "v2", AllowIPs: allow, DenyIPs: deny}}
+	c.Mappings = []config.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on, ProxyProtocol: "v2", AllowIPs: allow, DenyIPs: deny,
+		BandwidthLimit: 10 << 20}}
 	got := clientOptions(c, nil).Mappings
-	want := []client.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: false, ProxyProtocol: client.ProxyProtocolV2, AllowIPs: allow, DenyIPs: deny}}
+	want := []client.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: false, ProxyProtocol: client.ProxyProtocolV2, AllowIPs: allow, DenyIPs: deny,
+		BandwidthLimit: 10 << 20}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("mapping %+v gave %+v, want %+v", c.Mappings[0], got, want)
 	}
-	if n := reflect.TypeFor[config.Mapping]().NumField(); n != 7 {
+	if n := reflect.TypeFor[config.Mapping]().NumField(); n != 8 {
 		t.Errorf("config.Mapping has %d fields; pass the new one on in clientOptions and add it here", n)
 	}
 }

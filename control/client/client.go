@@ -49,6 +49,13 @@ type Mapping struct {
 	// in, so towards it the mapping is refused here with 1013.
 	AllowIPs []netip.Prefix
 	DenyIPs  []netip.Prefix
+	// BandwidthLimit is the mapping's limit in bytes a second, each
+	// direction, shared by all its visitors; 0: none, else at least
+	// control.MinBandwidth. The client limits the bytes it reads from
+	// LocalAddr; the server, when it names control.FeatureBandwidth, the
+	// bytes its visitors send. Towards an older server only the first
+	// direction is limited, and a warning says so.
+	BandwidthLimit int64
 }
 
 // hasLists reports whether m restricts its visitors.
@@ -58,7 +65,8 @@ func (m *Mapping) hasLists() bool { return len(m.AllowIPs)+len(m.DenyIPs) > 0 }
 // all.
 func sameMapping(a, b Mapping) bool {
 	return a.Name == b.Name && a.LocalAddr == b.LocalAddr && a.RemotePort == b.RemotePort &&
-		a.HealthCheck == b.HealthCheck && a.ProxyProtocol == b.ProxyProtocol && slices.Equal(a.AllowIPs, b.AllowIPs) && slices.Equal(a.DenyIPs, b.DenyIPs)
+		a.HealthCheck == b.HealthCheck && a.ProxyProtocol == b.ProxyProtocol && slices.Equal(a.AllowIPs, b.AllowIPs) && slices.Equal(a.DenyIPs, b.DenyIPs) &&
+		a.BandwidthLimit == b.BandwidthLimit
 }
 
 // ReconnectOptions shape the wait between connection attempts.
@@ -224,7 +232,8 @@ type clientMapping struct {
 	// line's rate
 	dialFails atomic.Int64
 	dialWarn  rate.Sometimes
-	counters  *counters // for Status, over every session (and a change by SetMappings)
+	counters  *counters     // for Status, over every session (and a change by SetMappings)
+	bandwidth *rate.Limiter // BandwidthLimit on the bytes read from LocalAddr, shared by all visitors; nil: none
 
 	stopProbe context.CancelFunc // ends its probe loop; set when the loop starts
 	cut       context.Context    // ends when a removed mapping's visitors must stop: their relays abort
@@ -237,7 +246,8 @@ func newMapping(m Mapping, cnt *counters) *clientMapping {
 	if cnt == nil {
 		cnt = &counters{}
 	}
-	cm := &clientMapping{Mapping: m, dialWarn: rate.Sometimes{Interval: 10 * time.Second}, counters: cnt}
+	cm := &clientMapping{Mapping: m, dialWarn: rate.Sometimes{Interval: 10 * time.Second}, counters: cnt,
+		bandwidth: dataplane.NewLimiter(m.BandwidthLimit)}
 	cm.online.Store(true)
 	cm.cut, cm.cutNow = context.WithCancel(context.Background())
 	return cm

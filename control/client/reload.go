@@ -17,8 +17,8 @@ type Changes struct {
 // Empty reports whether nothing changed.
 func (ch Changes) Empty() bool { return len(ch.Added)+len(ch.Removed)+len(ch.Changed) == 0 }
 
-// checkMappings checks names (valid and each once) and PROXY protocol
-// versions.
+// checkMappings checks names (valid and each once), PROXY protocol
+// versions and bandwidth limits.
 func checkMappings(maps []Mapping) error {
 	seen := make(map[string]bool, len(maps))
 	for _, m := range maps {
@@ -28,6 +28,9 @@ func checkMappings(maps []Mapping) error {
 		seen[m.Name] = true
 		if err := m.ProxyProtocol.check(); err != nil {
 			return fmt.Errorf("client: mapping %s: %w", m.Name, err)
+		}
+		if m.BandwidthLimit < 0 || (m.BandwidthLimit > 0 && m.BandwidthLimit < control.MinBandwidth) {
+			return fmt.Errorf("client: mapping %s: bandwidth limit %d, want 0 or at least %d bytes a second", m.Name, m.BandwidthLimit, control.MinBandwidth)
 		}
 	}
 	return nil

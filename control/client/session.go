@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/gotunnel-mux/gotunnel-mux/control"
 
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
@@ -70,6 +72,7 @@ type clientSession struct {
 
 	unregisters bool // the server takes unregister (control.FeatureUnregister)
 	visitorACL  bool // the server enforces register's visitor lists (control.FeatureVisitorACL)
+	bandwidth   bool // the server enforces register.bandwidth (control.FeatureBandwidth)
 
 	mu          sync.Mutex // guards the fields below
 	regs        map[string]*regState
@@ -88,6 +91,7 @@ func newClientSession(ctx context.Context, c *Client, ms *mux.Session, lr *login
 		since:       time.Now(),
 		unregisters: slices.Contains(lr.features, control.FeatureUnregister),
 		visitorACL:  slices.Contains(lr.features, control.FeatureVisitorACL),
+		bandwidth:   slices.Contains(lr.features, control.FeatureBandwidth),
 	}
 	cs.ctx, cs.cancel = context.WithCancelCause(context.Background())
 	cs.relayCtx, cs.relayCancel = context.WithCancel(ctx)
@@ -326,6 +330,13 @@ func (cs *clientSession) sendRegisterLocked(m *clientMapping, now time.Time) {
 	if m.RemotePort == 0 {
 		reg.PreferPort = int(m.lastPort.Load())
 	}
+	switch {
+	case m.BandwidthLimit > 0 && cs.bandwidth:
+		reg.Bandwidth = m.BandwidthLimit
+	case m.BandwidthLimit > 0 && !r.answered:
+		cs.log.Warn("the server does not limit bandwidth (it is older than this client): only the bytes from the local service are limited, not the visitors'",
+			"mapping", m.Name, "bandwidth_limit", m.BandwidthLimit)
+	}
 	if !cs.w.TrySend(reg) {
 		r.retryAt = now
 		return
@@ -471,7 +482,11 @@ func (cs *clientSession) serveStream(st *mux.Stream) {
 		defer cs.streams.Remove(ds)
 		defer cut()
 		defer stopCut()
-		res := dataplane.RelayWith(rctx, ds, local, cs.c.bufs, &m.counters.traffic)
+		var lim dataplane.Limits
+		if m.bandwidth != nil {
+			lim.BToA = []*rate.Limiter{m.bandwidth} // the bytes read from the local service
+		}
+		res := dataplane.RelayWith(rctx, ds, local, cs.c.bufs, &m.counters.traffic, lim)
 		attrs := []any{"mapping", hdr.Name, "visitor", hdr.Visitor, "bytes_in", res.AToB, "bytes_out", res.BToA,
 			"duration", time.Since(start).Round(time.Microsecond).String()}
 		if res.Err != nil {

@@ -48,6 +48,10 @@ type Options struct {
 	AllowPorts           []PortRange  // default 1024-65535
 	MaxMappingsPerClient int          // default 16
 	MaxConnsPerMapping   int          // 0: no limit
+	// MaxBandwidthPerClient is each client's limit in bytes a second, each
+	// direction, over all its mappings and visitors, on top of each
+	// mapping's own (register.bandwidth). 0: no limit.
+	MaxBandwidthPerClient int64
 	// AllowIPs and DenyIPs are the server-wide visitor lists, matched
 	// before each mapping's own (register.allow_ips, deny_ips): a visitor
 	// gets in when it passes both levels, deny beating allow at each, and
@@ -140,6 +144,7 @@ type Server struct {
 	obs     Observer
 	started time.Time
 	tally   tally           // every mapping's counters
+	bw      bandwidths      // max_bandwidth_per_client's limiters
 	swept   atomic.Int64    // UnixNano of the sweep loop's last run, for Alive
 	ctx     context.Context // ends at Close
 	cancel  context.CancelFunc
@@ -301,7 +306,7 @@ func (s *Server) loginOver(a *transport.Arrival, refusal *control.RejectError) (
 	sess := newServerSession(s, ms, ctl, login, a.Transport)
 	sess.cred.Store(cred)
 	if err := control.WriteFrame(ctl, &control.LoginResp{Status: control.StatusOK, SessionID: sess.id,
-		Features: []string{control.FeatureUnregister, control.FeatureVisitorACL}}); err != nil {
+		Features: []string{control.FeatureUnregister, control.FeatureVisitorACL, control.FeatureBandwidth}}); err != nil {
 		_ = ms.Close()
 		return nil, err
 	}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/gotunnel-mux/gotunnel-mux/control"
 
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
@@ -41,6 +43,7 @@ type serverSession struct {
 	tokenSum  [sha256.Size]byte          // of the token it logged in with, for SetPolicy
 	cred      atomic.Pointer[Credential] // the client's own credential; nil: the shared token
 	rtt       atomic.Int64               // the client's last reported heartbeat round trip, microseconds
+	bw        *clientBandwidth           // max_bandwidth_per_client's limiters of this name; set by run
 
 	w       *control.Writer      // owns writes on ctl once run starts
 	streams *control.StreamTable // live data streams, for data_channel_reset
@@ -66,9 +69,10 @@ type mapping struct {
 	port      int
 	localAddr string
 	ln        *dataplane.Listener
-	visitors  ipLists     // the mapping's own allow_ips and deny_ips
-	counters  *counters   // the mapping's, over every session
-	draining  atomic.Bool // the client said it is stopping
+	visitors  ipLists       // the mapping's own allow_ips and deny_ips
+	bandwidth *rate.Limiter // the mapping's own limit on the bytes its visitors send (register.bandwidth); nil: none
+	counters  *counters     // the mapping's, over every session
+	draining  atomic.Bool   // the client said it is stopping
 }
 
 func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *control.Login, transport string) *serverSession {
@@ -101,6 +105,8 @@ func (ss *serverSession) run() {
 		_ = ss.mux.Close()
 		return
 	}
+	ss.bw = ss.srv.bw.acquire(ss.name)
+	defer ss.srv.bw.release(ss.name, ss.bw)
 	if old != nil {
 		ss.takeOver(old)
 	}
@@ -263,6 +269,9 @@ func (ss *serverSession) register(r *control.Register) *control.RegisterResp {
 	if !m.visitors.empty() {
 		attrs = append(attrs, "allow_ips", len(m.visitors.allow), "deny_ips", len(m.visitors.deny))
 	}
+	if r.Bandwidth > 0 {
+		attrs = append(attrs, "bandwidth", r.Bandwidth)
+	}
 	ss.log.Info("mapping up", attrs...)
 	return &control.RegisterResp{Status: control.StatusOK, Name: m.name, RemotePort: m.port}
 }
@@ -295,7 +304,7 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 	}
 	delete(ss.refused, r.Name)
 	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: ln.Addr().(*net.TCPAddr).Port, visitors: visitors,
-		counters: ss.srv.tally.of(ss.name, r.Name)}
+		bandwidth: dataplane.NewLimiter(r.Bandwidth), counters: ss.srv.tally.of(ss.name, r.Name)}
 	m.ln = dataplane.Serve(ln, ss.visitorHandler(m), dataplane.Options{
 		MaxConns: pol.MaxConnsPerMapping,
 		Logger:   ss.log.With("mapping", m.name),

@@ -192,6 +192,9 @@ type Policy struct {
 	AllowPorts           []PortRange
 	MaxMappingsPerClient int
 	MaxConnsPerMapping   int // for mappings bound from now on
+	// MaxBandwidthPerClient is for visitor connections from now on; the
+	// live ones keep the limit they started with (Options)
+	MaxBandwidthPerClient int64
 	// the server-wide visitor lists, for every visitor from now on,
 	// on every mapping (Options)
 	AllowIPs []netip.Prefix
@@ -213,7 +216,8 @@ type policy struct {
 
 func newPolicy(o *Options) *policy {
 	p := &policy{Policy: Policy{Token: o.Token, Clients: o.Clients, AllowPorts: o.AllowPorts,
-		MaxMappingsPerClient: o.MaxMappingsPerClient, MaxConnsPerMapping: o.MaxConnsPerMapping, AllowIPs: o.AllowIPs, DenyIPs: o.DenyIPs},
+		MaxMappingsPerClient: o.MaxMappingsPerClient, MaxConnsPerMapping: o.MaxConnsPerMapping,
+		MaxBandwidthPerClient: o.MaxBandwidthPerClient, AllowIPs: o.AllowIPs, DenyIPs: o.DenyIPs},
 		tokenSum: sha256.Sum256([]byte(o.Token)), named: make(map[string]*Credential, len(o.Clients)),
 		visitors: ipLists{allow: o.AllowIPs, deny: o.DenyIPs}}
 	for i := range o.Clients {
@@ -292,6 +296,7 @@ func (s *Server) SetPolicy(p Policy) {
 	o.MaxUnauthenticated, o.MaxUnauthenticatedPerIP = p.MaxUnauthenticated, p.MaxUnauthenticatedPerIP
 	o.BadLoginLimit, o.BadLoginPause = p.BadLoginLimit, p.BadLoginPause
 	o.AllowIPs, o.DenyIPs = p.AllowIPs, p.DenyIPs
+	o.MaxBandwidthPerClient = p.MaxBandwidthPerClient
 	o.setDefaults()
 	pol := newPolicy(&o)
 	s.pol.Store(pol)

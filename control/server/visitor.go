@@ -8,6 +8,8 @@ import (
 	"net"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/gotunnel-mux/gotunnel-mux/control"
 
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
@@ -53,9 +55,27 @@ func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 				"err", fmt.Errorf("open data stream: %w", context.DeadlineExceeded))
 			return
 		}
-		res := dataplane.RelayWith(rctx, visitor, ds, ss.srv.bufs, &m.counters.traffic)
+		res := dataplane.RelayWith(rctx, visitor, ds, ss.srv.bufs, &m.counters.traffic, ss.limits(m))
 		ss.logVisitor(ss.log, m.name, visitor.RemoteAddr().String(), start, res)
 	}
+}
+
+// limits are the limiters of a visitor of m: the bytes read from the
+// visitor wait on the mapping's own limit and the client's, the bytes
+// written to it on the client's. The client's is the policy's in force
+// when the visitor came.
+func (ss *serverSession) limits(m *mapping) dataplane.Limits {
+	in, out := ss.bw.limiters(ss.srv.pol.Load().MaxBandwidthPerClient)
+	var lim dataplane.Limits
+	for _, l := range []*rate.Limiter{m.bandwidth, in} {
+		if l != nil {
+			lim.AToB = append(lim.AToB, l)
+		}
+	}
+	if out != nil {
+		lim.BToA = []*rate.Limiter{out}
+	}
+	return lim
 }
 
 // logVisitor writes the access log line of one visitor connection: at

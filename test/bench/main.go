@@ -26,6 +26,15 @@
 // bulk transfers (every byte checked) and how evenly they share it.
 // Without -transport it measures plain TCP only; a run takes about 3
 // minutes per transport.
+//
+//	go run ./test/bench -bandwidth
+//
+// -bandwidth measures, instead of the loopback rows, a bandwidth limit
+// (bandwidth.go): one client with a mapping limited to -bandwidth-limit
+// MiB/s and an unlimited one; the limited mapping's rate with 4
+// downloads at once against its limit, and the unlimited mapping's
+// throughput beside it against the same mapping alone, in the same run.
+// Without -transport it measures plain TCP only.
 package main
 
 import (
@@ -67,6 +76,8 @@ type options struct {
 	clientEnv  []string
 
 	shaped       bool
+	bandwidth    bool
+	bwLimitMiB   int
 	shapedQueue  int
 	shapedWarmup time.Duration
 	shapedDur    time.Duration
@@ -91,18 +102,24 @@ func main() {
 	flag.StringVar(&serverEnv, "server-env", "", "extra environment for the server only")
 	flag.StringVar(&clientEnv, "client-env", "", "extra environment for the client only")
 	flag.BoolVar(&o.shaped, "shaped", false, "measure latency under load over a shaped link instead of the loopback rows")
+	flag.BoolVar(&o.bandwidth, "bandwidth", false, "measure a mapping's bandwidth limit instead of the loopback rows")
+	flag.IntVar(&o.bwLimitMiB, "bandwidth-limit", 20, "with -bandwidth: the limited mapping's bandwidth_limit, MiB/s")
 	flag.IntVar(&o.shapedQueue, "shaped-queue", 64<<10, "with -shaped: the link's queue per direction, bytes")
 	flag.DurationVar(&o.shapedWarmup, "shaped-warmup", 2*time.Second, "with -shaped: bulk transfers run this long before the loaded echoes")
 	flag.DurationVar(&o.shapedDur, "shaped-d", 6*time.Second, "with -shaped: how long the loaded echoes (and the goodput measurement) run")
 	flag.DurationVar(&o.echoEvery, "echo-every", 50*time.Millisecond, "with -shaped: the gap between two echoes")
 	flag.IntVar(&o.idleEchoes, "idle-echoes", 20, "with -shaped: echoes on the idle link")
 	flag.Parse()
-	if o.shaped {
+	if o.shaped || o.bandwidth {
 		transportSet := false
 		flag.Visit(func(f *flag.Flag) { transportSet = transportSet || f.Name == "transport" })
 		if !transportSet {
 			transports = "plain"
 		}
+	}
+	if o.bwLimitMiB < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -bandwidth-limit must be at least 1 MiB/s")
+		os.Exit(2)
 	}
 	if o.idleEchoes < 1 || o.echoEvery <= 0 || o.shapedDur < o.echoEvery || o.shapedQueue < mtu {
 		fmt.Fprintln(os.Stderr, "bench: -idle-echoes, -echo-every, -shaped-d and -shaped-queue must leave at least one echo and one packet")
@@ -142,7 +159,7 @@ func run(o options, out io.Writer) error {
 		return err
 	}
 	defer be.close()
-	if !o.shaped {
+	if !o.shaped && !o.bandwidth {
 		if be.web, err = startWeb(filepath.Join(dir, "web")); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: the small-requests row is skipped: %v\n", err)
 		}
@@ -151,8 +168,11 @@ func run(o options, out io.Writer) error {
 	for _, tr := range o.transports {
 		start := time.Now()
 		measureFn := measure
-		if o.shaped {
+		switch {
+		case o.shaped:
 			measureFn = measureShaped
+		case o.bandwidth:
+			measureFn = measureBandwidth
 		}
 		figs, err := measureFn(o, dir, tr, be)
 		if err != nil {
@@ -299,10 +319,14 @@ func report(out io.Writer, o options, transport string, figs []figure, took time
 		}
 		return
 	}
-	if o.shaped {
+	switch {
+	case o.bandwidth:
+		fmt.Fprintf(out, "\ngotunnel-mux bench, transport %s, bandwidth limit: medians of %d rounds, %s each after a %s warm-up; one client, a mapping with bandwidth_limit = %d MiB/s and one without (%s)\n\n",
+			transport, o.rounds, o.dur, bwWarmup, o.bwLimitMiB, took.Round(time.Second))
+	case o.shaped:
 		fmt.Fprintf(out, "\ngotunnel-mux bench, transport %s, shaped link: medians of %d interleaved rounds; 1-byte echoes every %s, %d on the idle link, then for %s after the bulk transfers ran %s; direct = the same load over the same link straight to the local services (%s)\n",
 			transport, o.rounds, o.echoEvery, o.idleEchoes, o.shapedDur, o.shapedWarmup, took.Round(time.Second))
-	} else {
+	default:
 		fmt.Fprintf(out, "\ngotunnel-mux bench, transport %s: medians of %d interleaved rounds, %s each; direct = the same load straight to the local service (%s)\n\n",
 			transport, o.rounds, o.dur, took.Round(time.Second))
 	}

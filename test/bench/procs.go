@@ -130,8 +130,9 @@ type tunnel struct {
 // tunnelSpec says how to start a tunnel.
 type tunnelSpec struct {
 	bin, dir, transport    string
-	mappings               [][2]string // name, local address
-	serverKeys, clientKeys string      // extra top-level config lines
+	mappings               [][2]string       // name, local address
+	mappingExtra           map[string]string // extra lines of a mapping's table, by name
+	serverKeys, clientKeys string            // extra top-level config lines
 	serverEnv, clientEnv   []string
 	// via, if set, returns the address the client dials instead of the
 	// server's (a shaped link in front of it).
@@ -181,7 +182,7 @@ format = "json"
 	}
 	var mappings strings.Builder
 	for _, mp := range spec.mappings {
-		fmt.Fprintf(&mappings, "[[mappings]]\nname = %q\nlocal_addr = %q\nhealth_check = false\n", mp[0], mp[1])
+		fmt.Fprintf(&mappings, "[[mappings]]\nname = %q\nlocal_addr = %q\nhealth_check = false\n%s", mp[0], mp[1], spec.mappingExtra[mp[0]])
 	}
 	err = os.WriteFile(ccfg, []byte(fmt.Sprintf(`server_addr = %q
 token = %q
