@@ -89,6 +89,17 @@ func TestBandwidthLimit(t *testing.T) {
 		client.Mapping{Name: "up", LocalAddr: sink.addr, BandwidthLimit: 1 << 20},
 		client.Mapping{Name: "free", LocalAddr: src.addr})
 	ports := cl.waitUp(t, "down", "up", "free")
+	// Both sides' status shows the limits.
+	for _, m := range srv.Status().Clients[0].Mappings {
+		if want := map[string]int64{"down": 1 << 20, "up": 1 << 20}[m.Name]; m.BandwidthLimit != want {
+			t.Errorf("server status: %s's limit = %d, want %d", m.Name, m.BandwidthLimit, want)
+		}
+	}
+	for _, m := range cl.Status().Mappings {
+		if want := map[string]int64{"down": 1 << 20, "up": 1 << 20}[m.Name]; m.BandwidthLimit != want {
+			t.Errorf("client status: %s's limit = %d, want %d", m.Name, m.BandwidthLimit, want)
+		}
+	}
 	if d := timedDownload(t, ports["down"], n, want); d < 600*time.Millisecond {
 		t.Errorf("1 MiB download at 1 MiB/s took %v, want at least 600ms", d)
 	}

@@ -73,6 +73,9 @@ type MappingStatus struct {
 	Visitors   int64 // visitor connections served
 	BytesIn    int64 // from visitors
 	BytesOut   int64 // to visitors
+	// BandwidthLimit is the mapping's bandwidth_limit, bytes a second
+	// each way; 0: none.
+	BandwidthLimit int64
 }
 
 // counters are a mapping's figures over every session.
@@ -98,7 +101,7 @@ func (c *Client) Status() Status {
 	for _, m := range c.mappings {
 		ms := MappingStatus{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, State: StatePending,
 			Active: m.counters.active.Load(), Visitors: m.counters.visitors.Load(),
-			BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA()}
+			BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA(), BandwidthLimit: m.BandwidthLimit}
 		if cs != nil {
 			cs.mu.Lock()
 			r := cs.regs[m.Name]

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gotunnel-mux/gotunnel-mux/control"
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
+	"golang.org/x/time/rate"
 )
 
 // Observer is told of events as they happen, for metrics. Its methods are
@@ -75,8 +76,11 @@ type MappingStatus struct {
 	Visitors   int64 // visitor connections served
 	Resets     int64 // visitors reset at the door (offline, or max_conns_per_mapping)
 	Denied     int64 // visitors reset at the door by allow_ips or deny_ips (the server's or the mapping's)
-	BytesIn    int64 // from visitors
-	BytesOut   int64 // to visitors
+	// BandwidthLimit is the mapping's own limit on what its visitors
+	// send, bytes a second (register.bandwidth); 0: none.
+	BandwidthLimit int64
+	BytesIn        int64 // from visitors
+	BytesOut       int64 // to visitors
 }
 
 // counters are a mapping's figures that outlive its sessions.
@@ -157,8 +161,16 @@ func (ss *serverSession) status() ClientStatus {
 func (m *mapping) status(state string, active int) MappingStatus {
 	return MappingStatus{Name: m.name, RemotePort: m.port, LocalAddr: m.localAddr, State: state, Active: active,
 		Visitors: m.counters.visitors.Load(), Resets: m.counters.resets.Load(),
-		Denied:  m.counters.denied.Load(),
+		Denied: m.counters.denied.Load(), BandwidthLimit: limitOf(m.bandwidth),
 		BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA()}
+}
+
+// limitOf is l's rate in bytes a second; 0 for no limiter.
+func limitOf(l *rate.Limiter) int64 {
+	if l == nil {
+		return 0
+	}
+	return int64(l.Limit())
 }
 
 // Alive reports whether the server's periodic loop (the heartbeat sweep)

@@ -45,8 +45,10 @@ type MappingRow struct {
 	Visitors   int64  `json:"visitors"`
 	Resets     int64  `json:"resets,omitempty"`
 	Denied     int64  `json:"denied,omitempty"` // server: visitors reset by allow_ips or deny_ips
-	BytesIn    int64  `json:"bytes_in"`
-	BytesOut   int64  `json:"bytes_out"`
+	// BandwidthLimit is the mapping's own limit, bytes a second; omitted: none.
+	BandwidthLimit int64 `json:"bandwidth_limit,omitempty"`
+	BytesIn        int64 `json:"bytes_in"`
+	BytesOut       int64 `json:"bytes_out"`
 }
 
 // ClientDoc is a client's status.
@@ -83,7 +85,7 @@ func NewServerDoc(version string, st server.Status) ServerDoc {
 		for _, m := range c.Mappings {
 			row.Mappings = append(row.Mappings, MappingRow{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort,
 				State: m.State, Code: int(m.Code), Reason: m.Reason, Active: int64(m.Active), Visitors: m.Visitors,
-				Resets: m.Resets, Denied: m.Denied, BytesIn: m.BytesIn, BytesOut: m.BytesOut})
+				Resets: m.Resets, Denied: m.Denied, BandwidthLimit: m.BandwidthLimit, BytesIn: m.BytesIn, BytesOut: m.BytesOut})
 		}
 		doc.Clients = append(doc.Clients, row)
 	}
@@ -100,7 +102,7 @@ func NewClientDoc(version string, st client.Status) ClientDoc {
 	for _, m := range st.Mappings {
 		doc.Mappings = append(doc.Mappings, MappingRow{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort,
 			BoundPort: m.BoundPort, State: m.State, Code: int(m.Code), Reason: m.Reason, Active: m.Active,
-			Visitors: m.Visitors, BytesIn: m.BytesIn, BytesOut: m.BytesOut})
+			Visitors: m.Visitors, BandwidthLimit: m.BandwidthLimit, BytesIn: m.BytesIn, BytesOut: m.BytesOut})
 	}
 	return doc
 }
