@@ -1,13 +1,11 @@
 package test
 
 import (
-	"context"
 	"io"
 	"net"
 	"testing"
 	"time"
 
-	"github.com/gotunnel-mux/gotunnel-mux/control"
 	"github.com/gotunnel-mux/gotunnel-mux/control/client"
 	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 )
@@ -155,19 +153,7 @@ func TestBandwidthPerClient(t *testing.T) {
 // limited.
 func TestBandwidthOldServer(t *testing.T) {
 	leakCheck(t)
-	ln := listen(t)
-	registers := make(chan *control.Register, 8)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		oldServer(ctx, ln, registers)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		_ = ln.Close()
-		<-done
-	})
+	ln, registers := startOldServer(t)
 	log, logs := recordingLogger(t)
 	opts := fastClient(ln.Addr().String(), "newer", client.Mapping{Name: "web", LocalAddr: "127.0.0.1:1", BandwidthLimit: 10 << 20})
 	opts.Logger = log

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -217,7 +218,7 @@ func TestVisitorACLBadPrefixRefused(t *testing.T) {
 		AllowIPs: []string{"10.0.0.0/8", "office.lan"}})
 	resp, ok := r.recv(t).(*control.RegisterResp)
 	if !ok || resp.Status != control.StatusFail || resp.Code != control.CodeMalformed || resp.Name != "bad" ||
-		!startsWith(resp.Reason, "allow_ips[1]: ") {
+		!strings.HasPrefix(resp.Reason, "allow_ips[1]: ") {
 		t.Errorf("register with a bad allow_ips = %+v, want fail 1007 naming allow_ips[1]", resp)
 	}
 	r.send(t, &control.Register{Name: "good", Protocol: control.ProtocolTCP, LocalAddr: "127.0.0.1:1",
@@ -227,8 +228,6 @@ func TestVisitorACLBadPrefixRefused(t *testing.T) {
 	}
 }
 
-func startsWith(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
-
 // TestVisitorACLOldServer: a server that does not name visitor_acl in
 // login_resp (one older than the lists) would ignore them and let every
 // visitor in, so the client does not register a mapping that has lists:
@@ -236,19 +235,7 @@ func startsWith(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(
 // without lists is registered as usual.
 func TestVisitorACLOldServer(t *testing.T) {
 	leakCheck(t)
-	ln := listen(t)
-	registers := make(chan *control.Register, 8)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		oldServer(ctx, ln, registers)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		_ = ln.Close()
-		<-done
-	})
+	ln, registers := startOldServer(t)
 	cl := startClientOpts(t, fastClient(ln.Addr().String(), "newer",
 		client.Mapping{Name: "guarded", LocalAddr: "127.0.0.1:1", AllowIPs: visitorAllowed},
 		client.Mapping{Name: "plain", LocalAddr: "127.0.0.1:1"}))
@@ -277,6 +264,26 @@ func TestVisitorACLOldServer(t *testing.T) {
 // what the test needs: it logs one client in without the visitor_acl
 // feature, answers each register ok and each ping, and passes the
 // registers on.
+// startOldServer runs oldServer on a fresh listener until the test ends;
+// the registers it reads arrive on the channel.
+func startOldServer(t *testing.T) (net.Listener, <-chan *control.Register) {
+	t.Helper()
+	ln := listen(t)
+	registers := make(chan *control.Register, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		oldServer(ctx, ln, registers)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_ = ln.Close()
+		<-done
+	})
+	return ln, registers
+}
+
 func oldServer(ctx context.Context, ln net.Listener, registers chan<- *control.Register) {
 	c, err := ln.Accept()
 	if err != nil {
