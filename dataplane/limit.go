@@ -11,6 +11,18 @@ type Limits struct {
 	AToB, BToA []*rate.Limiter
 }
 
+// active reports whether any limiter is set.
+func (l Limits) active() bool {
+	for _, side := range [][]*rate.Limiter{l.AToB, l.BToA} {
+		for _, x := range side {
+			if x != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // MinBurst is the smallest burst NewLimiter gives a limiter whose rate
 // allows it.
 const MinBurst = 64 << 10

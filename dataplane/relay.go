@@ -86,9 +86,11 @@ func RelayWith(ctx context.Context, a, b net.Conn, pool *Pool, t *Traffic, lim L
 	if t == nil {
 		t = &Traffic{}
 	}
-	r := &relay{a: a, b: b, pool: pool, traffic: t, lim: lim, aborted: make(chan struct{})}
-	r.waitCtx, r.stopWaits = context.WithCancel(ctx)
-	defer r.stopWaits()
+	r := &relay{a: a, b: b, pool: pool, traffic: t, lim: lim, aborted: make(chan struct{}), stopWaits: func() {}}
+	if lim.active() { // most relays have no limit: no context for them
+		r.waitCtx, r.stopWaits = context.WithCancel(ctx)
+		defer r.stopWaits()
+	}
 	stop := context.AfterFunc(ctx, func() { r.abort(context.Cause(ctx)) })
 	var wg sync.WaitGroup
 	wg.Go(r.copyBToA)
@@ -108,8 +110,8 @@ type relay struct {
 	pool      *Pool
 	traffic   *Traffic
 	lim       Limits
-	waitCtx   context.Context // the limiters' waits; ends at the abort
-	stopWaits context.CancelFunc
+	waitCtx   context.Context    // the limiters' waits; ends at the abort; nil without limiters
+	stopWaits context.CancelFunc // ends waitCtx; a no-op without limiters
 	once      sync.Once
 	aborted   chan struct{} // closed by abort
 	res       Result        // AToB owned by Relay's goroutine, BToA by copyBToA, Err by once
