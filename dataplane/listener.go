@@ -47,7 +47,6 @@ type Listener struct {
 	wg      sync.WaitGroup // acceptLoop and every serveConn
 
 	online   atomic.Bool
-	accepted atomic.Int64   // visitors handed to the handler
 	refused  atomic.Int64   // visitors reset for MaxConns
 	dropped  atomic.Int64   // visitors reset while offline
 	denied   atomic.Int64   // visitors reset because Admit said no
@@ -96,9 +95,6 @@ func (l *Listener) Active() int {
 	defer l.mu.Unlock()
 	return len(l.conns)
 }
-
-// Accepted is how many visitors were handed to the handler.
-func (l *Listener) Accepted() int64 { return l.accepted.Load() }
 
 // Refused is how many visitors were reset because MaxConns were live.
 func (l *Listener) Refused() int64 { return l.refused.Load() }
@@ -208,7 +204,6 @@ func (l *Listener) admit(c net.Conn) {
 	}
 	l.conns[c] = struct{}{}
 	l.mu.Unlock()
-	l.accepted.Add(1)
 	l.wg.Go(func() { l.serveConn(c) })
 }
 
