@@ -81,15 +81,11 @@ func scrape(t *testing.T, base, token string) map[string]float64 {
 	return out
 }
 
-// poll calls cond until it holds or within passes.
+// poll is pollFor, failing the test when cond does not come to hold.
 func poll(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := pollFor(within, cond); err != nil {
+		t.Fatalf("%s: not within %s", what, within)
 	}
 }
 
