@@ -58,7 +58,27 @@ type Mapping struct {
 	// direction, shared by all its visitors (bandwidth_limit, e.g.
 	// "10MiB"): 0 (default) none, else at least MinBandwidth.
 	BandwidthLimit Size `toml:"bandwidth_limit"`
+	// Protocol is "tcp" (the default) or "udp": a UDP mapping serves
+	// datagrams on the server's UDP remote_port, one flow per visitor
+	// address, and relays them to LocalAddr over UDP.
+	Protocol string `toml:"protocol"`
+	// UDPIdleTimeout ends a UDP mapping's flow after this long without a
+	// datagram either way (udp_idle_timeout); default 60s, UDP only.
+	UDPIdleTimeout Duration `toml:"udp_idle_timeout"`
 }
+
+// The values of a mapping's protocol.
+const (
+	ProtocolTCP = "tcp"
+	ProtocolUDP = "udp"
+)
+
+// DefaultUDPIdleTimeout is a UDP mapping's udp_idle_timeout when it sets
+// none.
+const DefaultUDPIdleTimeout = Duration(60 * time.Second)
+
+// MaxUDPIdleTimeout is the largest udp_idle_timeout: a day.
+const MaxUDPIdleTimeout = Duration(24 * time.Hour)
 
 // clientFile is what a client file decodes into: the Client, with each
 // mapping's allow_ips and deny_ips in a type that reads a single IP as
@@ -256,7 +276,11 @@ func (t *ClientTLS) check(c *checker) {
 // two mappings share a name or a remote port.
 func (c *Client) checkMappings(ck *checker) {
 	names := map[string]int{}
-	ports := map[int]int{}
+	type protoPort struct {
+		proto string
+		port  int
+	}
+	ports := map[protoPort]int{}
 	for i := range c.Mappings {
 		m := &c.Mappings[i]
 		key := "mappings" + index(i)
@@ -268,10 +292,11 @@ func (c *Client) checkMappings(ck *checker) {
 		} else {
 			names[m.Name] = i
 		}
-		if j, dup := ports[m.RemotePort]; dup && m.RemotePort != 0 {
-			ck.add(key+".remote_port", "port %d is also the remote_port of mappings%s", m.RemotePort, index(j))
+		pp := protoPort{m.Protocol, m.RemotePort}
+		if j, dup := ports[pp]; dup && m.RemotePort != 0 {
+			ck.add(key+".remote_port", "%s port %d is also the remote_port of mappings%s", m.Protocol, m.RemotePort, index(j))
 		} else {
-			ports[m.RemotePort] = i
+			ports[pp] = i
 		}
 	}
 }
@@ -285,17 +310,25 @@ func duplicateName(name string, j int, named bool) string {
 	return fmt.Sprintf("duplicate name %q, the default from local_addr (also mappings%s); set name to tell them apart", name, index(j))
 }
 
-// applyDefaults fills in the name ("tcp-" and the port of local_addr) and
-// health_check (true).
+// applyDefaults fills in the protocol ("tcp"), the name (the protocol, a
+// '-' and the port of local_addr: "tcp-22", "udp-53"), health_check (true
+// for TCP; a UDP service cannot be probed, so false) and a UDP mapping's
+// udp_idle_timeout (60s).
 func (m *Mapping) applyDefaults() {
+	if m.Protocol == "" {
+		m.Protocol = ProtocolTCP
+	}
 	if m.Name == "" {
-		if _, port, err := net.SplitHostPort(m.LocalAddr); err == nil && port != "" {
-			m.Name = "tcp-" + port
+		if _, port, err := net.SplitHostPort(m.LocalAddr); err == nil && port != "" && validName(m.Protocol) {
+			m.Name = m.Protocol + "-" + port
 		}
 	}
 	if m.HealthCheck == nil {
-		on := true
+		on := m.Protocol != ProtocolUDP
 		m.HealthCheck = &on
+	}
+	if m.Protocol == ProtocolUDP && m.UDPIdleTimeout == 0 {
+		m.UDPIdleTimeout = DefaultUDPIdleTimeout
 	}
 }
 
@@ -316,6 +349,31 @@ func (m *Mapping) check(ck *checker, key string) {
 	ck.ipPrefixes(key+".allow_ips", m.AllowIPs)
 	ck.ipPrefixes(key+".deny_ips", m.DenyIPs)
 	ck.bandwidth(key+".bandwidth_limit", m.BandwidthLimit)
+	m.checkUDP(ck, key)
+}
+
+// checkUDP checks protocol and the keys that depend on it: a UDP
+// service cannot be health-checked, and the PROXY header of a UDP flow
+// exists in version 2 only.
+func (m *Mapping) checkUDP(ck *checker, key string) {
+	switch m.Protocol {
+	case ProtocolTCP:
+		if m.UDPIdleTimeout != 0 {
+			ck.add(key+".udp_idle_timeout", "only for protocol = %q; this mapping is %q", ProtocolUDP, ProtocolTCP)
+		}
+	case ProtocolUDP:
+		if *m.HealthCheck {
+			ck.add(key+".health_check", "a UDP service cannot be probed: set false or leave it out for protocol = %q", ProtocolUDP)
+		}
+		if m.ProxyProtocol == ProxyProtocolV1 {
+			ck.add(key+".proxy_protocol", "version 1 has no UDP form: want %q for protocol = %q", ProxyProtocolV2, ProtocolUDP)
+		}
+		if m.UDPIdleTimeout < Duration(time.Second) || m.UDPIdleTimeout > MaxUDPIdleTimeout {
+			ck.add(key+".udp_idle_timeout", "want 1s to %s, got %s", MaxUDPIdleTimeout, m.UDPIdleTimeout)
+		}
+	default:
+		ck.add(key+".protocol", "bad protocol %q: want %q (the default) or %q", m.Protocol, ProtocolTCP, ProtocolUDP)
+	}
 }
 
 // The values of a mapping's proxy_protocol; leaving it out is off.

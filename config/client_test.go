@@ -87,8 +87,8 @@ func TestLoadClientExample(t *testing.T) {
 	want.Name = "laptop"
 	want.TLS = &ClientTLS{Enabled: true}
 	want.Mappings = []Mapping{
-		{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on},
-		{Name: "tcp-8080", LocalAddr: "localhost:8080", RemotePort: 0, HealthCheck: &on},
+		{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on, Protocol: ProtocolTCP},
+		{Name: "tcp-8080", LocalAddr: "localhost:8080", RemotePort: 0, HealthCheck: &on, Protocol: ProtocolTCP},
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("LoadClient(testdata/client.toml) = %+v, want %+v", *c, want)
@@ -119,7 +119,7 @@ func TestParseClientValues(t *testing.T) {
 		{"default mapping name", "[[mappings]]\nlocal_addr = '[::1]:8080'",
 			func(c *Client) any { return c.Mappings[0].Name }, "tcp-8080"},
 		{"inline mappings", "mappings = [{name = 'a', local_addr = 'h:1', remote_port = 2}]",
-			func(c *Client) any { return c.Mappings[0] }, Mapping{Name: "a", LocalAddr: "h:1", RemotePort: 2, HealthCheck: &on}},
+			func(c *Client) any { return c.Mappings[0] }, Mapping{Name: "a", LocalAddr: "h:1", RemotePort: 2, HealthCheck: &on, Protocol: ProtocolTCP}},
 		{"proxy_protocol v1", "[[mappings]]\nlocal_addr = '127.0.0.1:80'\nproxy_protocol = 'v1'",
 			func(c *Client) any { return c.Mappings[0].ProxyProtocol }, "v1"},
 		{"proxy_protocol v2 inline", "mappings = [{local_addr = 'h:1', proxy_protocol = 'v2'}]",
@@ -141,8 +141,15 @@ func TestParseClientValues(t *testing.T) {
 			func(c *Client) any { return [][]netip.Prefix{c.Mappings[0].DenyIPs, c.Mappings[1].DenyIPs} },
 			[][]netip.Prefix{{netip.MustParsePrefix("2001:db8::1/128")}, nil}},
 		{"inline mapping with lists", "mappings = [{local_addr = 'h:1', allow_ips = ['10.0.0.0/8'], deny_ips = ['10.9.9.9']}]",
-			func(c *Client) any { return c.Mappings[0] }, Mapping{Name: "tcp-1", LocalAddr: "h:1", HealthCheck: &on,
+			func(c *Client) any { return c.Mappings[0] }, Mapping{Name: "tcp-1", LocalAddr: "h:1", HealthCheck: &on, Protocol: ProtocolTCP,
 				AllowIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, DenyIPs: []netip.Prefix{netip.MustParsePrefix("10.9.9.9/32")}}},
+		{"udp mapping defaults", "[[mappings]]\nlocal_addr = '127.0.0.1:53'\nremote_port = 5353\nprotocol = 'udp'",
+			func(c *Client) any { return c.Mappings[0] }, Mapping{Name: "udp-53", LocalAddr: "127.0.0.1:53", RemotePort: 5353, HealthCheck: &off,
+				Protocol: ProtocolUDP, UDPIdleTimeout: DefaultUDPIdleTimeout}},
+		{"udp mapping idle timeout and v2", "mappings = [{local_addr = 'h:51820', protocol = 'udp', udp_idle_timeout = '3m', proxy_protocol = 'v2'}]",
+			func(c *Client) any { return []any{c.Mappings[0].UDPIdleTimeout, c.Mappings[0].ProxyProtocol} }, []any{Duration(3 * time.Minute), "v2"}},
+		{"tcp and udp share a port", "[[mappings]]\nlocal_addr = 'h:53'\nremote_port = 53\n[[mappings]]\nlocal_addr = 'h:53'\nremote_port = 53\nprotocol = 'udp'",
+			func(c *Client) any { return []string{c.Mappings[0].Name, c.Mappings[1].Name} }, []string{"tcp-53", "udp-53"}},
 		{"client name", "name = 'edge-01.lab_2'", func(c *Client) any { return c.Name }, "edge-01.lab_2"},
 		{"proxy_url http", "proxy_url = 'http://user:p%40ss@proxy.lan:3128'", func(c *Client) any { return c.ProxyURL }, "http://user:p%40ss@proxy.lan:3128"},
 		{"proxy_url none", "proxy_url = 'none'", func(c *Client) any { return c.ProxyURL }, "none"},
@@ -173,6 +180,18 @@ func TestParseClientErrors(t *testing.T) {
 		{"unknown key in second mapping",
 			head + "[[mappings]]\nlocal_addr = 'h:1'\n[[mappings]]\nlocal_addr = 'h:2'\nremote = 10022\n", nil,
 			[]want{{7, "mappings[1].remote", "unknown key"}}},
+		{"bad protocol", head + "[[mappings]]\nlocal_addr = 'h:1'\nprotocol = 'sctp'\n", nil,
+			[]want{{5, "mappings[0].protocol", `bad protocol "sctp": want "tcp" (the default) or "udp"`}}},
+		{"udp with health_check", head + "[[mappings]]\nlocal_addr = 'h:53'\nprotocol = 'udp'\nhealth_check = true\n", nil,
+			[]want{{6, "mappings[0].health_check", "a UDP service cannot be probed"}}},
+		{"udp with proxy_protocol v1", head + "[[mappings]]\nlocal_addr = 'h:53'\nprotocol = 'udp'\nproxy_protocol = 'v1'\n", nil,
+			[]want{{6, "mappings[0].proxy_protocol", `version 1 has no UDP form: want "v2"`}}},
+		{"udp idle timeout too short", head + "[[mappings]]\nlocal_addr = 'h:53'\nprotocol = 'udp'\nudp_idle_timeout = '10ms'\n", nil,
+			[]want{{6, "mappings[0].udp_idle_timeout", "want 1s to 24h0m0s, got 10ms"}}},
+		{"udp idle timeout on tcp", head + "[[mappings]]\nlocal_addr = 'h:22'\nudp_idle_timeout = '10s'\n", nil,
+			[]want{{5, "mappings[0].udp_idle_timeout", `only for protocol = "udp"`}}},
+		{"same udp port twice", head + "[[mappings]]\nlocal_addr = 'h:53'\nprotocol = 'udp'\nremote_port = 5353\n[[mappings]]\nname = 'b'\nlocal_addr = 'h:54'\nprotocol = 'udp'\nremote_port = 5353\n", nil,
+			[]want{{11, "mappings[1].remote_port", "udp port 5353 is also the remote_port of mappings[0]"}}},
 		{"unknown key in reconnect", head + "[reconnect]\nmax_delay = '1s'\n", nil,
 			[]want{{4, "reconnect.max_delay", "unknown key"}}},
 		{"missing server_addr", "token = 't'\n", nil,
@@ -338,8 +357,8 @@ func TestClientValidateQuickMode(t *testing.T) {
 	}
 	on := true
 	want := []Mapping{
-		{Name: "tcp-22", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on},
-		{Name: "web", LocalAddr: "[::1]:8080", RemotePort: 0, HealthCheck: &on},
+		{Name: "tcp-22", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on, Protocol: ProtocolTCP},
+		{Name: "web", LocalAddr: "[::1]:8080", RemotePort: 0, HealthCheck: &on, Protocol: ProtocolTCP},
 	}
 	if !reflect.DeepEqual(c.Mappings, want) {
 		t.Errorf("Validate() left mappings %+v, want %+v", c.Mappings, want)

@@ -26,6 +26,7 @@ type Server struct {
 	AllowPorts             []PortRange `toml:"allow_ports"`              // remote ports clients may ask for
 	MaxMappingsPerClient   int         `toml:"max_mappings_per_client"`  // >= 1
 	MaxConnsPerMapping     int         `toml:"max_conns_per_mapping"`    // 0: no limit
+	MaxUDPFlowsPerMapping  int         `toml:"max_udp_flows_per_mapping"` // live flows of a UDP mapping, >= 1
 	MaxBandwidthPerClient  Size        `toml:"max_bandwidth_per_client"` // bytes a second per client, each direction; 0: no limit
 	LoginTimeout           Duration    `toml:"login_timeout"`            // accept to valid login
 	StreamOpenTimeout      Duration    `toml:"stream_open_timeout"`      // data stream open to its ack
@@ -84,6 +85,7 @@ func DefaultServer() Server {
 		AllowPorts:             []PortRange{{Lo: 1024, Hi: 65535}},
 		MaxMappingsPerClient:   16,
 		MaxConnsPerMapping:     0,
+		MaxUDPFlowsPerMapping:  1024,
 		LoginTimeout:           Duration(10 * time.Second),
 		StreamOpenTimeout:      Duration(10 * time.Second),
 		HeartbeatTimeout:       Duration(30 * time.Second),
@@ -163,6 +165,7 @@ func (s *Server) check(pos *positions) Errors {
 	s.checkAllowPorts(c)
 	c.atLeast("max_mappings_per_client", s.MaxMappingsPerClient, 1)
 	c.atLeast("max_conns_per_mapping", s.MaxConnsPerMapping, 0)
+	c.atLeast("max_udp_flows_per_mapping", s.MaxUDPFlowsPerMapping, 1)
 	c.bandwidth("max_bandwidth_per_client", s.MaxBandwidthPerClient)
 	c.positive("login_timeout", s.LoginTimeout)
 	c.positive("stream_open_timeout", s.StreamOpenTimeout)

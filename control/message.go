@@ -20,8 +20,19 @@ const (
 	StatusFail = "fail"
 )
 
-// ProtocolTCP is the only mapping protocol of version 1.
-const ProtocolTCP = "tcp"
+// The protocols of a mapping (Register.Protocol, OpenDataChannel.Protocol).
+const (
+	// ProtocolTCP is version 1's first protocol: a data stream carries
+	// one visitor connection's bytes.
+	ProtocolTCP = "tcp"
+	// ProtocolUDP is a UDP mapping: a data stream carries one visitor
+	// flow's datagrams, each framed with a 2-byte length (protocol.md
+	// 7.8). Sent only to a server that names FeatureUDP.
+	ProtocolUDP = "udp"
+)
+
+// MaxUDPIdleTimeout bounds Register.UDPIdleTimeout, in milliseconds: a day.
+const MaxUDPIdleTimeout = 24 * 60 * 60 * 1000
 
 // Message is one control frame's payload. The concrete types below are the
 // whole catalog; Type returns the wire value of the "type" field.
@@ -64,6 +75,11 @@ const (
 	// server a client leaves the field out and limits only its own
 	// direction (the bytes from the local service).
 	FeatureBandwidth = "bandwidth"
+	// FeatureUDP is the feature of a server that serves UDP mappings
+	// (Register.Protocol "udp"). An older server refuses such a register
+	// as malformed and ends the session, so a client never sends one to
+	// it.
+	FeatureUDP = "udp"
 )
 
 // MinBandwidth is the smallest Register.Bandwidth other than 0 (none),
@@ -97,6 +113,11 @@ type Register struct {
 	// local service. 0 (omitted): none; else at least MinBandwidth.
 	// Optional; sent only to a server that names FeatureBandwidth.
 	Bandwidth int64 `json:"bandwidth,omitempty"`
+	// UDPIdleTimeout is how long, in milliseconds, a flow of a UDP
+	// mapping lives without a datagram in either direction; 0 (omitted):
+	// the server's default, 60 s. At most MaxUDPIdleTimeout; only with
+	// Protocol "udp".
+	UDPIdleTimeout int64 `json:"udp_idle_timeout_ms,omitempty"`
 }
 
 // RegisterResp answers Register (server to client). RemotePort is the port
@@ -161,6 +182,10 @@ type OpenDataChannel struct {
 	// local address of its connection), for a PROXY protocol header
 	// towards the local service. Optional: an older server leaves it out.
 	Public string `json:"public,omitempty"`
+	// Protocol is the mapping's protocol: "udp" for a flow of a UDP
+	// mapping, whose datagrams follow the ack framed as protocol.md 7.8
+	// says. Omitted: "tcp".
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // DataChannelAck answers OpenDataChannel on the data stream (client to server).
@@ -339,8 +364,13 @@ func (m *LoginResp) validate() error {
 func (m *Unregister) validate() error { return checkName("name", m.Name) }
 
 func (m *Register) validate() error {
-	if m.Protocol != ProtocolTCP {
-		return fmt.Errorf("protocol: want %q", ProtocolTCP)
+	switch {
+	case m.Protocol != ProtocolTCP && m.Protocol != ProtocolUDP:
+		return fmt.Errorf("protocol: want %q or %q", ProtocolTCP, ProtocolUDP)
+	case m.UDPIdleTimeout < 0 || m.UDPIdleTimeout > MaxUDPIdleTimeout:
+		return fmt.Errorf("udp_idle_timeout_ms: %d, want 0 to %d", m.UDPIdleTimeout, MaxUDPIdleTimeout)
+	case m.UDPIdleTimeout != 0 && m.Protocol != ProtocolUDP:
+		return fmt.Errorf("udp_idle_timeout_ms: only for protocol %q", ProtocolUDP)
 	}
 	if err := checkLen("local_addr", m.LocalAddr, maxAddrLen); err != nil {
 		return err
@@ -399,6 +429,9 @@ func (m *ErrorMsg) validate() error {
 }
 
 func (m *OpenDataChannel) validate() error {
+	if m.Protocol != "" && m.Protocol != ProtocolTCP && m.Protocol != ProtocolUDP {
+		return fmt.Errorf("protocol: want %q, %q or none", ProtocolTCP, ProtocolUDP)
+	}
 	if err := checkLen("visitor", m.Visitor, maxAddrLen); err != nil {
 		return err
 	}

@@ -260,7 +260,7 @@ func clientMappings(cfg *config.Client) []client.Mapping {
 	for i, m := range cfg.Mappings {
 		maps[i] = client.Mapping{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, HealthCheck: *m.HealthCheck,
 			ProxyProtocol: client.ProxyProtocol(m.ProxyProtocol), AllowIPs: m.AllowIPs, DenyIPs: m.DenyIPs,
-			BandwidthLimit: int64(m.BandwidthLimit)}
+			BandwidthLimit: int64(m.BandwidthLimit), UDP: m.Protocol == config.ProtocolUDP, UDPIdleTimeout: m.UDPIdleTimeout.D()}
 	}
 	return maps
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gotunnel-mux/gotunnel-mux/config"
 	"github.com/gotunnel-mux/gotunnel-mux/control"
@@ -182,14 +183,14 @@ func TestMappingReachesOptions(t *testing.T) {
 	c := defaultClient()
 	allow, deny := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, []netip.Prefix{netip.MustParsePrefix("203.0.113.66/32")}
 	c.Mappings = []config.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on, ProxyProtocol: "v2", AllowIPs: allow, DenyIPs: deny,
-		BandwidthLimit: 10 << 20}}
+		BandwidthLimit: 10 << 20}, {Name: "dns", LocalAddr: "127.0.0.1:53", RemotePort: 5353, HealthCheck: &on, Protocol: config.ProtocolUDP, UDPIdleTimeout: config.Duration(time.Minute)}}
 	got := clientOptions(c, nil).Mappings
 	want := []client.Mapping{{Name: "ssh", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: false, ProxyProtocol: client.ProxyProtocolV2, AllowIPs: allow, DenyIPs: deny,
-		BandwidthLimit: 10 << 20}}
+		BandwidthLimit: 10 << 20}, {Name: "dns", LocalAddr: "127.0.0.1:53", RemotePort: 5353, UDP: true, UDPIdleTimeout: time.Minute}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("mapping %+v gave %+v, want %+v", c.Mappings[0], got, want)
 	}
-	if n := reflect.TypeFor[config.Mapping]().NumField(); n != 8 {
+	if n := reflect.TypeFor[config.Mapping]().NumField(); n != 10 {
 		t.Errorf("config.Mapping has %d fields; pass the new one on in clientOptions and add it here", n)
 	}
 }

@@ -136,7 +136,7 @@ type serverReloader struct {
 // level; TLS: the files again); any other that changed is named in a
 // warning and waits for a restart. Limits holds the guard's limits, in
 // force at once, and max_frame_size and max_stray_streams, which wait.
-var reloadable = []string{"Token", "Clients", "AllowPorts", "MaxMappingsPerClient", "MaxConnsPerMapping", "MaxBandwidthPerClient", "AllowIPs", "DenyIPs", "Limits", "Log", "TLS", "Path"}
+var reloadable = []string{"Token", "Clients", "AllowPorts", "MaxMappingsPerClient", "MaxConnsPerMapping", "MaxUDPFlowsPerMapping", "MaxBandwidthPerClient", "AllowIPs", "DenyIPs", "Limits", "Log", "TLS", "Path"}
 
 // reload re-reads the file: the token, allow_ports, the mapping limits,
 // max_bandwidth_per_client (for visitor connections from now on),
@@ -156,7 +156,7 @@ func (r *serverReloader) reload() {
 	}
 	o := serverOptions(cfg, r.log)
 	r.srv.SetPolicy(server.Policy{Token: o.Token, Clients: o.Clients, AllowPorts: o.AllowPorts, MaxMappingsPerClient: o.MaxMappingsPerClient,
-		MaxConnsPerMapping: o.MaxConnsPerMapping, MaxBandwidthPerClient: o.MaxBandwidthPerClient, AllowIPs: o.AllowIPs, DenyIPs: o.DenyIPs, MaxUnauthenticated: o.MaxUnauthenticated,
+		MaxConnsPerMapping: o.MaxConnsPerMapping, MaxUDPFlowsPerMapping: o.MaxUDPFlowsPerMapping, MaxBandwidthPerClient: o.MaxBandwidthPerClient, AllowIPs: o.AllowIPs, DenyIPs: o.DenyIPs, MaxUnauthenticated: o.MaxUnauthenticated,
 		MaxUnauthenticatedPerIP: o.MaxUnauthenticatedPerIP, BadLoginLimit: o.BadLoginLimit, BadLoginPause: o.BadLoginPause})
 	_ = setLevel(r.level, cfg.Log.Level) // checked by LoadServer
 	if r.certs != nil {
@@ -188,6 +188,7 @@ func serverOptions(cfg *config.Server, log *slog.Logger) server.Options {
 		AllowPorts:              ranges,
 		MaxMappingsPerClient:    cfg.MaxMappingsPerClient,
 		MaxConnsPerMapping:      cfg.MaxConnsPerMapping,
+		MaxUDPFlowsPerMapping:   cfg.MaxUDPFlowsPerMapping,
 		MaxBandwidthPerClient:   int64(cfg.MaxBandwidthPerClient),
 		AllowIPs:                cfg.AllowIPs,
 		DenyIPs:                 cfg.DenyIPs,

@@ -56,6 +56,24 @@ type Mapping struct {
 	// bytes its visitors send. Towards an older server only the first
 	// direction is limited, and a warning says so.
 	BandwidthLimit int64
+	// UDP makes this a UDP mapping: the server serves datagrams on its
+	// UDP port RemotePort, one flow (a data stream) per visitor address,
+	// and the client relays each flow through a UDP socket of its own
+	// connected to LocalAddr (protocol.md 7.8). It is registered only
+	// with a server that names control.FeatureUDP; towards an older one
+	// it is refused here with 1013. HealthCheck does not apply.
+	UDP bool
+	// UDPIdleTimeout ends a UDP flow after this long without a datagram
+	// either way; 0: the server's default, 60s.
+	UDPIdleTimeout time.Duration
+}
+
+// protocol is m's register.protocol.
+func (m *Mapping) protocol() string {
+	if m.UDP {
+		return control.ProtocolUDP
+	}
+	return control.ProtocolTCP
 }
 
 // hasLists reports whether m restricts its visitors.
@@ -66,7 +84,7 @@ func (m *Mapping) hasLists() bool { return len(m.AllowIPs)+len(m.DenyIPs) > 0 }
 func sameMapping(a, b Mapping) bool {
 	return a.Name == b.Name && a.LocalAddr == b.LocalAddr && a.RemotePort == b.RemotePort &&
 		a.HealthCheck == b.HealthCheck && a.ProxyProtocol == b.ProxyProtocol && slices.Equal(a.AllowIPs, b.AllowIPs) && slices.Equal(a.DenyIPs, b.DenyIPs) &&
-		a.BandwidthLimit == b.BandwidthLimit
+		a.BandwidthLimit == b.BandwidthLimit && a.UDP == b.UDP && a.UDPIdleTimeout == b.UDPIdleTimeout
 }
 
 // ReconnectOptions shape the wait between connection attempts.

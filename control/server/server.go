@@ -48,6 +48,10 @@ type Options struct {
 	AllowPorts           []PortRange  // default 1024-65535
 	MaxMappingsPerClient int          // default 16
 	MaxConnsPerMapping   int          // 0: no limit
+	// MaxUDPFlowsPerMapping bounds the live flows of a UDP mapping: a
+	// datagram from a new visitor address beyond it is dropped and
+	// counted as a reset. Default 1024.
+	MaxUDPFlowsPerMapping int
 	// MaxBandwidthPerClient is each client's limit in bytes a second, each
 	// direction, over all its mappings and visitors, on top of each
 	// mapping's own (register.bandwidth). 0: no limit.
@@ -102,6 +106,7 @@ func (o *Options) setDefaults() {
 		o.AllowPorts = []PortRange{{1024, 65535}}
 	}
 	o.MaxMappingsPerClient = cmp.Or(o.MaxMappingsPerClient, 16)
+	o.MaxUDPFlowsPerMapping = cmp.Or(o.MaxUDPFlowsPerMapping, 1024)
 	o.LoginTimeout = cmp.Or(o.LoginTimeout, 10*time.Second)
 	o.StreamOpenTimeout = cmp.Or(o.StreamOpenTimeout, 10*time.Second)
 	o.HeartbeatTimeout = cmp.Or(o.HeartbeatTimeout, 30*time.Second)
@@ -306,7 +311,7 @@ func (s *Server) loginOver(a *transport.Arrival, refusal *control.RejectError) (
 	sess := newServerSession(s, ms, ctl, login, a.Transport)
 	sess.cred.Store(cred)
 	if err := control.WriteFrame(ctl, &control.LoginResp{Status: control.StatusOK, SessionID: sess.id,
-		Features: []string{control.FeatureUnregister, control.FeatureVisitorACL, control.FeatureBandwidth}}); err != nil {
+		Features: []string{control.FeatureUnregister, control.FeatureVisitorACL, control.FeatureBandwidth, control.FeatureUDP}}); err != nil {
 		_ = ms.Close()
 		return nil, err
 	}

@@ -204,6 +204,8 @@ type Policy struct {
 	AllowPorts           []PortRange
 	MaxMappingsPerClient int
 	MaxConnsPerMapping   int // for mappings bound from now on
+	// MaxUDPFlowsPerMapping is for UDP mappings bound from now on
+	MaxUDPFlowsPerMapping int
 	// MaxBandwidthPerClient is for visitor connections from now on; the
 	// live ones keep the limit they started with (Options)
 	MaxBandwidthPerClient int64
@@ -229,7 +231,7 @@ type policy struct {
 func newPolicy(o *Options) *policy {
 	p := &policy{Policy: Policy{Token: o.Token, Clients: o.Clients, AllowPorts: o.AllowPorts,
 		MaxMappingsPerClient: o.MaxMappingsPerClient, MaxConnsPerMapping: o.MaxConnsPerMapping,
-		MaxBandwidthPerClient: o.MaxBandwidthPerClient, AllowIPs: o.AllowIPs, DenyIPs: o.DenyIPs},
+		MaxUDPFlowsPerMapping: o.MaxUDPFlowsPerMapping, MaxBandwidthPerClient: o.MaxBandwidthPerClient, AllowIPs: o.AllowIPs, DenyIPs: o.DenyIPs},
 		tokenSum: sha256.Sum256([]byte(o.Token)), named: make(map[string]*Credential, len(o.Clients)),
 		visitors: ipLists{allow: o.AllowIPs, deny: o.DenyIPs}}
 	for i := range o.Clients {
@@ -309,6 +311,7 @@ func (s *Server) SetPolicy(p Policy) {
 	o.BadLoginLimit, o.BadLoginPause = p.BadLoginLimit, p.BadLoginPause
 	o.AllowIPs, o.DenyIPs = p.AllowIPs, p.DenyIPs
 	o.MaxBandwidthPerClient = p.MaxBandwidthPerClient
+	o.MaxUDPFlowsPerMapping = p.MaxUDPFlowsPerMapping
 	o.setDefaults()
 	pol := newPolicy(&o)
 	s.pol.Store(pol)
