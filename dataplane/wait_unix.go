@@ -7,9 +7,9 @@ import (
 	"syscall"
 )
 
-// tcpWaiter waits until a TCP connection has something to read (data, EOF
-// or an error) without holding a buffer: an idle connection then costs no
-// copy buffer, only its goroutine.
+// tcpWaiter waits until a TCP connection (or a connected UDP socket) has
+// something to read (data, EOF, a datagram or an error) without holding a
+// buffer: an idle connection then costs no copy buffer, only its goroutine.
 type tcpWaiter struct {
 	raw   syscall.RawConn
 	peek  func(fd uintptr) bool
@@ -19,11 +19,16 @@ type tcpWaiter struct {
 }
 
 func newTCPWaiter(c net.Conn) waiter {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	var sc syscall.Conn
+	switch c := c.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UDPConn:
+		sc = c
+	default:
 		return nil
 	}
-	raw, err := tc.SyscallConn()
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		return nil
 	}
