@@ -32,8 +32,13 @@ type DatagramOptions struct {
 	// 0: never (the peer ends it).
 	Idle time.Duration
 	// Traffic counts the datagrams' bytes as they move (the frames'
-	// length prefixes are not counted): AToB from the flow to the stream.
+	// length prefixes are not counted): AToB from the flow to the stream,
+	// unless Reverse.
 	Traffic *Traffic
+	// Reverse counts the stream's datagrams to the flow as AToB, in
+	// Traffic and in the Result: the client's view, where the visitor's
+	// datagrams come on the stream and the flow is the local service.
+	Reverse bool
 	// Limits are waited on before each datagram is written, as Relay's.
 	Limits Limits
 	// Prefix is written before each datagram sent to the flow, in the
@@ -65,7 +70,11 @@ func RelayDatagrams(ctx context.Context, flow, stream net.Conn, o DatagramOption
 	if len(o.Prefix) > maxPrefix {
 		o.Prefix = nil
 	}
-	r := &dgramRelay{flow: flow, stream: stream, o: o, start: time.Now(), aborted: make(chan struct{}), stopWaits: func() {}}
+	r := &dgramRelay{flow: flow, stream: stream, o: o, start: time.Now(), aborted: make(chan struct{}), stopWaits: func() {},
+		upCount: &o.Traffic.aToB, downCount: &o.Traffic.bToA}
+	if o.Reverse {
+		r.upCount, r.downCount = r.downCount, r.upCount
+	}
 	r.waitCtx = ctx
 	if o.Limits.active() {
 		r.waitCtx, r.stopWaits = context.WithCancel(ctx)
@@ -87,12 +96,17 @@ func RelayDatagrams(ctx context.Context, flow, stream net.Conn, o DatagramOption
 	r.once.Do(func() {})
 	_ = flow.Close()
 	_ = stream.Close()
+	if o.Reverse {
+		r.res.AToB, r.res.BToA = r.res.BToA, r.res.AToB
+	}
 	return r.res
 }
 
 type dgramRelay struct {
 	flow, stream net.Conn
 	o            DatagramOptions
+	upCount      *atomic.Int64 // o.Traffic's count of the flow's datagrams
+	downCount    *atomic.Int64 // and of the stream's
 	start        time.Time
 	last         atomic.Int64 // time since start of the last datagram either way, ns
 	idle         *time.Timer  // nil without o.Idle
@@ -164,7 +178,7 @@ func (r *dgramRelay) up() {
 			r.abort(err)
 			return
 		}
-		r.o.Traffic.aToB.Add(int64(n))
+		r.upCount.Add(int64(n))
 		r.res.AToB += int64(n)
 	}
 }
@@ -243,7 +257,7 @@ func (r *dgramRelay) down() {
 		datagramBufs.put(bp)
 		switch {
 		case err == nil:
-			r.o.Traffic.bToA.Add(int64(n))
+			r.downCount.Add(int64(n))
 			r.res.BToA += int64(n)
 		case r.ended.Load() && errors.Is(err, net.ErrClosed):
 			// the flow has ended; what the peer still sends is dropped

@@ -52,6 +52,7 @@ type UDPListener struct {
 
 	tooLarge atomic.Int64 // datagrams over MaxDatagram, dropped
 	overflow atomic.Int64 // datagrams dropped: their flow's queue, or the accept backlog, was full
+	dropped  func()       // told of each of both; nil: no one
 
 	mu     sync.Mutex // guards flows and closed
 	flows  map[netip.AddrPort]*Flow
@@ -59,10 +60,13 @@ type UDPListener struct {
 }
 
 // ListenUDP serves pc's datagrams as flows; the UDPListener owns pc and
-// reads it in a goroutine of its own until Close.
-func ListenUDP(pc *net.UDPConn) *UDPListener {
+// reads it in a goroutine of its own until Close. dropped, when not nil,
+// is told of each datagram dropped (TooLarge, Overflow); it must not
+// block.
+func ListenUDP(pc *net.UDPConn, dropped func()) *UDPListener {
 	l := &UDPListener{
 		pc:       pc,
+		dropped:  dropped,
 		accept:   make(chan *Flow, acceptBacklog),
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
@@ -150,6 +154,7 @@ func (l *UDPListener) readLoop() {
 		delay = 0
 		if n > MaxDatagram || flags&syscall.MSG_TRUNC != 0 {
 			l.tooLarge.Add(1)
+			l.drop()
 			continue
 		}
 		l.dispatch(netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), buf[:n])
@@ -173,12 +178,20 @@ func (l *UDPListener) dispatch(from netip.AddrPort, d []byte) {
 		default:
 			l.mu.Unlock()
 			l.overflow.Add(1)
+			l.drop()
 			return
 		}
 	}
 	l.mu.Unlock()
 	if !f.push(d) {
 		l.overflow.Add(1)
+		l.drop()
+	}
+}
+
+func (l *UDPListener) drop() {
+	if l.dropped != nil {
+		l.dropped()
 	}
 }
 

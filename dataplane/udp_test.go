@@ -20,7 +20,7 @@ func udpListen(t *testing.T) *UDPListener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := ListenUDP(pc)
+	l := ListenUDP(pc, nil)
 	t.Cleanup(func() { _ = l.Close() })
 	return l
 }

@@ -68,6 +68,27 @@ type Mapping struct {
 	UDPIdleTimeout time.Duration
 }
 
+// checkUDP refuses what a UDP mapping cannot have: a health check (a UDP
+// service cannot be probed), a PROXY v1 header (it has no UDP form) and
+// an idle timeout out of range; and an idle timeout on a TCP mapping.
+func (m *Mapping) checkUDP() error {
+	switch {
+	case !m.UDP && m.UDPIdleTimeout != 0:
+		return errors.New("a UDP idle timeout on a TCP mapping")
+	case !m.UDP:
+		return nil
+	case m.HealthCheck:
+		return errors.New("a UDP service cannot be health-checked")
+	case m.ProxyProtocol == ProxyProtocolV1:
+		return errors.New("PROXY protocol v1 has no UDP form; use v2")
+	case m.UDPIdleTimeout < 0 || m.UDPIdleTimeout > control.MaxUDPIdleTimeout*time.Millisecond:
+		return fmt.Errorf("UDP idle timeout %s, want 0 (the server's default) to 24h", m.UDPIdleTimeout)
+	case m.UDPIdleTimeout > 0 && m.UDPIdleTimeout < time.Millisecond:
+		return fmt.Errorf("UDP idle timeout %s, want at least 1ms", m.UDPIdleTimeout)
+	}
+	return nil
+}
+
 // protocol is m's register.protocol.
 func (m *Mapping) protocol() string {
 	if m.UDP {

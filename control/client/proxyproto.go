@@ -53,7 +53,9 @@ func (p ProxyProtocol) check() error {
 // destination is serverHost (the host of server_addr) with hdr.RemotePort
 // when serverHost is an IP address, else 0.0.0.0 with hdr.RemotePort. A
 // visitor address that does not parse (a server's bug) gives a header
-// without addresses: "PROXY UNKNOWN" (v1), the LOCAL command (v2).
+// without addresses: "PROXY UNKNOWN" (v1), the LOCAL command (v2). A
+// flow of a UDP mapping (hdr.Protocol "udp") gets the UDP form, which
+// only v2 has.
 func proxyHeader(v byte, hdr *control.OpenDataChannel, serverHost string) *proxyproto.Header {
 	src, err := netip.ParseAddrPort(hdr.Visitor)
 	if err != nil {
@@ -67,12 +69,16 @@ func proxyHeader(v byte, hdr *control.OpenDataChannel, serverHost string) *proxy
 		}
 		dst = netip.AddrPortFrom(ip, uint16(hdr.RemotePort))
 	}
-	return proxyproto.HeaderProxyFromAddrs(v, tcpAddr(src), tcpAddr(dst))
+	src, dst = unmapped(src), unmapped(dst)
+	if hdr.Protocol == control.ProtocolUDP {
+		return proxyproto.HeaderProxyFromAddrs(v, net.UDPAddrFromAddrPort(src), net.UDPAddrFromAddrPort(dst))
+	}
+	return proxyproto.HeaderProxyFromAddrs(v, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(dst))
 }
 
-// tcpAddr is a as a *net.TCPAddr, an IPv4-mapped IPv6 address as IPv4.
-func tcpAddr(a netip.AddrPort) *net.TCPAddr {
-	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
+// unmapped is a with an IPv4-mapped IPv6 address as IPv4.
+func unmapped(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 // writeProxyHeader writes m's PROXY header for hdr to local, within

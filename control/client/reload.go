@@ -32,6 +32,9 @@ func checkMappings(maps []Mapping) error {
 		if m.BandwidthLimit < 0 || (m.BandwidthLimit > 0 && m.BandwidthLimit < control.MinBandwidth) {
 			return fmt.Errorf("client: mapping %s: bandwidth limit %d, want 0 or at least %d bytes a second", m.Name, m.BandwidthLimit, control.MinBandwidth)
 		}
+		if err := m.checkUDP(); err != nil {
+			return fmt.Errorf("client: mapping %s: %w", m.Name, err)
+		}
 	}
 	return nil
 }

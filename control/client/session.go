@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,12 @@ var (
 // deny_ips towards a server that does not enforce them.
 var errNoVisitorACL = &control.RejectError{Code: control.CodeFeatureMissing,
 	Reason: "the server does not enforce allow_ips and deny_ips (it is older than this client); not registered"}
+
+// errNoUDP refuses, on this side, a UDP mapping towards a server that does
+// not serve them: it would refuse the register as malformed and end the
+// session.
+var errNoUDP = &control.RejectError{Code: control.CodeFeatureMissing,
+	Reason: "the server does not serve UDP mappings (it is older than this client); not registered"}
 
 // regState is where one mapping stands in the current session.
 type regState struct {
@@ -73,6 +80,7 @@ type clientSession struct {
 	unregisters bool // the server takes unregister (control.FeatureUnregister)
 	visitorACL  bool // the server enforces register's visitor lists (control.FeatureVisitorACL)
 	bandwidth   bool // the server enforces register.bandwidth (control.FeatureBandwidth)
+	udp         bool // the server serves UDP mappings (control.FeatureUDP)
 
 	mu          sync.Mutex // guards the fields below
 	regs        map[string]*regState
@@ -92,6 +100,7 @@ func newClientSession(ctx context.Context, c *Client, ms *mux.Session, lr *login
 		unregisters: slices.Contains(lr.features, control.FeatureUnregister),
 		visitorACL:  slices.Contains(lr.features, control.FeatureVisitorACL),
 		bandwidth:   slices.Contains(lr.features, control.FeatureBandwidth),
+		udp:         slices.Contains(lr.features, control.FeatureUDP),
 	}
 	cs.ctx, cs.cancel = context.WithCancelCause(context.Background())
 	cs.relayCtx, cs.relayCancel = context.WithCancel(ctx)
@@ -316,17 +325,25 @@ func (cs *clientSession) checkRegs(now time.Time) error {
 // asks for any port (0) asks for the one it had in the last session.
 func (cs *clientSession) sendRegisterLocked(m *clientMapping, now time.Time) {
 	r := cs.regs[m.Name]
-	if m.hasLists() && !cs.visitorACL {
+	var missing *control.RejectError
+	switch {
+	case m.hasLists() && !cs.visitorACL:
 		// An older server would ignore the lists and let every visitor
-		// through: the mapping stays down, and is not retried in this
-		// session.
+		// through.
+		missing = errNoVisitorACL
+	case m.UDP && !cs.udp:
+		missing = errNoUDP
+	}
+	if missing != nil {
+		// The mapping stays down, and is not retried in this session.
 		r.sent, r.answered, r.up, r.retryAt = false, true, false, time.Time{}
-		cs.refusedLocked(m, r, errNoVisitorACL)
+		cs.refusedLocked(m, r, missing)
 		return
 	}
 	online := m.online.Load()
-	reg := &control.Register{Name: m.Name, Protocol: control.ProtocolTCP, RemotePort: m.RemotePort, LocalAddr: m.LocalAddr, Online: online,
-		AllowIPs: control.FormatPrefixes(m.AllowIPs), DenyIPs: control.FormatPrefixes(m.DenyIPs)}
+	reg := &control.Register{Name: m.Name, Protocol: m.protocol(), RemotePort: m.RemotePort, LocalAddr: m.LocalAddr, Online: online,
+		AllowIPs: control.FormatPrefixes(m.AllowIPs), DenyIPs: control.FormatPrefixes(m.DenyIPs),
+		UDPIdleTimeout: m.UDPIdleTimeout.Milliseconds()}
 	if m.RemotePort == 0 {
 		reg.PreferPort = int(m.lastPort.Load())
 	}
@@ -379,7 +396,7 @@ func (cs *clientSession) registered(resp *control.RegisterResp) {
 		cs.log.Warn("mapping came back on a new port: its old port was taken or not allowed", "mapping", m.Name,
 			"old_port", prev, "remote_port", resp.RemotePort)
 	}
-	cs.log.Info(fmt.Sprintf("%s  tcp://%s -> %s", m.Name, net.JoinHostPort(cs.c.host, strconv.Itoa(resp.RemotePort)), m.LocalAddr),
+	cs.log.Info(fmt.Sprintf("%s  %s://%s -> %s", m.Name, m.protocol(), net.JoinHostPort(cs.c.host, strconv.Itoa(resp.RemotePort)), m.LocalAddr),
 		"mapping", m.Name, "remote_port", resp.RemotePort, "local_addr", m.LocalAddr)
 	cs.c.emit(Event{Kind: EventMappingUp, Mapping: m.Name, RemotePort: resp.RemotePort})
 	switch on := m.online.Load(); {
@@ -482,11 +499,16 @@ func (cs *clientSession) serveStream(st *mux.Stream) {
 		defer cs.streams.Remove(ds)
 		defer cut()
 		defer stopCut()
-		var lim dataplane.Limits
-		if m.bandwidth != nil {
-			lim.BToA = []*rate.Limiter{m.bandwidth} // the bytes read from the local service
+		var res dataplane.Result
+		if m.UDP {
+			res = cs.relayFlow(rctx, m, hdr, ds, local)
+		} else {
+			var lim dataplane.Limits
+			if m.bandwidth != nil {
+				lim.BToA = []*rate.Limiter{m.bandwidth} // the bytes read from the local service
+			}
+			res = dataplane.RelayWith(rctx, ds, local, cs.c.bufs, &m.counters.traffic, lim)
 		}
-		res := dataplane.RelayWith(rctx, ds, local, cs.c.bufs, &m.counters.traffic, lim)
 		attrs := []any{"mapping", hdr.Name, "visitor", hdr.Visitor, "bytes_in", res.AToB, "bytes_out", res.BToA,
 			"duration", time.Since(start).Round(time.Microsecond).String()}
 		if res.Err != nil {
@@ -521,11 +543,17 @@ func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) 
 		return nil, nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "no mapping named " + hdr.Name}
 	case cs.c.stopped():
 		return nil, nil, nil, &control.RejectError{Code: control.CodeMappingOffline, Reason: "the client is stopping"}
+	case cmp.Or(hdr.Protocol, control.ProtocolTCP) != m.protocol():
+		return nil, nil, nil, &control.RejectError{Code: control.CodeMalformed,
+			Reason: fmt.Sprintf("mapping %s is %s, the stream is %s", m.Name, m.protocol(), cmp.Or(hdr.Protocol, control.ProtocolTCP))}
 	}
 	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
-	local, err := (&net.Dialer{}).DialContext(dctx, "tcp", m.LocalAddr)
+	// A UDP "dial" connects a socket of this flow's own to the service:
+	// nothing is sent, and a service that is down shows as datagrams
+	// refused, counted by the relay.
+	local, err := (&net.Dialer{}).DialContext(dctx, m.protocol(), m.LocalAddr)
 	cancel()
-	if err == nil {
+	if err == nil && !m.UDP {
 		// Before the ack, so before any of the visitor's bytes.
 		if err = cs.writeProxyHeader(local, m, hdr, o.HandshakeTimeout); err != nil {
 			dataplane.Reset(local)

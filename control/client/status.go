@@ -76,6 +76,10 @@ type MappingStatus struct {
 	// BandwidthLimit is the mapping's bandwidth_limit, bytes a second
 	// each way; 0: none.
 	BandwidthLimit int64
+	// Protocol is "tcp" or "udp". A UDP mapping's visitors are its flows;
+	// DatagramsDropped are the datagrams its service's sockets refused.
+	Protocol         string
+	DatagramsDropped int64
 }
 
 // counters are a mapping's figures over every session.
@@ -83,7 +87,11 @@ type counters struct {
 	traffic  dataplane.Traffic
 	visitors atomic.Int64
 	active   atomic.Int64
+	dropped  atomic.Int64 // a UDP mapping's datagrams dropped
 }
+
+// dropDatagram counts a UDP mapping's datagram dropped.
+func (c *counters) dropDatagram() { c.dropped.Add(1) }
 
 // Status returns a snapshot of the client.
 func (c *Client) Status() Status {
@@ -101,7 +109,8 @@ func (c *Client) Status() Status {
 	for _, m := range c.mappings {
 		ms := MappingStatus{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, State: StatePending,
 			Active: m.counters.active.Load(), Visitors: m.counters.visitors.Load(),
-			BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA(), BandwidthLimit: m.BandwidthLimit}
+			BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA(), BandwidthLimit: m.BandwidthLimit,
+			Protocol: m.protocol(), DatagramsDropped: m.counters.dropped.Load()}
 		if cs != nil {
 			cs.mu.Lock()
 			r := cs.regs[m.Name]

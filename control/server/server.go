@@ -39,6 +39,10 @@ type Credential struct {
 	MaxMappings int         // 0: Options.MaxMappingsPerClient
 }
 
+// DefaultUDPIdleTimeout is a UDP flow's idle timeout when the client's
+// register names none.
+const DefaultUDPIdleTimeout = 60 * time.Second
+
 // Options configure a Server. Zero durations and limits take the
 // defaults of docs/config.md.
 type Options struct {

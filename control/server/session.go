@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -61,6 +62,7 @@ type refusal struct {
 	control.RejectError
 	port      int
 	localAddr string
+	udp       bool
 }
 
 // mapping is one registered mapping with its public listener.
@@ -68,6 +70,8 @@ type mapping struct {
 	name      string
 	port      int
 	localAddr string
+	udp       bool          // a UDP mapping: its visitors are flows of udpIdle
+	udpIdle   time.Duration // a UDP flow's idle timeout
 	ln        *dataplane.Listener
 	visitors  ipLists       // the mapping's own allow_ips and deny_ips
 	bandwidth *rate.Limiter // the mapping's own limit on the bytes its visitors send (register.bandwidth); nil: none
@@ -266,6 +270,9 @@ func (ss *serverSession) register(r *control.Register) *control.RegisterResp {
 	}
 	m.ln.SetOnline(r.Online)
 	attrs := []any{"mapping", m.name, "remote_port", m.port, "local_addr", m.localAddr, "online", r.Online}
+	if m.udp {
+		attrs = append(attrs, "protocol", control.ProtocolUDP, "udp_idle_timeout", m.udpIdle.String())
+	}
 	if !m.visitors.empty() {
 		attrs = append(attrs, "allow_ips", len(m.visitors.allow), "deny_ips", len(m.visitors.deny))
 	}
@@ -298,15 +305,22 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 	case r.RemotePort != 0 && !allowed(ports, r.RemotePort):
 		return nil, &control.RejectError{Code: control.CodePortNotAllowed, Reason: portsReason(r.RemotePort, cred)}
 	}
-	ln, err := ss.listen(ports, r.RemotePort, r.PreferPort)
+	udp := r.Protocol == control.ProtocolUDP
+	cnt := ss.srv.tally.of(ss.name, r.Name)
+	ln, port, err := ss.listen(ports, r.RemotePort, r.PreferPort, udp, cnt.dropDatagram)
 	if err != nil {
 		return nil, err
 	}
 	delete(ss.refused, r.Name)
-	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: ln.Addr().(*net.TCPAddr).Port, visitors: visitors,
-		bandwidth: dataplane.NewLimiter(r.Bandwidth), counters: ss.srv.tally.of(ss.name, r.Name)}
+	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: port, visitors: visitors, udp: udp,
+		bandwidth: dataplane.NewLimiter(r.Bandwidth), counters: cnt}
+	maxConns := pol.MaxConnsPerMapping
+	if udp {
+		m.udpIdle = cmp.Or(time.Duration(r.UDPIdleTimeout)*time.Millisecond, DefaultUDPIdleTimeout)
+		maxConns = pol.MaxUDPFlowsPerMapping
+	}
 	m.ln = dataplane.Serve(ln, ss.visitorHandler(m), dataplane.Options{
-		MaxConns: pol.MaxConnsPerMapping,
+		MaxConns: maxConns,
 		Logger:   ss.log.With("mapping", m.name),
 		Reset: func(offline bool) {
 			m.counters.resets.Add(1)
@@ -352,34 +366,52 @@ func (ss *serverSession) refusedBefore(r *control.Register, re *control.RejectEr
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	before := ss.refused[r.Name].Code == re.Code
-	ss.refused[r.Name] = refusal{RejectError: *re, port: r.RemotePort, localAddr: r.LocalAddr}
+	ss.refused[r.Name] = refusal{RejectError: *re, port: r.RemotePort, localAddr: r.LocalAddr, udp: r.Protocol == control.ProtocolUDP}
 	return before
 }
 
 // listen binds port on public_addr, or when port is 0 the preferred port
 // (the one the mapping had before a reconnect) if it is allowed and free,
-// else a random free port of allow_ports.
-func (ss *serverSession) listen(ports []PortRange, port, prefer int) (net.Listener, error) {
-	o := &ss.srv.opts
+// else a random free port of allow_ports: a TCP port, or with udp a UDP
+// one. It returns the listener and the port bound.
+func (ss *serverSession) listen(ports []PortRange, port, prefer int, udp bool, dropped func()) (net.Listener, int, error) {
+	bind := func(p int) (net.Listener, int, error) {
+		addr := net.JoinHostPort(ss.srv.opts.PublicAddr, strconv.Itoa(p))
+		if udp {
+			ua, err := net.ResolveUDPAddr("udp", addr)
+			if err != nil {
+				return nil, 0, err
+			}
+			pc, err := net.ListenUDP("udp", ua)
+			if err != nil {
+				return nil, 0, err
+			}
+			return dataplane.ListenUDP(pc, dropped), pc.LocalAddr().(*net.UDPAddr).Port, nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, 0, err
+		}
+		return ln, ln.Addr().(*net.TCPAddr).Port, nil
+	}
 	if port == 0 && prefer != 0 && allowed(ports, prefer) {
-		if ln, err := net.Listen("tcp", net.JoinHostPort(o.PublicAddr, strconv.Itoa(prefer))); err == nil {
-			return ln, nil
+		if ln, p, err := bind(prefer); err == nil {
+			return ln, p, nil
 		}
 	}
 	if port != 0 {
-		ln, err := net.Listen("tcp", net.JoinHostPort(o.PublicAddr, strconv.Itoa(port)))
+		ln, p, err := bind(port)
 		if err != nil {
-			return nil, bindError(port, err)
+			return nil, 0, bindError(port, err)
 		}
-		return ln, nil
+		return ln, p, nil
 	}
 	for range pickAttempts {
-		p := randomPort(ports)
-		if ln, err := net.Listen("tcp", net.JoinHostPort(o.PublicAddr, strconv.Itoa(p))); err == nil {
-			return ln, nil
+		if ln, p, err := bind(randomPort(ports)); err == nil {
+			return ln, p, nil
 		}
 	}
-	return nil, &control.RejectError{Code: control.CodePortInUse, Reason: errNoFreePort.Error()}
+	return nil, 0, &control.RejectError{Code: control.CodePortInUse, Reason: errNoFreePort.Error()}
 }
 
 // portsReason says why port is refused: outside the server's

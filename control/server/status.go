@@ -76,6 +76,12 @@ type MappingStatus struct {
 	Visitors   int64 // visitor connections served
 	Resets     int64 // visitors reset at the door (offline, or max_conns_per_mapping)
 	Denied     int64 // visitors reset at the door by allow_ips or deny_ips (the server's or the mapping's)
+	// Protocol is "tcp" or "udp". A UDP mapping's visitors are its flows
+	// (one per visitor address); DatagramsDropped are the datagrams it
+	// dropped: too large, a flow's queue full, or refused by the client's
+	// socket.
+	Protocol         string
+	DatagramsDropped int64
 	// BandwidthLimit is the mapping's own limit on what its visitors
 	// send, bytes a second (register.bandwidth); 0: none.
 	BandwidthLimit int64
@@ -89,7 +95,11 @@ type counters struct {
 	visitors atomic.Int64
 	resets   atomic.Int64
 	denied   atomic.Int64
+	dropped  atomic.Int64 // a UDP mapping's datagrams dropped
 }
+
+// dropDatagram counts a UDP mapping's datagram dropped.
+func (c *counters) dropDatagram() { c.dropped.Add(1) }
 
 // tally keeps the counters of every mapping seen, by client and mapping
 // name, for the life of the server: a client that reconnects goes on
@@ -147,7 +157,7 @@ func (ss *serverSession) status() ClientStatus {
 	}
 	for name, r := range ss.refused {
 		if ss.mappings[name] == nil {
-			m := &mapping{name: name, port: r.port, localAddr: r.localAddr, counters: ss.srv.tally.of(ss.name, name)}
+			m := &mapping{name: name, port: r.port, localAddr: r.localAddr, udp: r.udp, counters: ss.srv.tally.of(ss.name, name)}
 			ms := m.status(StateRefused, 0)
 			ms.Code, ms.Reason = r.Code, r.Reason
 			cs.Mappings = append(cs.Mappings, ms)
@@ -159,7 +169,12 @@ func (ss *serverSession) status() ClientStatus {
 }
 
 func (m *mapping) status(state string, active int) MappingStatus {
+	proto := control.ProtocolTCP
+	if m.udp {
+		proto = control.ProtocolUDP
+	}
 	return MappingStatus{Name: m.name, RemotePort: m.port, LocalAddr: m.localAddr, State: state, Active: active,
+		Protocol: proto, DatagramsDropped: m.counters.dropped.Load(),
 		Visitors: m.counters.visitors.Load(), Resets: m.counters.resets.Load(),
 		Denied: m.counters.denied.Load(), BandwidthLimit: limitOf(m.bandwidth),
 		BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA()}

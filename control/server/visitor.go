@@ -55,7 +55,13 @@ func (ss *serverSession) visitorHandler(m *mapping) dataplane.Handler {
 				"err", fmt.Errorf("open data stream: %w", context.DeadlineExceeded))
 			return
 		}
-		res := dataplane.RelayWith(rctx, visitor, ds, ss.srv.bufs, &m.counters.traffic, ss.limits(m))
+		var res dataplane.Result
+		if m.udp {
+			res = dataplane.RelayDatagrams(rctx, visitor, ds, dataplane.DatagramOptions{Idle: m.udpIdle,
+				Traffic: &m.counters.traffic, Limits: ss.limits(m), Dropped: m.counters.dropDatagram})
+		} else {
+			res = dataplane.RelayWith(rctx, visitor, ds, ss.srv.bufs, &m.counters.traffic, ss.limits(m))
+		}
 		ss.logVisitor(ss.log, m.name, visitor.RemoteAddr().String(), start, res)
 	}
 }
@@ -112,8 +118,12 @@ func (ss *serverSession) openData(m *mapping, visitor net.Conn, deadline time.Ti
 		return nil, fmt.Errorf("open data stream: %w", err)
 	}
 	_ = st.SetWriteDeadline(deadline)
-	err = control.WriteFrame(st, &control.OpenDataChannel{Name: m.name, RemotePort: m.port,
-		Visitor: visitor.RemoteAddr().String(), Public: visitor.LocalAddr().String()})
+	hdr := &control.OpenDataChannel{Name: m.name, RemotePort: m.port,
+		Visitor: visitor.RemoteAddr().String(), Public: visitor.LocalAddr().String()}
+	if m.udp {
+		hdr.Protocol = control.ProtocolUDP
+	}
+	err = control.WriteFrame(st, hdr)
 	_ = st.SetWriteDeadline(time.Time{})
 	if err != nil {
 		_ = st.Close()

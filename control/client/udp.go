@@ -1,0 +1,31 @@
+package client
+
+import (
+	"context"
+	"net"
+
+	"golang.org/x/time/rate"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
+)
+
+// relayFlow relays one flow of a UDP mapping: the data stream ds carries
+// the visitor's datagrams, framed (protocol.md 7.8), and local is this
+// flow's own UDP socket, connected to the mapping's service, so that the
+// service sees each visitor flow come from a port of its own. With
+// proxy_protocol v2, each datagram to the service starts with the UDP
+// form of the header. The server ends the flow when it idles; so does
+// the end of the session.
+func (cs *clientSession) relayFlow(ctx context.Context, m *clientMapping, hdr *control.OpenDataChannel, ds *control.DataStream, local net.Conn) dataplane.Result {
+	o := dataplane.DatagramOptions{Traffic: &m.counters.traffic, Reverse: true, Dropped: m.counters.dropDatagram}
+	if m.bandwidth != nil {
+		o.Limits.AToB = []*rate.Limiter{m.bandwidth} // the datagrams read from the local service
+	}
+	if v := m.ProxyProtocol.version(); v == 2 {
+		if p, err := proxyHeader(v, hdr, cs.c.host).Format(); err == nil {
+			o.Prefix = p
+		}
+	}
+	return dataplane.RelayDatagrams(ctx, local, ds, o)
+}

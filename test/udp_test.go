@@ -1,0 +1,433 @@
+package test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gotunnel-mux/gotunnel-mux/control"
+	"github.com/gotunnel-mux/gotunnel-mux/control/client"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server"
+)
+
+// sinkPrefix marks a datagram the UDP echo service reads and never
+// answers.
+var sinkPrefix = []byte("SINK")
+
+// udpEchoService is a local UDP service on loopback: it sends each
+// datagram back to its sender, but for those that start with sinkPrefix,
+// which it reads and drops. It runs until the test ends.
+func udpEchoService(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = pc.SetReadBuffer(4 << 20)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if !bytes.HasPrefix(buf[:n], sinkPrefix) {
+				_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = pc.Close(); <-done })
+	return pc.LocalAddr().String()
+}
+
+// udpDeafService is a UDP socket that never reads: its kernel buffer fills
+// and drops what comes after. It stays bound until the test ends.
+func udpDeafService(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc.LocalAddr().String()
+}
+
+// udpFlowStats is what one echo flow saw.
+type udpFlowStats struct {
+	resent int // datagrams sent again after no answer in 500 ms
+}
+
+// udpEchoFlow is one visitor flow: n datagrams of random sizes (8 to 1,400
+// bytes, seq and id first) to port, each waited for before the next and
+// sent again when its echo is late. Every echo must be exactly a datagram
+// sent (neither split nor merged with another); the hash of the sent
+// datagrams must equal that of the first echo of each.
+func udpEchoFlow(port, id, n int) (udpFlowStats, error) {
+	var st udpFlowStats
+	c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		return st, err
+	}
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(uint64(id), 7))
+	sent, got := sha256.New(), sha256.New()
+	buf := make([]byte, 1<<16)
+	var past [][]byte // every datagram sent, by seq
+	deadline := time.Now().Add(60 * time.Second)
+	for seq := range n {
+		d := make([]byte, 8+rng.IntN(1400-8+1))
+		binary.BigEndian.PutUint16(d, uint16(id))
+		binary.BigEndian.PutUint32(d[2:], uint32(seq))
+		for i := 8; i < len(d); i++ {
+			d[i] = byte(rng.Uint32())
+		}
+		past = append(past, d)
+		sent.Write(d)
+		for answered := false; !answered; {
+			if time.Now().After(deadline) {
+				return st, fmt.Errorf("flow %d: datagram %d not echoed within 60 s in all", id, seq)
+			}
+			if _, err := c.Write(d); err != nil {
+				return st, fmt.Errorf("flow %d: write: %w", id, err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			for {
+				k, err := c.Read(buf)
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					st.resent++
+					break
+				}
+				if err != nil {
+					return st, fmt.Errorf("flow %d: read: %w", id, err)
+				}
+				if k < 8 || binary.BigEndian.Uint16(buf) != uint16(id) {
+					return st, fmt.Errorf("flow %d: a %d-byte datagram that is not this flow's", id, k)
+				}
+				s := int(binary.BigEndian.Uint32(buf[2:]))
+				if s > seq || !bytes.Equal(buf[:k], past[s]) {
+					return st, fmt.Errorf("flow %d: echo of %d is %d bytes and not the %d sent: split or merged", id, s, k, len(past[min(s, seq)]))
+				}
+				if s == seq {
+					got.Write(buf[:k])
+					answered = true
+					break
+				}
+				// a late echo of a datagram sent twice: already counted
+			}
+		}
+	}
+	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
+		return st, fmt.Errorf("flow %d: the echoes' hash differs from the datagrams'", id)
+	}
+	return st, nil
+}
+
+// udpFlood sends perMs datagrams of size to port every millisecond until
+// stop is closed, and counts them. It is a flood the tunnel must carry
+// beside the other flows, not a denial of service on the port: a socket
+// flooded at full speed loses other visitors' datagrams in the kernel,
+// before any program reads them.
+func udpFlood(port, size, perMs int, prefix []byte, stop <-chan struct{}, sent *atomic.Int64) error {
+	c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	d := bytes.Repeat([]byte{'z'}, size)
+	copy(d, prefix)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-tick.C:
+		}
+		for range perMs {
+			if _, err := c.Write(d); err == nil {
+				sent.Add(1)
+			}
+		}
+	}
+}
+
+// runUDPFlows runs flows concurrent echo flows of n datagrams each.
+func runUDPFlows(t *testing.T, port, flows, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, flows)
+	var resent atomic.Int64
+	for id := range flows {
+		wg.Go(func() {
+			st, err := udpEchoFlow(port, id, n)
+			resent.Add(int64(st.resent))
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d flows x %d datagrams echoed intact; %d sent again after 500 ms without an echo", flows, n, resent.Load())
+}
+
+// TestUDPMapping: the engines in process. Flows echo through a UDP
+// mapping intact; idle flows end on both sides and free their streams;
+// the mapping's status says udp.
+func TestUDPMapping(t *testing.T) {
+	leakCheck(t)
+	svc := udpEchoService(t)
+	srv := startServer(t, server.Options{})
+	cl := startClient(t, srv.addr, "u", client.Mapping{Name: "dns", LocalAddr: svc, UDP: true, UDPIdleTimeout: 300 * time.Millisecond})
+	port := cl.waitUp(t, "dns")["dns"]
+	runUDPFlows(t, port, 8, 200)
+	var ms server.MappingStatus
+	for _, c := range srv.Status().Clients {
+		for _, m := range c.Mappings {
+			ms = m
+		}
+	}
+	if ms.Protocol != control.ProtocolUDP || ms.Visitors < 8 {
+		t.Errorf("server status of the mapping %+v, want protocol udp and at least 8 visitors", ms)
+	}
+	// Idle flows end (300 ms) and free their streams on both sides.
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.ActiveVisitors() != 0 || cl.ActiveVisitors() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("live flows 10 s after the last datagram: server %d, client %d", srv.ActiveVisitors(), cl.ActiveVisitors())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A flow after the end of the others starts afresh.
+	runUDPFlows(t, port, 1, 10)
+	if st := cl.Status(); st.Mappings[0].Protocol != control.ProtocolUDP || st.Mappings[0].BytesIn == 0 {
+		t.Errorf("client status %+v, want protocol udp and bytes in", st.Mappings[0])
+	}
+}
+
+// TestUDPMappingOldServer: a server that does not name the udp feature is
+// not sent the mapping (it would take it for a malformed register and end
+// the session); the client refuses it with 1013 and keeps the others.
+func TestUDPMappingOldServer(t *testing.T) {
+	leakCheck(t)
+	ln, registers := startOldServer(t)
+	cl := startClient(t, ln.Addr().String(), "old",
+		client.Mapping{Name: "dns", LocalAddr: "127.0.0.1:53", UDP: true},
+		client.Mapping{Name: "plain", LocalAddr: "127.0.0.1:1"})
+	e := cl.waitEvent(t, client.EventMappingFailed, "dns")
+	var re *control.RejectError
+	if !errors.As(e.Err, &re) || re.Code != control.CodeFeatureMissing || !strings.Contains(re.Reason, "UDP") {
+		t.Errorf("dns failed with %v, want code 1013 naming UDP", e.Err)
+	}
+	cl.waitUp(t, "plain")
+	if r := <-registers; r.Name != "plain" || r.Protocol != control.ProtocolTCP {
+		t.Errorf("the old server got a register for %q (%s), want only plain", r.Name, r.Protocol)
+	}
+	select {
+	case r := <-registers:
+		t.Errorf("the old server got a second register, for %q (%s)", r.Name, r.Protocol)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestBinaryUDPFlows drives the real binaries: 64 concurrent flows each
+// echo 1,000 datagrams of random sizes, intact and none split or merged,
+// while two other flows are flooded (up to 2,000 datagrams a second
+// each): one whose datagrams the echo service reads and never answers,
+// and one on a second mapping whose local service never reads at all. Then every echo flow ends after its idle
+// timeout: the server's access log has a clean end for each.
+func TestBinaryUDPFlows(t *testing.T) {
+	leakCheck(t)
+	echoSvc, deafSvc := udpEchoService(t), udpDeafService(t)
+	srv := startProc(t, []string{"GOTUNNEL_TOKEN="}, "server", "--config", writeFile(t, "server.toml", fmt.Sprintf(`
+bind_addr = "127.0.0.1:0"
+token = %q
+public_addr = "127.0.0.1"
+
+[log]
+format = "json"
+`, testToken)))
+	addr := srv.waitLog(t, "server listening", msgIs("server listening"))["addr"].(string)
+	cli := startProc(t, []string{"GOTUNNEL_TOKEN="}, "client", "--config", writeFile(t, "client.toml", fmt.Sprintf(`
+server_addr = %q
+token = %q
+name = "udp"
+
+[log]
+format = "json"
+
+[[mappings]]
+name = "echo"
+protocol = "udp"
+local_addr = %q
+udp_idle_timeout = "1s"
+
+[[mappings]]
+name = "deaf"
+protocol = "udp"
+local_addr = %q
+`, addr, testToken, echoSvc, deafSvc)))
+	ports := map[string]int{}
+	for len(ports) < 2 {
+		m := cli.waitLog(t, "both mappings up", func(m map[string]any) bool {
+			msg, _ := m["msg"].(string)
+			return strings.Contains(msg, "  udp://127.0.0.1:")
+		})
+		ports[m["mapping"].(string)] = int(m["remote_port"].(float64))
+	}
+
+	stop := make(chan struct{})
+	var sunk, deaf atomic.Int64
+	var floods sync.WaitGroup
+	floods.Go(func() { _ = udpFlood(ports["echo"], 1400, 2, sinkPrefix, stop, &sunk) })
+	floods.Go(func() { _ = udpFlood(ports["deaf"], 1400, 2, nil, stop, &deaf) })
+	runUDPFlows(t, ports["echo"], 64, 1000)
+	close(stop)
+	floods.Wait()
+	t.Logf("meanwhile %d datagrams flooded into a flow never answered, %d into a service that never reads", sunk.Load(), deaf.Load())
+
+	// 65 flows of echo (64 and the sink) end after 1 s of quiet, cleanly.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ended := 0
+		for _, line := range strings.Split(srv.output(), "\n") {
+			if strings.Contains(line, `"msg":"visitor closed"`) && strings.Contains(line, `"mapping":"echo"`) && strings.Contains(line, `"end":"closed"`) {
+				ended++
+			}
+		}
+		if ended >= 65 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d echo flows ended cleanly 20 s after the last datagram, want 65", ended)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBinaryUDPDNS: dig asks a real DNS server (dnsmasq, Debian's
+// dnsmasq-base) through a UDP mapping 1,000 questions, each from a
+// socket of its own (so 1,000 flows), and every answer is right.
+func TestBinaryUDPDNS(t *testing.T) {
+	dnsmasq := program(t, "CI_REQUIRE_DNS", "no dnsmasq (Debian package dnsmasq-base): TestBinaryUDPDNS skipped", "dnsmasq", "/usr/sbin/dnsmasq")
+	dig := program(t, "CI_REQUIRE_DNS", "no dig (Debian package dnsutils or bind9-dnsutils): TestBinaryUDPDNS skipped", "dig")
+	leakCheck(t)
+	const names = 1000
+	dir := t.TempDir()
+	var hosts, queries strings.Builder
+	for i := range names {
+		fmt.Fprintf(&hosts, "10.77.%d.%d h%d.tunnel.test\n", i/256, i%256, i)
+	}
+	hostsFile := filepath.Join(dir, "hosts")
+	if err := os.WriteFile(hostsFile, []byte(hosts.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dnsPort := freeUDPPort(t)
+	dm := exec.Command(dnsmasq, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--addn-hosts="+hostsFile,
+		"--listen-address=127.0.0.1", "--bind-interfaces", "--port="+strconv.Itoa(dnsPort), "--pid-file=",
+		"--user=root", "--cache-size=0", "--log-facility=-")
+	var dmOut bytes.Buffer
+	dm.Stdout, dm.Stderr = &dmOut, &dmOut
+	if err := dm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = dm.Process.Kill()
+		_ = dm.Wait()
+		if t.Failed() {
+			t.Logf("dnsmasq:\n%s", dmOut.String())
+		}
+	})
+
+	srv := startProc(t, []string{"GOTUNNEL_TOKEN="}, "server", "--config", writeFile(t, "server.toml", fmt.Sprintf(`
+bind_addr = "127.0.0.1:0"
+token = %q
+public_addr = "127.0.0.1"
+
+[log]
+format = "json"
+access = false
+`, testToken)))
+	addr := srv.waitLog(t, "server listening", msgIs("server listening"))["addr"].(string)
+	cli := startProc(t, []string{"GOTUNNEL_TOKEN="}, "client", "--config", writeFile(t, "client.toml", fmt.Sprintf(`
+server_addr = %q
+token = %q
+name = "dns"
+
+[log]
+format = "json"
+
+[[mappings]]
+name = "dns"
+protocol = "udp"
+local_addr = "127.0.0.1:%d"
+udp_idle_timeout = "2s"
+`, addr, testToken, dnsPort)))
+	up := cli.waitLog(t, "mapping dns up", func(m map[string]any) bool {
+		msg, _ := m["msg"].(string)
+		return strings.HasPrefix(msg, "dns  udp://127.0.0.1:")
+	})
+	port := int(up["remote_port"].(float64))
+
+	// One dig in batch mode: a query per line, each from a new socket.
+	for i := range names {
+		fmt.Fprintf(&queries, "@127.0.0.1 -p %d h%d.tunnel.test A +noall +answer +tries=3 +time=2\n", port, i)
+	}
+	qf := filepath.Join(dir, "queries")
+	if err := os.WriteFile(qf, []byte(queries.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(dig, "-f", qf).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dig: %v\n%s", err, out)
+	}
+	answers := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 5 && f[3] == "A" {
+			answers[strings.TrimSuffix(f[0], ".")] = f[4]
+		}
+	}
+	wrong := 0
+	for i := range names {
+		name, want := fmt.Sprintf("h%d.tunnel.test", i), fmt.Sprintf("10.77.%d.%d", i/256, i%256)
+		if answers[name] != want {
+			if wrong < 5 {
+				t.Errorf("%s answered %q, want %s", name, answers[name], want)
+			}
+			wrong++
+		}
+	}
+	if wrong > 0 {
+		t.Fatalf("%d of %d answers wrong or missing", wrong, names)
+	}
+}
+
+// freeUDPPort is a loopback UDP port free a moment ago.
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().(*net.UDPAddr).Port
+}
