@@ -1,11 +1,13 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -17,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pires/go-proxyproto"
 
 	"github.com/gotunnel-mux/gotunnel-mux/control"
 	"github.com/gotunnel-mux/gotunnel-mux/control/client"
@@ -430,4 +434,78 @@ func freeUDPPort(t *testing.T) int {
 	}
 	defer pc.Close()
 	return pc.LocalAddr().(*net.UDPAddr).Port
+}
+
+// TestUDPMappingProxyProtocol: with proxy_protocol v2, every datagram the
+// service gets starts with the UDP form of the header, which
+// go-proxyproto parses: the visitor's own address and port as the
+// source, the server's public address and the mapping's port as the
+// destination; the datagram follows intact.
+func TestUDPMappingProxyProtocol(t *testing.T) {
+	leakCheck(t)
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		hdr     *proxyproto.Header
+		payload []byte
+		err     error
+	}
+	got := make(chan seen, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			r := bufio.NewReader(bytes.NewReader(buf[:n]))
+			h, err := proxyproto.Read(r)
+			rest, _ := io.ReadAll(r)
+			got <- seen{h, rest, err}
+			_, _ = pc.WriteToUDPAddrPort(rest, from)
+		}
+	}()
+	t.Cleanup(func() { _ = pc.Close(); <-done })
+
+	srv := startServer(t, server.Options{})
+	cl := startClient(t, srv.addr, "pp", client.Mapping{Name: "wg", LocalAddr: pc.LocalAddr().String(), UDP: true,
+		ProxyProtocol: client.ProxyProtocolV2})
+	port := cl.waitUp(t, "wg")["wg"]
+	v, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	for i := range 3 {
+		msg := []byte(fmt.Sprintf("datagram %d", i))
+		if _, err := v.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		var s seen
+		select {
+		case s = <-got:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the service got no datagram in 5 s")
+		}
+		if s.err != nil {
+			t.Fatalf("datagram %d: go-proxyproto: %v", i, s.err)
+		}
+		want := fmt.Sprintf("127.0.0.1:%d", port)
+		if s.hdr.TransportProtocol != proxyproto.UDPv4 || s.hdr.SourceAddr.String() != v.LocalAddr().String() || s.hdr.DestinationAddr.String() != want {
+			t.Errorf("datagram %d: header %v %s -> %s, want UDPv4 %s -> %s", i, s.hdr.TransportProtocol, s.hdr.SourceAddr, s.hdr.DestinationAddr, v.LocalAddr(), want)
+		}
+		if !bytes.Equal(s.payload, msg) {
+			t.Errorf("datagram %d after the header: %q, want %q", i, s.payload, msg)
+		}
+		_ = v.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		n, err := v.Read(buf)
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("echo %d: %q, %v", i, buf[:n], err)
+		}
+	}
 }
