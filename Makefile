@@ -52,7 +52,8 @@ cover:
 
 ## bench: the end-to-end benchmark (real binaries, loopback), plain TCP and TLS;
 ## BENCH_FLAGS=-json for JSON lines; BENCH_FLAGS=-shaped for echo latency under
-## bulk load over a shaped 10-20 Mbit/s link instead (plain TCP, about 3 minutes)
+## bulk load over a shaped 10-20 Mbit/s link instead (plain TCP, about 3 minutes);
+## BENCH_FLAGS=-udp for iperf3 -u through a UDP mapping (received rate, loss, jitter)
 bench: build
 	go run ./test/bench -bin $(BINARY) $(BENCH_FLAGS)
 

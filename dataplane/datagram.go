@@ -169,18 +169,38 @@ func (r *dgramRelay) up() {
 		}
 		r.touch()
 		binary.BigEndian.PutUint16(buf, uint16(n))
-		err = r.wait(r.o.Limits.AToB, n)
+		end, total := 2+n, n
+		if br, ok := r.flow.(batchReader); ok {
+			// Datagrams that queued meanwhile go in the same write: a
+			// frame per write would make the stream's per-write cost the
+			// flow's ceiling.
+			for len(buf)-end > 2 {
+				k, ok := br.TryRead(buf[end+2:])
+				if !ok {
+					break
+				}
+				binary.BigEndian.PutUint16(buf[end:], uint16(k))
+				end, total = end+2+k, total+k
+			}
+		}
+		err = r.wait(r.o.Limits.AToB, total)
 		if err == nil {
-			_, err = r.stream.Write(buf[:2+n])
+			_, err = r.stream.Write(buf[:end])
 		}
 		datagramBufs.put(bp)
 		if err != nil {
 			r.abort(err)
 			return
 		}
-		r.upCount.Add(int64(n))
-		r.res.AToB += int64(n)
+		r.upCount.Add(int64(total))
+		r.res.AToB += int64(total)
 	}
+}
+
+// batchReader is a flow that can hand over a queued datagram without
+// waiting (Flow).
+type batchReader interface {
+	TryRead(p []byte) (int, bool)
 }
 
 // refused reports whether err is a connected UDP socket's report that the

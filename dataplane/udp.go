@@ -21,14 +21,26 @@ const MaxDatagram = 1<<16 - 1
 // a datagram that would pass it is dropped, as a router drops when its
 // queue is full, so that a flow whose stream is slow never holds up the
 // socket's other flows.
-const flowQueueBytes = 256 << 10
+const flowQueueBytes = 1 << 20
 
 // flowQueueLen bounds the same in datagrams.
-const flowQueueLen = 512
+const flowQueueLen = 1024
+
+// listenerQueueBytes bounds the datagrams queued in all the flows of one
+// socket, so that many slow flows cannot hold more than this much memory.
+const listenerQueueBytes = 16 << 20
 
 // acceptBacklog bounds the new flows waiting for the accept loop; a
 // datagram that would start one more is dropped.
 const acceptBacklog = 128
+
+// SocketBuffer is the receive buffer a UDP mapping's socket asks for:
+// the kernel's default (about 208 KiB on Linux) overflows within a
+// millisecond or two at a few hundred Mbit/s while the reader is not
+// scheduled, and what overflows is lost before any program sees it. The
+// kernel caps the request at net.core.rmem_max; the buffer costs memory
+// only while datagrams wait in it.
+const SocketBuffer = 4 << 20
 
 // smallDatagram is the buffer size most datagrams fit in (an Ethernet
 // MTU's worth and then some); a larger one gets a buffer of its own size.
@@ -53,6 +65,7 @@ type UDPListener struct {
 	tooLarge atomic.Int64 // datagrams over MaxDatagram, dropped
 	overflow atomic.Int64 // datagrams dropped: their flow's queue, or the accept backlog, was full
 	dropped  func()       // told of each of both; nil: no one
+	queued   atomic.Int64 // bytes in every flow's queue
 
 	mu     sync.Mutex // guards flows and closed
 	flows  map[netip.AddrPort]*Flow
@@ -64,6 +77,7 @@ type UDPListener struct {
 // is told of each datagram dropped (TooLarge, Overflow); it must not
 // block.
 func ListenUDP(pc *net.UDPConn, dropped func()) *UDPListener {
+	_ = pc.SetReadBuffer(SocketBuffer) // best effort: the kernel caps it
 	l := &UDPListener{
 		pc:       pc,
 		dropped:  dropped,
@@ -229,7 +243,7 @@ func newFlow(l *UDPListener, addr netip.AddrPort) *Flow {
 // push queues a copy of d, or reports false when the queue is full or the
 // flow closed.
 func (f *Flow) push(d []byte) bool {
-	if f.bytes.Load()+int64(len(d)) > flowQueueBytes {
+	if f.bytes.Load()+int64(len(d)) > flowQueueBytes || f.l.queued.Load()+int64(len(d)) > listenerQueueBytes {
 		return false
 	}
 	var bp *[]byte
@@ -246,13 +260,19 @@ func (f *Flow) push(d []byte) bool {
 	default:
 		select {
 		case f.q <- bp:
-			f.bytes.Add(int64(len(d)))
+			f.count(len(d))
 			return true
 		default:
 		}
 	}
 	release(bp)
 	return false
+}
+
+// count adds n bytes to what f's queue holds, and its listener's.
+func (f *Flow) count(n int) {
+	f.bytes.Add(int64(n))
+	f.l.queued.Add(int64(n))
 }
 
 // release gives a queued datagram's buffer back.
@@ -272,7 +292,7 @@ func (f *Flow) take() *[]byte {
 	}
 	select {
 	case bp := <-f.q:
-		f.bytes.Add(-int64(len(*bp)))
+		f.count(-len(*bp))
 		return bp
 	case <-f.done:
 		return nil
@@ -303,6 +323,29 @@ func (f *Flow) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// TryRead copies the next datagram into p if one is queued and fits, and
+// reports whether it did; it never waits. A datagram that does not fit
+// stays first in line.
+func (f *Flow) TryRead(p []byte) (int, bool) {
+	bp := f.next
+	if bp == nil {
+		select {
+		case bp = <-f.q:
+			f.count(-len(*bp))
+		default:
+			return 0, false
+		}
+	}
+	if len(*bp) > len(p) {
+		f.next = bp
+		return 0, false
+	}
+	f.next = nil
+	n := copy(p, *bp)
+	release(bp)
+	return n, true
+}
+
 // Write sends p to the visitor as one datagram.
 func (f *Flow) Write(p []byte) (int, error) {
 	select {
@@ -322,7 +365,7 @@ func (f *Flow) Close() error {
 		for {
 			select {
 			case bp := <-f.q:
-				f.bytes.Add(-int64(len(*bp)))
+				f.count(-len(*bp))
 				release(bp)
 			default:
 				return

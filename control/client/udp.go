@@ -10,6 +10,10 @@ import (
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
 )
 
+// flowSocketBuffer is the receive buffer each flow's socket asks for: a
+// quarter of the server's shared one, since each flow has its own.
+const flowSocketBuffer = dataplane.SocketBuffer / 4
+
 // relayFlow relays one flow of a UDP mapping: the data stream ds carries
 // the visitor's datagrams, framed (protocol.md 7.8), and local is this
 // flow's own UDP socket, connected to the mapping's service, so that the
@@ -18,6 +22,11 @@ import (
 // form of the header. The server ends the flow when it idles; so does
 // the end of the session.
 func (cs *clientSession) relayFlow(ctx context.Context, m *clientMapping, hdr *control.OpenDataChannel, ds *control.DataStream, local net.Conn) dataplane.Result {
+	if uc, ok := local.(*net.UDPConn); ok {
+		// The service's answers to this flow wait here while the relay
+		// is not scheduled; the kernel caps the request at rmem_max.
+		_ = uc.SetReadBuffer(flowSocketBuffer)
+	}
 	o := dataplane.DatagramOptions{Traffic: &m.counters.traffic, Reverse: true, Dropped: m.counters.dropDatagram}
 	if m.bandwidth != nil {
 		o.Limits.AToB = []*rate.Limiter{m.bandwidth} // the datagrams read from the local service

@@ -77,6 +77,7 @@ type options struct {
 
 	shaped       bool
 	bandwidth    bool
+	udp          bool
 	bwLimitMiB   int
 	shapedQueue  int
 	shapedWarmup time.Duration
@@ -103,6 +104,7 @@ func main() {
 	flag.StringVar(&clientEnv, "client-env", "", "extra environment for the client only")
 	flag.BoolVar(&o.shaped, "shaped", false, "measure latency under load over a shaped link instead of the loopback rows")
 	flag.BoolVar(&o.bandwidth, "bandwidth", false, "measure a mapping's bandwidth limit instead of the loopback rows")
+	flag.BoolVar(&o.udp, "udp", false, "measure UDP mappings with iperf3 -u (loss, jitter) instead of the loopback rows")
 	flag.IntVar(&o.bwLimitMiB, "bandwidth-limit", 20, "with -bandwidth: the limited mapping's bandwidth_limit, MiB/s")
 	flag.IntVar(&o.shapedQueue, "shaped-queue", 64<<10, "with -shaped: the link's queue per direction, bytes")
 	flag.DurationVar(&o.shapedWarmup, "shaped-warmup", 2*time.Second, "with -shaped: bulk transfers run this long before the loaded echoes")
@@ -110,7 +112,7 @@ func main() {
 	flag.DurationVar(&o.echoEvery, "echo-every", 50*time.Millisecond, "with -shaped: the gap between two echoes")
 	flag.IntVar(&o.idleEchoes, "idle-echoes", 20, "with -shaped: echoes on the idle link")
 	flag.Parse()
-	if o.shaped || o.bandwidth {
+	if o.shaped || o.bandwidth || o.udp {
 		transportSet := false
 		flag.Visit(func(f *flag.Flag) { transportSet = transportSet || f.Name == "transport" })
 		if !transportSet {
@@ -159,7 +161,7 @@ func run(o options, out io.Writer) error {
 		return err
 	}
 	defer be.close()
-	if !o.shaped && !o.bandwidth {
+	if !o.shaped && !o.bandwidth && !o.udp {
 		if be.web, err = startWeb(filepath.Join(dir, "web")); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: the small-requests row is skipped: %v\n", err)
 		}
@@ -173,6 +175,8 @@ func run(o options, out io.Writer) error {
 			measureFn = measureShaped
 		case o.bandwidth:
 			measureFn = measureBandwidth
+		case o.udp:
+			measureFn = measureUDP
 		}
 		figs, err := measureFn(o, dir, tr, be)
 		if err != nil {
@@ -351,7 +355,7 @@ func report(out io.Writer, o options, transport string, figs []figure, took time
 		}
 		switch {
 		case f.Diff != nil:
-			r = fmt.Sprintf("%+.1f ms", *f.Diff)
+			r = fmt.Sprintf("%+.1f %s", *f.Diff, f.Unit)
 		case f.Ratio != 0:
 			r = fmt.Sprintf("%.2fx", f.Ratio)
 		}
