@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -507,5 +508,124 @@ func TestUDPMappingProxyProtocol(t *testing.T) {
 		if err != nil || !bytes.Equal(buf[:n], msg) {
 			t.Fatalf("echo %d: %q, %v", i, buf[:n], err)
 		}
+	}
+}
+
+// udpAsk sends one datagram to port from src and waits up to wait for an
+// answer; ok is false when none came.
+func udpAsk(t *testing.T, src netip.Addr, port int, msg string, wait time.Duration) (string, bool) {
+	t.Helper()
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice()}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 256)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", false
+	}
+	return string(buf[:n]), true
+}
+
+// TestUDPMappingDoor: a UDP mapping's flows pass the same door as TCP
+// visitors: the server's deny list and the mapping's allow list (no
+// stream is opened for a flow turned away), max_udp_flows_per_mapping;
+// and removing the mapping frees its UDP port at once.
+func TestUDPMappingDoor(t *testing.T) {
+	leakCheck(t)
+	svc := udpEchoService(t)
+	srv := startServer(t, server.Options{DenyIPs: []netip.Prefix{netip.PrefixFrom(visitorBanned, 32)}, MaxUDPFlowsPerMapping: 2})
+	m := client.Mapping{Name: "dns", LocalAddr: svc, UDP: true, AllowIPs: visitorAllowed, UDPIdleTimeout: 200 * time.Millisecond}
+	cl := startClient(t, srv.addr, "door", m)
+	port := cl.waitUp(t, "dns")["dns"]
+	status := func() server.MappingStatus {
+		for _, c := range srv.Status().Clients {
+			for _, m := range c.Mappings {
+				return m
+			}
+		}
+		return server.MappingStatus{}
+	}
+	if got, ok := udpAsk(t, visitorIn, port, "in", 5*time.Second); !ok || got != "in" {
+		t.Fatalf("an allowed visitor got %q, %v", got, ok)
+	}
+	for _, src := range []netip.Addr{visitorOut, visitorBanned} {
+		if got, ok := udpAsk(t, src, port, "out", 300*time.Millisecond); ok {
+			t.Errorf("visitor %s was answered %q", src, got)
+		}
+	}
+	if st := status(); st.Denied != 2 || st.Visitors != 1 {
+		t.Errorf("status %+v: want 2 denied and 1 visitor (one stream opened)", st)
+	}
+	// Two live flows at most: a third address waits for one to idle out.
+	hold := make([]*net.UDPConn, 2)
+	for i := range hold {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: visitorIn.AsSlice()}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		hold[i] = c
+	}
+	stopHold := make(chan struct{})
+	var holding sync.WaitGroup
+	for _, c := range hold {
+		holding.Go(func() { // keeps its flow alive past the idle timeout
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				_, _ = c.Write([]byte("keep"))
+				select {
+				case <-stopHold:
+					return
+				case <-tick.C:
+				}
+			}
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.ActiveVisitors() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d live flows, want the 2 held", srv.ActiveVisitors())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, ok := udpAsk(t, visitorIn, port, "third", 300*time.Millisecond); ok {
+		t.Errorf("a third flow was answered %q past max_udp_flows_per_mapping = 2", got)
+	}
+	if st := status(); st.Resets == 0 {
+		t.Errorf("status %+v: want the third flow counted as reset", st)
+	}
+	close(stopHold)
+	holding.Wait()
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		if got, ok := udpAsk(t, visitorIn, port, "later", 200*time.Millisecond); ok && got == "later" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no flow admitted after the held ones idled out")
+		}
+	}
+	// Removing the mapping frees the port at once.
+	if _, err := cl.SetMappings(nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		if err == nil {
+			_ = pc.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("UDP port %d still bound 5 s after the mapping was removed: %v", port, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
