@@ -45,6 +45,10 @@ type DatagramOptions struct {
 	// same datagram: the PROXY protocol v2 header of a UDP flow
 	// (at most 256 bytes).
 	Prefix []byte
+	// Stop, when closed, ends the flow as its idle timeout would: a
+	// clean end, FIN and all (a client that is stopping: a UDP flow has
+	// nothing to finish).
+	Stop <-chan struct{}
 	// Dropped, when set, is told of each datagram the relay drops: one
 	// the flow's socket refused to send (no one listens at its address,
 	// or the datagram is too large for it). It must not block.
@@ -83,6 +87,18 @@ func RelayDatagrams(ctx context.Context, flow, stream net.Conn, o DatagramOption
 	stop := context.AfterFunc(ctx, func() { r.abort(context.Cause(ctx)) })
 	if o.Idle > 0 {
 		r.idle = time.AfterFunc(o.Idle, r.checkIdle)
+	}
+	if o.Stop != nil {
+		done := make(chan struct{})
+		var watch sync.WaitGroup
+		defer func() { close(done); watch.Wait() }()
+		watch.Go(func() {
+			select {
+			case <-o.Stop:
+				r.endFlow()
+			case <-done:
+			}
+		})
 	}
 	var wg sync.WaitGroup
 	wg.Go(r.up)

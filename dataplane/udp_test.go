@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // udpListen serves a loopback UDP socket as a UDPListener.
@@ -495,5 +497,46 @@ func TestRelayDatagramsConnectedSocket(t *testing.T) {
 	peer.expectEOF(t)
 	if r := waitResult(t, done); r.Err != nil {
 		t.Errorf("result %v", r.Err)
+	}
+}
+
+// Stop ends the flow cleanly, as its idle timeout would.
+func TestRelayDatagramsStop(t *testing.T) {
+	stop := make(chan struct{})
+	_, peer, done := datagramRelay(t, context.Background(), DatagramOptions{Stop: stop})
+	close(stop)
+	peer.expectEOF(t)
+	_ = peer.c.CloseWrite()
+	if r := waitResult(t, done); r.Err != nil {
+		t.Errorf("stop gave %v, want a clean end", r.Err)
+	}
+}
+
+// The limiters are waited on, and a relay aborted while it waits stops
+// waiting.
+func TestRelayDatagramsLimits(t *testing.T) {
+	slow := rate.NewLimiter(rate.Limit(2000), 2000) // 2,000 bytes a second, the burst one datagram
+	ctx, cancel := context.WithCancel(context.Background())
+	visitor, peer, done := datagramRelay(t, ctx, DatagramOptions{Limits: Limits{AToB: []*rate.Limiter{slow}}})
+	// "hello" took 5 of the burst; 1,990 more go at once, the next 1,000 wait half a second.
+	if _, err := visitor.Write(make([]byte, 1990)); err != nil {
+		t.Fatal(err)
+	}
+	if got := peer.recv(t); len(got) != 1990 {
+		t.Fatalf("got %d bytes", len(got))
+	}
+	if _, err := visitor.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for slow.Tokens() >= 0 { // the relay's wait has reserved the tokens it lacks
+		if time.Now().After(deadline) {
+			t.Fatal("the relay did not wait on the limiter")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if r := waitResult(t, done); !errors.Is(r.Err, context.Canceled) {
+		t.Errorf("abort while waiting gave %v", r.Err)
 	}
 }

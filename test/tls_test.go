@@ -105,6 +105,10 @@ func TestTLSFailuresAreExplained(t *testing.T) {
 			}
 			opts := fastClient(addr, "doubtful")
 			opts.TLS = tc.tls
+			// Each case fails at once; a handshake slower than fastClient's
+			// second (a loaded machine, the race detector) must not turn the
+			// failure into a timeout.
+			opts.HandshakeTimeout = 10 * time.Second
 			start := time.Now()
 			rec := failingClient(t, opts)
 			if err := lastFailure(t, rec, "1010"); !strings.Contains(err, tc.want) {

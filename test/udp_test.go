@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -625,6 +626,33 @@ func TestUDPMappingDoor(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("UDP port %d still bound 5 s after the mapping was removed: %v", port, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestUDPMappingClientShutdown: a stopping client ends its live UDP flows
+// at once (a flow has nothing to finish) instead of waiting out their
+// idle timeouts; its Shutdown returns without cutting anything off.
+func TestUDPMappingClientShutdown(t *testing.T) {
+	leakCheck(t)
+	svc := udpEchoService(t)
+	srv := startServer(t, server.Options{})
+	cl := startClient(t, srv.addr, "bye", client.Mapping{Name: "dns", LocalAddr: svc, UDP: true, UDPIdleTimeout: time.Hour})
+	port := cl.waitUp(t, "dns")["dns"]
+	runUDPFlows(t, port, 4, 10)
+	if n := cl.ActiveVisitors(); n != 4 {
+		t.Fatalf("%d live flows on the client, want 4 (an hour's idle timeout)", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := cl.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v, want the flows ended cleanly", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.ActiveVisitors() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d flows still live on the server after the client stopped", srv.ActiveVisitors())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -19,15 +19,18 @@ const flowSocketBuffer = dataplane.SocketBuffer / 4
 // flow's own UDP socket, connected to the mapping's service, so that the
 // service sees each visitor flow come from a port of its own. With
 // proxy_protocol v2, each datagram to the service starts with the UDP
-// form of the header. The server ends the flow when it idles; so does
-// the end of the session.
+// form of the header. The server ends the flow when it idles; so do the
+// end of the session and the client's Shutdown.
 func (cs *clientSession) relayFlow(ctx context.Context, m *clientMapping, hdr *control.OpenDataChannel, ds *control.DataStream, local net.Conn) dataplane.Result {
 	if uc, ok := local.(*net.UDPConn); ok {
 		// The service's answers to this flow wait here while the relay
 		// is not scheduled; the kernel caps the request at rmem_max.
 		_ = uc.SetReadBuffer(flowSocketBuffer)
 	}
-	o := dataplane.DatagramOptions{Traffic: &m.counters.traffic, Reverse: true, Dropped: m.counters.dropDatagram}
+	// A stopping client ends its flows at once: there is nothing in a
+	// flow to finish, and a drain would wait out their idle timeouts.
+	o := dataplane.DatagramOptions{Traffic: &m.counters.traffic, Reverse: true, Dropped: m.counters.dropDatagram,
+		Stop: cs.c.stopping.Done()}
 	if m.bandwidth != nil {
 		o.Limits.AToB = []*rate.Limiter{m.bandwidth} // the datagrams read from the local service
 	}

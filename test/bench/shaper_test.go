@@ -129,11 +129,16 @@ func dial(t *testing.T, addr string, cmd ...byte) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
+// The bound that matters is the upper one: a link faster than
+// configured would make every shaped figure wrong, and load cannot make
+// it faster. A loaded machine does make it slower (its goroutines wake
+// late: 0.65x was seen with three test suites on two cores), so the
+// lower bound only catches a shaper that is badly off.
 func within(t *testing.T, what string, got, want float64) {
 	t.Helper()
 	t.Logf("%s: %.0f B/s, configured %.0f", what, got, want)
-	if got < 0.7*want || got > 1.3*want {
-		t.Errorf("%s: %.0f B/s, want %.0f +-30%%", what, got, want)
+	if got < 0.4*want || got > 1.3*want {
+		t.Errorf("%s: %.0f B/s, want %.0f -60%%..+30%%", what, got, want)
 	}
 }
 
