@@ -35,11 +35,14 @@ format = "json"
 	return p, p.waitLog(t, "server listening", msgIs("server listening"))["addr"].(string)
 }
 
-// mappingLine matches the client's "NAME  tcp://HOST:PORT -> LOCAL" line.
+// mappingLine matches the client's "NAME  tcp://HOST:PORT -> LOCAL" line
+// (udp:// for a UDP mapping); "" matches any mapping's.
 func mappingLine(name string) func(map[string]any) bool {
 	return func(m map[string]any) bool {
 		msg, _ := m["msg"].(string)
-		return m["mapping"] == name && strings.HasPrefix(msg, name+"  tcp://")
+		mapping, _ := m["mapping"].(string)
+		return (name == "" || mapping == name) && mapping != "" &&
+			(strings.HasPrefix(msg, mapping+"  tcp://") || strings.HasPrefix(msg, mapping+"  udp://"))
 	}
 }
 

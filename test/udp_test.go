@@ -263,23 +263,8 @@ func TestUDPMappingOldServer(t *testing.T) {
 func TestBinaryUDPFlows(t *testing.T) {
 	leakCheck(t)
 	echoSvc, deafSvc := udpEchoService(t), udpDeafService(t)
-	srv := startProc(t, []string{"GOTUNNEL_TOKEN="}, "server", "--config", writeFile(t, "server.toml", fmt.Sprintf(`
-bind_addr = "127.0.0.1:0"
-token = %q
-public_addr = "127.0.0.1"
-
-[log]
-format = "json"
-`, testToken)))
-	addr := srv.waitLog(t, "server listening", msgIs("server listening"))["addr"].(string)
-	cli := startProc(t, []string{"GOTUNNEL_TOKEN="}, "client", "--config", writeFile(t, "client.toml", fmt.Sprintf(`
-server_addr = %q
-token = %q
-name = "udp"
-
-[log]
-format = "json"
-
+	srv, addr := serverBinary(t, "", "")
+	cli := clientBinary(t, addr, "", fmt.Sprintf(`
 [[mappings]]
 name = "echo"
 protocol = "udp"
@@ -290,13 +275,10 @@ udp_idle_timeout = "1s"
 name = "deaf"
 protocol = "udp"
 local_addr = %q
-`, addr, testToken, echoSvc, deafSvc)))
+`, echoSvc, deafSvc))
 	ports := map[string]int{}
 	for len(ports) < 2 {
-		m := cli.waitLog(t, "both mappings up", func(m map[string]any) bool {
-			msg, _ := m["msg"].(string)
-			return strings.Contains(msg, "  udp://127.0.0.1:")
-		})
+		m := cli.waitLog(t, "both mappings up", mappingLine(""))
 		ports[m["mapping"].(string)] = int(m["remote_port"].(float64))
 	}
 
@@ -363,35 +345,15 @@ func TestBinaryUDPDNS(t *testing.T) {
 		}
 	})
 
-	srv := startProc(t, []string{"GOTUNNEL_TOKEN="}, "server", "--config", writeFile(t, "server.toml", fmt.Sprintf(`
-bind_addr = "127.0.0.1:0"
-token = %q
-public_addr = "127.0.0.1"
-
-[log]
-format = "json"
-access = false
-`, testToken)))
-	addr := srv.waitLog(t, "server listening", msgIs("server listening"))["addr"].(string)
-	cli := startProc(t, []string{"GOTUNNEL_TOKEN="}, "client", "--config", writeFile(t, "client.toml", fmt.Sprintf(`
-server_addr = %q
-token = %q
-name = "dns"
-
-[log]
-format = "json"
-
+	_, addr := serverBinary(t, "", "")
+	cli := clientBinary(t, addr, "", fmt.Sprintf(`
 [[mappings]]
 name = "dns"
 protocol = "udp"
 local_addr = "127.0.0.1:%d"
 udp_idle_timeout = "2s"
-`, addr, testToken, dnsPort)))
-	up := cli.waitLog(t, "mapping dns up", func(m map[string]any) bool {
-		msg, _ := m["msg"].(string)
-		return strings.HasPrefix(msg, "dns  udp://127.0.0.1:")
-	})
-	port := int(up["remote_port"].(float64))
+`, dnsPort))
+	port := upPort(t, cli, "dns")
 
 	// One dig in batch mode: a query per line, each from a new socket.
 	for i := range names {
