@@ -19,22 +19,22 @@ type ServerTLS struct {
 
 // Server is the configuration of `gotunnel-mux server`: server.toml.
 type Server struct {
-	Path                   string      `toml:"-"`                        // file it came from ("" if none)
-	BindAddr               string      `toml:"bind_addr"`                // host:port clients dial; port 0 picks one
-	Token                  string      `toml:"token"`                    // required (or GOTUNNEL_TOKEN)
-	PublicAddr             string      `toml:"public_addr"`              // IP or host the mapping listeners bind, no port
-	AllowPorts             []PortRange `toml:"allow_ports"`              // remote ports clients may ask for
-	MaxMappingsPerClient   int         `toml:"max_mappings_per_client"`  // >= 1
-	MaxConnsPerMapping     int         `toml:"max_conns_per_mapping"`    // 0: no limit
+	Path                   string      `toml:"-"`                         // file it came from ("" if none)
+	BindAddr               string      `toml:"bind_addr"`                 // host:port clients dial; port 0 picks one
+	Token                  string      `toml:"token"`                     // required (or GOTUNNEL_TOKEN)
+	PublicAddr             string      `toml:"public_addr"`               // IP or host the mapping listeners bind, no port
+	AllowPorts             []PortRange `toml:"allow_ports"`               // remote ports clients may ask for
+	MaxMappingsPerClient   int         `toml:"max_mappings_per_client"`   // >= 1
+	MaxConnsPerMapping     int         `toml:"max_conns_per_mapping"`     // 0: no limit
 	MaxUDPFlowsPerMapping  int         `toml:"max_udp_flows_per_mapping"` // live flows of a UDP mapping, >= 1
-	MaxBandwidthPerClient  Size        `toml:"max_bandwidth_per_client"` // bytes a second per client, each direction; 0: no limit
-	LoginTimeout           Duration    `toml:"login_timeout"`            // accept to valid login
-	StreamOpenTimeout      Duration    `toml:"stream_open_timeout"`      // data stream open to its ack
-	HeartbeatTimeout       Duration    `toml:"heartbeat_timeout"`        // nothing read this long: drop the session
-	HeartbeatCheckInterval Duration    `toml:"heartbeat_check_interval"` // sweep period, < HeartbeatTimeout
-	ShutdownTimeout        Duration    `toml:"shutdown_timeout"`         // grace for visitors on SIGTERM; 0 closes at once
-	WSPath                 string      `toml:"ws_path"`                  // where HTTP clients upgrade to a WebSocket session
-	AllowPlain             bool        `toml:"allow_plain"`              // with TLS set, also accept plain sessions
+	MaxBandwidthPerClient  Size        `toml:"max_bandwidth_per_client"`  // bytes a second per client, each direction; 0: no limit
+	LoginTimeout           Duration    `toml:"login_timeout"`             // accept to valid login
+	StreamOpenTimeout      Duration    `toml:"stream_open_timeout"`       // data stream open to its ack
+	HeartbeatTimeout       Duration    `toml:"heartbeat_timeout"`         // nothing read this long: drop the session
+	HeartbeatCheckInterval Duration    `toml:"heartbeat_check_interval"`  // sweep period, < HeartbeatTimeout
+	ShutdownTimeout        Duration    `toml:"shutdown_timeout"`          // grace for visitors on SIGTERM; 0 closes at once
+	WSPath                 string      `toml:"ws_path"`                   // where HTTP clients upgrade to a WebSocket session
+	AllowPlain             bool        `toml:"allow_plain"`               // with TLS set, also accept plain sessions
 	// TrustedProxies are the addresses whose X-Forwarded-For the server
 	// believes. A file gives them as trusted_proxies, CIDRs or single IPs
 	// (a single IP is a /32 or /128); they are stored masked, and an

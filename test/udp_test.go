@@ -33,10 +33,10 @@ import (
 // answers.
 var sinkPrefix = []byte("SINK")
 
-// udpEchoService is a local UDP service on loopback: it sends each
-// datagram back to its sender, but for those that start with sinkPrefix,
-// which it reads and drops. It runs until the test ends.
-func udpEchoService(t *testing.T) string {
+// udpService is a local UDP service on loopback that answers each
+// datagram with what answer returns (nil: no answer). It runs until the
+// test ends.
+func udpService(t *testing.T, answer func(d []byte) []byte) string {
 	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -52,13 +52,24 @@ func udpEchoService(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			if !bytes.HasPrefix(buf[:n], sinkPrefix) {
-				_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
+			if a := answer(buf[:n]); a != nil {
+				_, _ = pc.WriteToUDPAddrPort(a, from)
 			}
 		}
 	}()
 	t.Cleanup(func() { _ = pc.Close(); <-done })
 	return pc.LocalAddr().String()
+}
+
+// udpEchoService is a udpService that sends each datagram back to its
+// sender, but for those that start with sinkPrefix, which it drops.
+func udpEchoService(t *testing.T) string {
+	return udpService(t, func(d []byte) []byte {
+		if bytes.HasPrefix(d, sinkPrefix) {
+			return nil
+		}
+		return d
+	})
 }
 
 // udpDeafService is a UDP socket that never reads: its kernel buffer fills
@@ -407,36 +418,22 @@ func freeUDPPort(t *testing.T) int {
 // destination; the datagram follows intact.
 func TestUDPMappingProxyProtocol(t *testing.T) {
 	leakCheck(t)
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	type seen struct {
 		hdr     *proxyproto.Header
 		payload []byte
 		err     error
 	}
 	got := make(chan seen, 16)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1<<16)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			r := bufio.NewReader(bytes.NewReader(buf[:n]))
-			h, err := proxyproto.Read(r)
-			rest, _ := io.ReadAll(r)
-			got <- seen{h, rest, err}
-			_, _ = pc.WriteToUDPAddrPort(rest, from)
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close(); <-done })
+	svc := udpService(t, func(d []byte) []byte {
+		r := bufio.NewReader(bytes.NewReader(d))
+		h, err := proxyproto.Read(r)
+		rest, _ := io.ReadAll(r)
+		got <- seen{h, rest, err}
+		return rest
+	})
 
 	srv := startServer(t, server.Options{})
-	cl := startClient(t, srv.addr, "pp", client.Mapping{Name: "wg", LocalAddr: pc.LocalAddr().String(), UDP: true,
+	cl := startClient(t, srv.addr, "pp", client.Mapping{Name: "wg", LocalAddr: svc, UDP: true,
 		ProxyProtocol: client.ProxyProtocolV2})
 	port := cl.waitUp(t, "wg")["wg"]
 	v, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
