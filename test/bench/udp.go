@@ -124,7 +124,7 @@ func iperfUDP(port, mbits, secs int) (*iperfSum, error) {
 		"-b", strconv.Itoa(mbits)+"M", "-l", strconv.Itoa(udpDatagram), "-t", strconv.Itoa(secs), "-w", "2M", "--json").Output()
 	var r iperfResult
 	if jerr := json.Unmarshal(out, &r); jerr != nil {
-		return nil, fmt.Errorf("iperf3: %v, %v: %s", err, jerr, out)
+		return nil, fmt.Errorf("iperf3: %w: %s", errors.Join(err, jerr), out)
 	}
 	if r.Error != "" {
 		return nil, fmt.Errorf("iperf3: %s", r.Error)
