@@ -98,7 +98,9 @@ type mappingFile struct {
 // quick-mode flags.
 type Client struct {
 	Path              string     `toml:"-"`                  // file it came from ("" if none)
-	ServerAddr        string     `toml:"server_addr"`        // host:port or a tcp, tls, ws or wss URL, required; see ParseEndpoint
+	ServerAddr        string     `toml:"server_addr"`        // host:port or a tcp, tls, ws or wss URL, required unless ServerAddrs; see ParseEndpoint
+	ServerAddrs       []string   `toml:"server_addrs"`       // several servers, each as server_addr; see HA
+	HA                string     `toml:"ha"`                 // with ServerAddrs: HAFailover (default) or HAAll
 	Token             string     `toml:"token"`              // required (or GOTUNNEL_TOKEN)
 	ProxyURL          string     `toml:"proxy_url"`          // http:// or socks5:// proxy; "": from the environment; "none": never; see Proxy
 	Name              string     `toml:"name"`               // the client's identity on the server
@@ -210,11 +212,7 @@ func (c *Client) Validate() error {
 // at the lines pos gives.
 func (c *Client) check(pos *positions) Errors {
 	ck := &checker{file: c.Path, pos: pos}
-	if c.ServerAddr == "" {
-		ck.missing("server_addr", "", `set it, e.g. "tunnel.example.com:7000"`)
-	} else if _, err := ParseEndpoint(c.ServerAddr, c.TLS != nil && c.TLS.Enabled); err != nil {
-		ck.add("server_addr", "%s", err)
-	}
+	c.checkServers(ck)
 	if c.Token == "" {
 		ck.missing("token", "", tokenHint)
 	}
@@ -241,6 +239,74 @@ func (c *Client) check(pos *positions) Errors {
 	c.Admin.check(ck)
 	c.checkMappings(ck)
 	return ck.errs
+}
+
+// The values of ha: how a client uses several servers.
+const (
+	HAFailover = "failover" // one session at a time, in order (the default)
+	HAAll      = "all"      // a session with each server at once
+)
+
+// checkServers checks server_addr, or server_addrs and ha: each address
+// as ParseEndpoint wants it, none twice, and all TLS or all plain (they
+// share [tls]).
+func (c *Client) checkServers(ck *checker) {
+	switch {
+	case c.ServerAddr != "" && len(c.ServerAddrs) > 0:
+		ck.add("server_addrs", "set server_addr or server_addrs, not both")
+		return
+	case c.ServerAddr == "" && len(c.ServerAddrs) == 0:
+		if ck.pos.has("server_addrs") {
+			ck.add("server_addrs", `is empty; list one server or more, e.g. ["tunnel-a.example.com:7000", "tunnel-b.example.com:7000"]`)
+		} else {
+			ck.missing("server_addr", "", `set it, e.g. "tunnel.example.com:7000"`)
+		}
+		return
+	case c.ServerAddr != "":
+		if _, err := ParseEndpoint(c.ServerAddr, c.TLS != nil && c.TLS.Enabled); err != nil {
+			ck.add("server_addr", "%s", err)
+		}
+	}
+	seen := map[string]int{}
+	tlsAt := -1 // the first server that is TLS, or -2 once one is plain
+	for i, a := range c.ServerAddrs {
+		key := "server_addrs" + index(i)
+		e, err := ParseEndpoint(a, c.TLS != nil && c.TLS.Enabled)
+		if err != nil {
+			ck.add(key, "%s", err)
+			continue
+		}
+		if j, dup := seen[e.Host]; dup {
+			ck.add(key, "server %s is also server_addrs%s", e.Host, index(j))
+		}
+		seen[e.Host] = i
+		switch tls := e.Scheme == "tls" || e.Scheme == "wss"; {
+		case i == 0 && tls:
+			tlsAt = 0
+		case i == 0:
+			tlsAt = -2
+		case tls != (tlsAt == 0):
+			ck.add(key, "%s and server_addrs[0] (%s): one is TLS and the other plain; they share [tls], so make them all TLS or all plain", a, c.ServerAddrs[0])
+		}
+	}
+	if c.HA != "" {
+		ck.oneOf("ha", "ha", c.HA, HAFailover, HAAll)
+	}
+}
+
+// Servers are the client's validated endpoints: server_addr, or each of
+// server_addrs in order (call after Load/Validate succeeded).
+func (c *Client) Servers() []Endpoint {
+	addrs := c.ServerAddrs
+	if len(addrs) == 0 {
+		addrs = []string{c.ServerAddr}
+	}
+	out := make([]Endpoint, 0, len(addrs))
+	for _, a := range addrs {
+		e, _ := ParseEndpoint(a, c.TLS != nil && c.TLS.Enabled)
+		out = append(out, e)
+	}
+	return out
 }
 
 // check checks the [reconnect] table.

@@ -180,6 +180,18 @@ func TestParseClientErrors(t *testing.T) {
 		{"unknown key in second mapping",
 			head + "[[mappings]]\nlocal_addr = 'h:1'\n[[mappings]]\nlocal_addr = 'h:2'\nremote = 10022\n", nil,
 			[]want{{7, "mappings[1].remote", "unknown key"}}},
+		{"server_addr and server_addrs", head + "server_addrs = ['a:1', 'b:1']\n", nil,
+			[]want{{3, "server_addrs", "set server_addr or server_addrs, not both"}}},
+		{"server_addrs empty", "token = 't'\nserver_addrs = []\n", nil,
+			[]want{{2, "server_addrs", "is empty; list one server or more"}}},
+		{"server_addrs twice the same", "token = 't'\nserver_addrs = ['a:1', 'tcp://a:1']\n", nil,
+			[]want{{2, "server_addrs[1]", "server a:1 is also server_addrs[0]"}}},
+		{"server_addrs bad entry", "token = 't'\nserver_addrs = ['a:1', 'b']\n", nil,
+			[]want{{2, "server_addrs[1]", "want host:port"}}},
+		{"server_addrs mixing TLS and plain", "token = 't'\nserver_addrs = ['tls://a:443', 'b:7000']\n", nil,
+			[]want{{2, "server_addrs[1]", "one is TLS and the other plain; they share [tls]"}}},
+		{"bad ha", "token = 't'\nserver_addrs = ['a:1', 'b:1']\nha = 'both'\n", nil,
+			[]want{{3, "ha", `bad ha "both": want one of failover, all`}}},
 		{"bad protocol", head + "[[mappings]]\nlocal_addr = 'h:1'\nprotocol = 'sctp'\n", nil,
 			[]want{{5, "mappings[0].protocol", `bad protocol "sctp": want "tcp" (the default) or "udp"`}}},
 		{"udp with health_check", head + "[[mappings]]\nlocal_addr = 'h:53'\nprotocol = 'udp'\nhealth_check = true\n", nil,
@@ -390,4 +402,18 @@ func TestLoadClientMissingFile(t *testing.T) {
 		t.Errorf("LoadClient(nope) = %v, want fs.ErrNotExist", err)
 	}
 	checkErrors(t, "LoadClient(nope)", err, "testdata/nope.toml", []want{{0, "", "cannot read: no such file or directory"}})
+}
+
+// TestParseClientServers: server_addrs gives every server in order, each
+// parsed as server_addr is; ha is kept.
+func TestParseClientServers(t *testing.T) {
+	doc := "token = 't'\nserver_addrs = ['wss://a.example:443/t', 'wss://b.example:443/t']\nha = 'all'\n"
+	c, err := ParseClient("client.toml", []byte(doc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Endpoint{{Scheme: "wss", Host: "a.example:443", Path: "/t"}, {Scheme: "wss", Host: "b.example:443", Path: "/t"}}
+	if got := c.Servers(); !reflect.DeepEqual(got, want) || c.HA != HAAll || !c.TLSEnabled() || c.Endpoint() != want[0] {
+		t.Errorf("servers %+v, ha %q, TLS %v; want %+v, all, TLS", got, c.HA, c.TLSEnabled(), want)
+	}
 }

@@ -139,12 +139,11 @@ func wsURLPath(raw string) (string, string) {
 	return p, ""
 }
 
-// Endpoint returns the validated endpoint of a Client (call after
-// Load/Validate succeeded). A server_addr that does not validate gives the
-// zero Endpoint.
+// Endpoint returns the validated endpoint of a Client, the first of
+// server_addrs when it has several (call after Load/Validate succeeded).
+// A server_addr that does not validate gives the zero Endpoint.
 func (c *Client) Endpoint() Endpoint {
-	e, _ := ParseEndpoint(c.ServerAddr, c.TLS != nil && c.TLS.Enabled)
-	return e
+	return c.Servers()[0]
 }
 
 // TLSEnabled reports whether the client dials with TLS: [tls] enabled =

@@ -25,8 +25,9 @@ const defaultClientFile = "client.toml"
 // clientFlags are the client command's flags; quick mode is --server with
 // no --config.
 type clientFlags struct {
-	config, server, token string
-	maps                  []config.Mapping
+	config, token, ha string
+	servers           []string
+	maps              []config.Mapping
 }
 
 // clientSynopsis is the client's two ways to start, for its usage.
@@ -39,7 +40,11 @@ func parseClientFlags(args []string, stderr io.Writer) (f *clientFlags, code int
 	f = &clientFlags{}
 	fs := newFlagSet("client", clientSynopsis, stderr)
 	fs.StringVar(&f.config, "config", "", "client configuration file (TOML); default ./"+defaultClientFile+" unless --server is given")
-	fs.StringVar(&f.server, "server", "", "server address: HOST:PORT, or tcp://, tls://, ws://HOST:PORT/PATH, wss://... (overrides server_addr)")
+	fs.Func("server", "server address: HOST:PORT, or tcp://, tls://, ws://HOST:PORT/PATH, wss://...; repeatable for several servers (overrides server_addr and server_addrs)", func(s string) error {
+		f.servers = append(f.servers, s)
+		return nil
+	})
+	fs.StringVar(&f.ha, "ha", "", `with several --server: "failover" (one at a time, in order; the default) or "all" (each at once) (overrides ha)`)
 	fs.StringVar(&f.token, "token", "", "token (overrides token and GOTUNNEL_TOKEN)")
 	fs.Func("map", "a mapping [NAME=]REMOTE_PORT:LOCAL_ADDR, repeatable (replaces the file's mappings)", func(s string) error {
 		m, err := config.ParseMap(s)
@@ -64,7 +69,7 @@ func parseClientFlags(args []string, stderr io.Writer) (f *clientFlags, code int
 // in quick mode, the file; flags override the file.
 func (f *clientFlags) clientConfig() (*config.Client, error) {
 	var cfg *config.Client
-	if f.config == "" && f.server != "" {
+	if f.config == "" && len(f.servers) > 0 {
 		c := config.DefaultClient()
 		if tok, ok := os.LookupEnv("GOTUNNEL_TOKEN"); ok {
 			c.Token = tok
@@ -83,8 +88,14 @@ func (f *clientFlags) clientConfig() (*config.Client, error) {
 			return nil, err
 		}
 	}
-	if f.server != "" {
-		cfg.ServerAddr = f.server
+	switch {
+	case len(f.servers) == 1:
+		cfg.ServerAddr, cfg.ServerAddrs = f.servers[0], nil
+	case len(f.servers) > 1:
+		cfg.ServerAddr, cfg.ServerAddrs = "", f.servers
+	}
+	if f.ha != "" {
+		cfg.HA = f.ha
 	}
 	if f.token != "" {
 		cfg.Token = f.token
@@ -214,8 +225,8 @@ func (r *clientReloader) reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	notifyReloading()
-	defer notifyReloaded("running; server " + r.cfg.ServerAddr)
-	if r.flags.config == "" && r.flags.server != "" {
+	defer notifyReloaded("running; server " + r.cfg.Endpoint().Host)
+	if r.flags.config == "" && len(r.flags.servers) > 0 {
 		err := errors.New("quick mode (--server, no --config): there is no file to reload")
 		r.log.Warn("reload refused", "err", err)
 		return err
@@ -267,15 +278,24 @@ func clientMappings(cfg *config.Client) []client.Mapping {
 
 func clientOptions(cfg *config.Client, log *slog.Logger) client.Options {
 	maps := clientMappings(cfg)
-	ep := cfg.Endpoint()
-	scheme := ep.Scheme
-	if scheme == transport.TCP && cfg.TLSEnabled() {
-		scheme = transport.TLS
+	var servers []client.Endpoint
+	for _, ep := range cfg.Servers() {
+		scheme := ep.Scheme
+		if scheme == transport.TCP && cfg.TLSEnabled() {
+			scheme = transport.TLS
+		}
+		servers = append(servers, client.Endpoint{Addr: ep.Host, Transport: scheme, WSPath: ep.Path})
+	}
+	var more []client.Endpoint
+	if len(servers) > 1 {
+		more = servers[1:]
 	}
 	return client.Options{
-		ServerAddr:        ep.Host,
-		Transport:         scheme,
-		WSPath:            ep.Path,
+		ServerAddr:        servers[0].Addr,
+		Transport:         servers[0].Transport,
+		WSPath:            servers[0].WSPath,
+		MoreServers:       more,
+		HA:                cfg.HA,
 		Token:             cfg.Token,
 		Name:              cfg.Name,
 		Mappings:          maps,

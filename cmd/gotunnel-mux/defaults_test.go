@@ -233,6 +233,8 @@ func bump(t *testing.T, v reflect.Value, path string) {
 			v.Set(reflect.Append(v, reflect.ValueOf(config.PortRange{Lo: 2000, Hi: 2001})))
 		case reflect.TypeFor[netip.Prefix]():
 			v.Set(reflect.Append(v, reflect.ValueOf(netip.MustParsePrefix("10.0.0.0/8"))))
+		case reflect.TypeFor[string](): // server_addrs
+			v.Set(reflect.Append(v, reflect.ValueOf("127.0.0.9:7000")))
 		default:
 			t.Fatalf("key %s: a slice of %s; teach bump to change it", path, v.Type().Elem())
 		}

@@ -20,8 +20,6 @@ import (
 	"github.com/gotunnel-mux/gotunnel-mux/mux/transport"
 	"golang.org/x/time/rate"
 
-	"github.com/jpillora/backoff"
-
 	"github.com/gotunnel-mux/gotunnel-mux/dataplane"
 	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
@@ -134,7 +132,13 @@ type Options struct {
 	// Proxy, when set, is an http:// (HTTP CONNECT, basic auth from its
 	// user) or socks5:// proxy every connection to the server goes through.
 	// The environment is package main's business, not this one's.
-	Proxy             *url.URL
+	Proxy *url.URL
+	// MoreServers are servers besides ServerAddr, for HA (each with its
+	// own transport; Proxy, TLS and the timeouts are shared).
+	MoreServers []Endpoint
+	// HA is how the client uses several servers: HAFailover (the default)
+	// or HAAll. With one server it does not matter.
+	HA                string
 	Token             string // required
 	Name              string // required; the client's identity on the server
 	Mappings          []Mapping
@@ -220,19 +224,20 @@ const (
 // Event is a change in the client's state, for status displays and tests.
 type Event struct {
 	Kind       EventKind
+	Server     string // the server's host:port, for the session events and the mapping's up or failed
 	Mapping    string
 	RemotePort int
 	Err        error
 }
 
-// Client keeps one session to the server alive and serves its mappings.
+// Client keeps a session to the server alive (or to several servers, as
+// Options.HA says) and serves its mappings.
 type Client struct {
 	// set in New
 	opts     Options
 	log      *slog.Logger
 	id       string
-	host     string // server host, for the mapping lines in the log
-	dialer   *transport.Dialer
+	links    []*link // ServerAddr first, then MoreServers
 	running  atomic.Bool
 	bufs     *dataplane.Pool
 	stopping context.Context    // ended by Shutdown: drain, then do not reconnect
@@ -243,12 +248,7 @@ type Client struct {
 	obs      Observer
 	started  time.Time
 
-	// for Status: attempts after the first, and why the last one ended
-	reconnects atomic.Int64
-	lastErr    atomic.Pointer[string]
-
-	mu     sync.Mutex // guards cur, hard and runCtx
-	cur    *clientSession
+	mu     sync.Mutex         // guards hard and runCtx
 	hard   context.CancelFunc // ends Run at once; set by Run
 	runCtx context.Context    // Run's, for the probes SetMappings starts; nil once Run is ending
 
@@ -265,8 +265,7 @@ type Client struct {
 // clientMapping is a Mapping with its probe state, which outlives sessions.
 type clientMapping struct {
 	Mapping
-	online   atomic.Bool
-	lastPort atomic.Int64 // the port the server bound last, asked for again when RemotePort is 0
+	online atomic.Bool
 	// "local service unreachable": failures since the last line, and the
 	// line's rate
 	dialFails atomic.Int64
@@ -295,26 +294,28 @@ func newMapping(m Mapping, cnt *counters) *clientMapping {
 // New checks opts and returns a client ready to Run.
 func New(opts Options) (*Client, error) {
 	opts.setDefaults()
-	host, _, err := net.SplitHostPort(opts.ServerAddr)
 	switch {
-	case err != nil:
-		return nil, fmt.Errorf("client: server address: %w", err)
 	case opts.Token == "":
 		return nil, errors.New("client: empty token")
 	case !control.ValidName(opts.Name):
 		return nil, fmt.Errorf("client: name %q: want 1-64 of [A-Za-z0-9._-]", opts.Name)
+	case opts.HA != "" && opts.HA != HAFailover && opts.HA != HAAll:
+		return nil, fmt.Errorf("client: ha %q: want %q or %q", opts.HA, HAFailover, HAAll)
 	}
-	if opts.TLS != nil && opts.TLS.ServerName == "" && !opts.TLS.InsecureSkipVerify {
-		opts.TLS = opts.TLS.Clone()
-		opts.TLS.ServerName = host
-	}
-	d := &transport.Dialer{Transport: opts.Transport, Addr: opts.ServerAddr, WSPath: opts.WSPath, Proxy: opts.Proxy,
-		TLS: opts.TLS, DialTimeout: opts.DialTimeout, HandshakeTimeout: opts.HandshakeTimeout, Dial: opts.Dial}
-	if err := d.Check(); err != nil {
-		return nil, err
-	}
-	c := &Client{opts: opts, log: opts.Logger, id: control.NewID(), host: host, dialer: d, byName: make(map[string]*clientMapping),
+	c := &Client{opts: opts, log: opts.Logger, id: control.NewID(), byName: make(map[string]*clientMapping),
 		bufs: dataplane.NewPool(opts.BufferSize), runDone: make(chan struct{}), obs: opts.Observer, started: time.Now()}
+	seen := map[string]bool{}
+	for _, e := range append([]Endpoint{{Addr: opts.ServerAddr, Transport: opts.Transport, WSPath: opts.WSPath}}, opts.MoreServers...) {
+		if seen[e.Addr] {
+			return nil, fmt.Errorf("client: server %s is given twice", e.Addr)
+		}
+		seen[e.Addr] = true
+		l, err := newLink(c, e)
+		if err != nil {
+			return nil, err
+		}
+		c.links = append(c.links, l)
+	}
 	c.stopping, c.stop = context.WithCancel(context.Background())
 	if err := checkMappings(opts.Mappings); err != nil {
 		return nil, err
@@ -358,55 +359,13 @@ func (c *Client) Run(ctx context.Context) error {
 		c.probes.Wait()
 		c.wg.Wait()
 	}()
-	return c.reconnectLoop(ctx)
-}
-
-// reconnectLoop makes one attempt per iteration and waits with backoff in
-// between; the backoff is reset only after a healthy session.
-func (c *Client) reconnectLoop(ctx context.Context) error {
-	r := c.opts.Reconnect
-	b := &backoff.Backoff{Min: r.Min, Max: r.Max, Factor: r.Factor, Jitter: !r.NoJitter}
-	// The wait between attempts ends early at Shutdown too.
-	waitCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(c.stopping, cancel)()
-	failures := 0
-	for attempt := 0; ; attempt++ {
-		if c.stopped() {
-			return nil
-		}
-		if attempt > 0 {
-			c.reconnects.Add(1)
-			c.obs.Reconnect()
-		}
-		healthy, err := c.connectOnce(ctx)
-		if ctx.Err() != nil || c.stopped() {
-			return nil
-		}
-		if err != nil {
-			msg := err.Error()
-			c.lastErr.Store(&msg)
-		}
-		if healthy {
-			b.Reset()
-			failures = 0
-		}
-		var re *control.RejectError
-		if errors.As(err, &re) && re.Code.Fatal() {
-			c.log.Error("server refused the client; not retrying", "code", int(re.Code), "reason", re.Reason)
-			return err
-		}
-		failures++
-		if r.MaxRetries > 0 && failures > r.MaxRetries {
-			c.log.Error("giving up", "attempts", failures, "code", int(connectCode(err)), "err", err)
-			return fmt.Errorf("client: gave up after %d attempts: %w", failures, err)
-		}
-		wait := spread(b.Duration(), r)
-		c.log.Warn("disconnected", "code", int(connectCode(err)), "err", err, "retry_in", wait.Round(time.Millisecond).String())
-		if !sleepCtx(waitCtx, wait) {
-			return nil
-		}
+	switch {
+	case len(c.links) == 1:
+		return c.links[0].reconnectLoop(ctx)
+	case c.opts.HA == HAAll:
+		return c.runAll(ctx)
 	}
+	return c.runFailover(ctx)
 }
 
 // stopped reports whether Shutdown has begun.
@@ -464,45 +423,6 @@ func connectCode(err error) control.Code {
 	return control.CodeCannotReachServer
 }
 
-// connectOnce runs one session from dial to its end. healthy reports that
-// it logged in and every registration was answered.
-func (c *Client) connectOnce(ctx context.Context) (healthy bool, err error) {
-	conn, offer, err := c.dialer.DialContext(ctx)
-	if errors.Is(err, transport.ErrTLSRequired) {
-		return false, &control.RejectError{Code: control.CodeTLS, Reason: "the server requires TLS for WebSocket; use a wss:// server_addr"}
-	}
-	if err != nil {
-		return false, err
-	}
-	cs, err := c.handshake(ctx, conn, offer)
-	if err == nil && c.stopped() {
-		cs.relayCancel()
-		_ = cs.mux.Close()
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	c.setCurrent(cs)
-	defer c.setCurrent(nil)
-	c.emit(Event{Kind: EventSessionUp})
-	err = cs.serve(ctx)
-	c.emit(Event{Kind: EventSessionDown, Err: err})
-	return cs.healthy.Load(), err
-}
-
-func (c *Client) setCurrent(cs *clientSession) {
-	c.mu.Lock()
-	c.cur = cs
-	c.mu.Unlock()
-}
-
-func (c *Client) current() *clientSession {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cur
-}
-
 func (c *Client) emit(e Event) {
 	if c.opts.OnEvent != nil {
 		c.opts.OnEvent(e)
@@ -511,7 +431,7 @@ func (c *Client) emit(e Event) {
 
 // handshake logs in over conn under handshake_timeout. It owns conn: on
 // failure conn is closed, on success it belongs to the session.
-func (c *Client) handshake(ctx context.Context, conn net.Conn, offer *transport.CertOffer) (*clientSession, error) {
+func (c *Client) handshake(ctx context.Context, l *link, conn net.Conn, offer *transport.CertOffer) (*clientSession, error) {
 	deadline := time.Now().Add(c.opts.HandshakeTimeout)
 	_ = conn.SetDeadline(deadline)
 	ms, err := mux.Client(conn, c.opts.Mux)
@@ -531,13 +451,13 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn, offer *transport.
 	}
 	if err != nil {
 		if c.opts.TLS != nil && !errors.As(err, &re) {
-			err = offer.Explain(err, ms.ReadErr(), c.opts.TLS.ServerName)
+			err = offer.Explain(err, ms.ReadErr(), l.tlsName)
 		}
 		_ = ms.Close()
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return newClientSession(ctx, c, ms, resp), nil
+	return newClientSession(ctx, c, l, ms, resp), nil
 }
 
 // login sends the login frame and reads the reply.

@@ -61,7 +61,7 @@ func (c *Client) setOnline(m *clientMapping, on bool, err error) {
 		c.log.Warn("mapping offline: local service down", "mapping", m.Name, "local_addr", m.LocalAddr, "code", int(control.CodeMappingOffline), "err", err)
 		c.emit(Event{Kind: EventMappingOffline, Mapping: m.Name, Err: err})
 	}
-	if cs := c.current(); cs != nil {
+	for _, cs := range c.sessions() {
 		cs.healthChanged(m, on)
 	}
 }

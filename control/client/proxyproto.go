@@ -89,7 +89,7 @@ func (cs *clientSession) writeProxyHeader(local net.Conn, m *clientMapping, hdr 
 		return nil
 	}
 	_ = local.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := proxyHeader(v, hdr, cs.c.host).WriteTo(local)
+	_, err := proxyHeader(v, hdr, cs.link.host).WriteTo(local)
 	_ = local.SetWriteDeadline(time.Time{})
 	if err != nil {
 		return fmt.Errorf("write proxy protocol v%d header: %w", v, err)

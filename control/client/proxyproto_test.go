@@ -124,7 +124,7 @@ func throughClient(t *testing.T, p ProxyProtocol, server string, hdr control.Ope
 	}
 	tu := newWire(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	cs := &clientSession{c: c, log: c.log, mux: tu.cli, w: tu.w, streams: tu.table, relayCtx: ctx}
+	cs := &clientSession{c: c, link: c.links[0], retiring: make(chan struct{}), log: c.log, mux: tu.cli, w: tu.w, streams: tu.table, relayCtx: ctx}
 	served := make(chan struct{})
 	go func() { // joined below
 		defer close(served)
@@ -186,7 +186,7 @@ func TestProxyHeaderWriteDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := &clientSession{c: c}
+	cs := &clientSession{c: c, link: c.links[0]}
 	m := &clientMapping{Mapping: Mapping{Name: "web", ProxyProtocol: ProxyProtocolV2}}
 	hdr := &control.OpenDataChannel{Name: "web", RemotePort: 1, Visitor: "203.0.113.7:1"}
 	a, b := net.Pipe()

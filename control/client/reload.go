@@ -98,7 +98,7 @@ func (c *Client) SetMappings(maps []Mapping) (Changes, error) {
 	for _, m := range fresh {
 		c.startProbeLocked(m)
 	}
-	cs := c.cur
+	sessions := c.sessions()
 	c.mu.Unlock()
 	grace := max(c.opts.ShutdownTimeout, 0)
 	for _, m := range gone {
@@ -107,7 +107,7 @@ func (c *Client) SetMappings(maps []Mapping) (Changes, error) {
 		}
 		time.AfterFunc(grace, m.cutNow) // its visitors' relays abort then
 	}
-	if cs != nil {
+	for _, cs := range sessions {
 		cs.applyMappings(gone, fresh)
 	}
 	slices.Sort(ch.Removed)

@@ -54,22 +54,24 @@ type regState struct {
 // clientSession is one logged-in session on the client.
 type clientSession struct {
 	// set in newClientSession
-	c       *Client
-	log     *slog.Logger
-	mux     *mux.Session
-	ctl     *mux.Stream
-	ctx     context.Context
-	cancel  context.CancelCauseFunc
-	w       *control.Writer      // owns writes on ctl
-	streams *control.StreamTable // live data streams, for data_channel_reset
-	wg      sync.WaitGroup
-	healthy atomic.Bool
-	pinging atomic.Bool  // a ping is queued and not written yet
-	id      string       // the server's session ID
-	since   time.Time    // the login
-	pings   pings        // the last pings' send times
-	rtt     atomic.Int64 // the last heartbeat round trip, nanoseconds
-	ticked  atomic.Int64 // UnixNano of the heartbeat loop's last run, for Alive
+	c        *Client
+	link     *link         // its server
+	retiring chan struct{} // closed by retire
+	log      *slog.Logger
+	mux      *mux.Session
+	ctl      *mux.Stream
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	w        *control.Writer      // owns writes on ctl
+	streams  *control.StreamTable // live data streams, for data_channel_reset
+	wg       sync.WaitGroup
+	healthy  atomic.Bool
+	pinging  atomic.Bool  // a ping is queued and not written yet
+	id       string       // the server's session ID
+	since    time.Time    // the login
+	pings    pings        // the last pings' send times
+	rtt      atomic.Int64 // the last heartbeat round trip, nanoseconds
+	ticked   atomic.Int64 // UnixNano of the heartbeat loop's last run, for Alive
 
 	// The relays outlive the session: a stream whose FIN arrived is
 	// delivered in full after the session died (protocol.md 7.6).
@@ -88,9 +90,11 @@ type clientSession struct {
 	unregs      []string // unregisters that wait for room in the queue
 }
 
-func newClientSession(ctx context.Context, c *Client, ms *mux.Session, lr *loginResult) *clientSession {
+func newClientSession(ctx context.Context, c *Client, l *link, ms *mux.Session, lr *loginResult) *clientSession {
 	cs := &clientSession{
 		c:           c,
+		link:        l,
+		retiring:    make(chan struct{}),
 		log:         c.log.With("session", lr.sessionID),
 		mux:         ms,
 		ctl:         lr.ctl,
@@ -117,7 +121,7 @@ func (cs *clientSession) serve(ctx context.Context) error {
 	defer stopCtx()
 	stopMux := context.AfterFunc(cs.mux.Context(), func() { cs.cancel(context.Cause(cs.mux.Context())) })
 	defer stopMux()
-	cs.log.Info("connected", "server", cs.c.opts.ServerAddr, "client", cs.c.opts.Name)
+	cs.log.Info("connected", "server", cs.link.addr, "client", cs.c.opts.Name)
 	cs.wg.Go(cs.w.Run)
 	cs.wg.Go(cs.readLoop)
 	cs.wg.Go(cs.acceptLoop)
@@ -128,11 +132,44 @@ func (cs *clientSession) serve(ctx context.Context) error {
 	case <-cs.c.stopping.Done():
 		cs.drain()
 		<-cs.ctx.Done()
+	case <-cs.retiring:
+		cs.drain()
+		cs.waitIdle()
+		cs.cancel(errMovedBack)
 	}
 	_ = cs.mux.Close()
 	cs.wg.Wait()
 	cs.c.wg.Go(cs.finishRelays)
 	return context.Cause(cs.ctx)
+}
+
+// retire makes the session drain and end (HAFailover, back on a
+// preferred server): no new visitors; the live ones go on for up to
+// shutdown_timeout.
+func (cs *clientSession) retire() {
+	select {
+	case <-cs.retiring:
+	default:
+		close(cs.retiring)
+	}
+}
+
+// retired reports whether retire was called.
+func (cs *clientSession) retired() bool {
+	select {
+	case <-cs.retiring:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitIdle waits until the session has no live data stream, for at most
+// shutdown_timeout, or until the session ends.
+func (cs *clientSession) waitIdle() {
+	ctx, cancel := context.WithTimeout(cs.ctx, max(cs.c.opts.ShutdownTimeout, 0))
+	defer cancel()
+	_ = pollUntil(ctx, 20*time.Millisecond, func() bool { return cs.streams.Len() == 0 })
 }
 
 // registerAll sends the session's first registers, one per mapping, and
@@ -345,7 +382,7 @@ func (cs *clientSession) sendRegisterLocked(m *clientMapping, now time.Time) {
 		AllowIPs: control.FormatPrefixes(m.AllowIPs), DenyIPs: control.FormatPrefixes(m.DenyIPs),
 		UDPIdleTimeout: m.UDPIdleTimeout.Milliseconds()}
 	if m.RemotePort == 0 {
-		reg.PreferPort = int(m.lastPort.Load())
+		reg.PreferPort = cs.link.lastPort(m.Name, 0)
 	}
 	switch {
 	case m.BandwidthLimit > 0 && cs.bandwidth:
@@ -392,13 +429,13 @@ func (cs *clientSession) registered(resp *control.RegisterResp) {
 		return
 	}
 	r.up, r.port, r.retryAt, r.retryWait, r.refusals, r.refusal = true, resp.RemotePort, time.Time{}, 0, 0, nil
-	if prev := int(m.lastPort.Swap(int64(resp.RemotePort))); m.RemotePort == 0 && prev != 0 && prev != resp.RemotePort {
+	if prev := cs.link.lastPort(m.Name, resp.RemotePort); m.RemotePort == 0 && prev != 0 && prev != resp.RemotePort {
 		cs.log.Warn("mapping came back on a new port: its old port was taken or not allowed", "mapping", m.Name,
 			"old_port", prev, "remote_port", resp.RemotePort)
 	}
-	cs.log.Info(fmt.Sprintf("%s  %s://%s -> %s", m.Name, m.protocol(), net.JoinHostPort(cs.c.host, strconv.Itoa(resp.RemotePort)), m.LocalAddr),
+	cs.log.Info(fmt.Sprintf("%s  %s://%s -> %s", m.Name, m.protocol(), net.JoinHostPort(cs.link.host, strconv.Itoa(resp.RemotePort)), m.LocalAddr),
 		"mapping", m.Name, "remote_port", resp.RemotePort, "local_addr", m.LocalAddr)
-	cs.c.emit(Event{Kind: EventMappingUp, Mapping: m.Name, RemotePort: resp.RemotePort})
+	cs.c.emit(Event{Kind: EventMappingUp, Server: cs.link.addr, Mapping: m.Name, RemotePort: resp.RemotePort})
 	switch on := m.online.Load(); {
 	case cs.c.stopped():
 		cs.drainLocked(m, r) // sentOnline is what the register told the server
@@ -429,7 +466,7 @@ func (cs *clientSession) refusedLocked(m *clientMapping, r *regState, re *contro
 		}
 		cs.log.Log(context.Background(), level, "mapping refused; retrying", append(attrs, "retry_in", r.retryWait.String(), "refusals", r.refusals)...)
 	}
-	cs.c.emit(Event{Kind: EventMappingFailed, Mapping: m.Name, RemotePort: m.RemotePort, Err: re})
+	cs.c.emit(Event{Kind: EventMappingFailed, Server: cs.link.addr, Mapping: m.Name, RemotePort: m.RemotePort, Err: re})
 }
 
 // healthChanged tells the server about a probe result change, for a
@@ -541,7 +578,7 @@ func (cs *clientSession) openLocal(ctx context.Context, ds *control.DataStream) 
 	switch {
 	case m == nil:
 		return nil, nil, nil, &control.RejectError{Code: control.CodeLocalUnreachable, Reason: "no mapping named " + hdr.Name}
-	case cs.c.stopped():
+	case cs.c.stopped() || cs.retired():
 		return nil, nil, nil, &control.RejectError{Code: control.CodeMappingOffline, Reason: "the client is stopping"}
 	case cmp.Or(hdr.Protocol, control.ProtocolTCP) != m.protocol():
 		return nil, nil, nil, &control.RejectError{Code: control.CodeMalformed,

@@ -178,8 +178,8 @@ func TestRegisteredWhileStoppingIsDrained(t *testing.T) {
 	stopping, stop := context.WithCancel(context.Background())
 	c := &Client{log: slog.New(slog.DiscardHandler), mappings: []*clientMapping{m},
 		byName: map[string]*clientMapping{"late": m}, stopping: stopping, stop: stop}
-	cs := &clientSession{c: c, log: c.log, mux: tu.cli, w: tu.w, streams: tu.table,
-		regs: map[string]*regState{"late": {sent: true, sentOnline: true}}}
+	cs := &clientSession{c: c, link: &link{c: c, addr: "192.0.2.1:7000", host: "192.0.2.1"}, retiring: make(chan struct{}), log: c.log,
+		mux: tu.cli, w: tu.w, streams: tu.table, regs: map[string]*regState{"late": {sent: true, sentOnline: true}}}
 	tu.start()
 	cs.drain() // nothing is up yet
 	stop()

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"sync"
@@ -42,17 +43,44 @@ const (
 )
 
 // Status is a snapshot of the client, for the admin API and metrics.
+// With several servers, Session is the first server's with a live
+// session, a mapping's state is its best over the servers (up before
+// offline, draining, refused and pending), and Servers has each one's.
 type Status struct {
 	Started    time.Time
-	Server     string         // the server address
-	Session    *SessionStatus // nil while not logged in
-	Reconnects int64          // connection attempts after the first
+	Server     string         // the (first) server's address
+	Session    *SessionStatus // nil while not logged in anywhere
+	Reconnects int64          // connection attempts after the first, over every server
 	LastError  string         // why the last session or attempt ended; "" before any
 	Mappings   []MappingStatus
+	// Servers are the servers, in the order given: one without HA.
+	Servers []ServerStatus
 }
+
+// ServerStatus is one server of the client.
+type ServerStatus struct {
+	Addr       string
+	Session    *SessionStatus // nil while not logged in there
+	Reconnects int64          // attempts after the first
+	LastError  string         // why its last session or attempt ended
+	Mappings   []MappingState // each mapping's state there, in Status.Mappings' order
+}
+
+// MappingState is where a mapping stands on one server.
+type MappingState struct {
+	Name      string
+	State     string       // one of the State constants
+	BoundPort int          // the port the server bound in this session; 0 when not up
+	Code      control.Code // the refusal, for StateRefused
+	Reason    string
+}
+
+// stateRank orders the states for a mapping's best state over servers.
+var stateRank = map[string]int{StateUp: 0, StateOffline: 1, StateDraining: 2, StateRefused: 3, StatePending: 4}
 
 // SessionStatus is the live session.
 type SessionStatus struct {
+	Server       string // the server's address
 	ID           string
 	Since        time.Time
 	Transport    string        // tcp, tls, ws or wss
@@ -95,47 +123,75 @@ func (c *counters) dropDatagram() { c.dropped.Add(1) }
 
 // Status returns a snapshot of the client.
 func (c *Client) Status() Status {
-	st := Status{Started: c.started, Server: c.opts.ServerAddr, Reconnects: c.reconnects.Load()}
-	if p := c.lastErr.Load(); p != nil {
-		st.LastError = *p
-	}
-	cs := c.current()
-	if cs != nil {
-		st.Session = &SessionStatus{ID: cs.id, Since: cs.since, Transport: c.transport(),
-			HeartbeatRTT: time.Duration(cs.rtt.Load())}
-	}
+	st := Status{Started: c.started, Server: c.links[0].addr}
 	c.mapMu.RLock()
 	defer c.mapMu.RUnlock()
-	for _, m := range c.mappings {
+	for _, l := range c.links {
+		ss := ServerStatus{Addr: l.addr, Reconnects: l.reconnects.Load()}
+		if p := l.lastErr.Load(); p != nil {
+			ss.LastError = *p
+		}
+		cs := l.current()
+		if cs != nil {
+			ss.Session = &SessionStatus{Server: l.addr, ID: cs.id, Since: cs.since, Transport: l.transport,
+				HeartbeatRTT: time.Duration(cs.rtt.Load())}
+			if st.Session == nil {
+				st.Session = ss.Session
+			}
+		} else if ss.LastError != "" && st.LastError == "" {
+			st.LastError = ss.LastError
+			if len(c.links) > 1 {
+				st.LastError = l.addr + ": " + ss.LastError
+			}
+		}
+		for _, m := range c.mappings {
+			ss.Mappings = append(ss.Mappings, c.stateOn(cs, m))
+		}
+		st.Reconnects += ss.Reconnects
+		st.Servers = append(st.Servers, ss)
+	}
+	for i, m := range c.mappings {
 		ms := MappingStatus{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, State: StatePending,
 			Active: m.counters.active.Load(), Visitors: m.counters.visitors.Load(),
 			BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA(), BandwidthLimit: m.BandwidthLimit,
 			Protocol: m.protocol(), DatagramsDropped: m.counters.dropped.Load()}
-		if cs != nil {
-			cs.mu.Lock()
-			r := cs.regs[m.Name]
-			switch {
-			case r == nil:
-			case r.up && c.stopped():
-				ms.State, ms.BoundPort = StateDraining, r.port
-			case r.up && !m.online.Load():
-				ms.State, ms.BoundPort = StateOffline, r.port
-			case r.up:
-				ms.State, ms.BoundPort = StateUp, r.port
-			case r.refusal != nil:
-				ms.State, ms.Code, ms.Reason = StateRefused, r.refusal.Code, r.refusal.Reason
+		for _, ss := range st.Servers {
+			if s := ss.Mappings[i]; stateRank[s.State] < stateRank[ms.State] {
+				ms.State, ms.BoundPort, ms.Code, ms.Reason = s.State, s.BoundPort, s.Code, s.Reason
 			}
-			cs.mu.Unlock()
 		}
 		st.Mappings = append(st.Mappings, ms)
 	}
 	return st
 }
 
-// Ready reports whether the client does all it can: logged in, and every
-// mapping registered or refused for a reason that retrying cannot clear
-// (anything but a port in use). Otherwise the error says what it waits
-// for.
+// stateOn is where m stands in cs (nil: no session). c.mapMu is held.
+func (c *Client) stateOn(cs *clientSession, m *clientMapping) MappingState {
+	ms := MappingState{Name: m.Name, State: StatePending}
+	if cs == nil {
+		return ms
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	r := cs.regs[m.Name]
+	switch {
+	case r == nil:
+	case r.up && (c.stopped() || cs.retired()):
+		ms.State, ms.BoundPort = StateDraining, r.port
+	case r.up && !m.online.Load():
+		ms.State, ms.BoundPort = StateOffline, r.port
+	case r.up:
+		ms.State, ms.BoundPort = StateUp, r.port
+	case r.refusal != nil:
+		ms.State, ms.Code, ms.Reason = StateRefused, r.refusal.Code, r.refusal.Reason
+	}
+	return ms
+}
+
+// Ready reports whether the client does all it can: logged in (with
+// HAAll, to every server), and every mapping registered or refused for a
+// reason that retrying cannot clear (anything but a port in use) in each
+// of its sessions. Otherwise the error says what it waits for.
 func (c *Client) Ready() error {
 	st := c.Status()
 	if st.Session == nil {
@@ -145,38 +201,40 @@ func (c *Client) Ready() error {
 		return fmt.Errorf("not logged in to %s yet", st.Server)
 	}
 	var errs []error
-	for _, m := range st.Mappings {
-		switch {
-		case m.State == StatePending:
-			errs = append(errs, fmt.Errorf("mapping %s: not registered yet", m.Name))
-		case m.State == StateRefused && m.Code == control.CodePortInUse:
-			errs = append(errs, fmt.Errorf("mapping %s: refused (%d %s), retrying", m.Name, int(m.Code), m.Reason))
+	for _, ss := range st.Servers {
+		where := ""
+		if len(st.Servers) > 1 {
+			where = " on " + ss.Addr
+		}
+		if ss.Session == nil {
+			if c.opts.HA == HAAll {
+				errs = append(errs, fmt.Errorf("not logged in to %s: %s", ss.Addr, cmp.Or(ss.LastError, "not yet")))
+			}
+			continue
+		}
+		for _, m := range ss.Mappings {
+			switch {
+			case m.State == StatePending:
+				errs = append(errs, fmt.Errorf("mapping %s: not registered yet%s", m.Name, where))
+			case m.State == StateRefused && m.Code == control.CodePortInUse:
+				errs = append(errs, fmt.Errorf("mapping %s: refused%s (%d %s), retrying", m.Name, where, int(m.Code), m.Reason))
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Alive reports whether the client's loops run: with a session, its
+// Alive reports whether the client's loops run: each session's
 // heartbeat loop must have run lately. A client that is reconnecting is
 // alive. For a supervisor's watchdog.
 func (c *Client) Alive() error {
-	cs := c.current()
-	if cs == nil {
-		return nil
-	}
-	last := cs.ticked.Load()
-	if late := time.Since(time.Unix(0, last)); last != 0 && late > 3*cs.tick()+time.Second {
-		return fmt.Errorf("client: the heartbeat loop has not run for %s", late.Round(time.Second))
+	for _, cs := range c.sessions() {
+		last := cs.ticked.Load()
+		if late := time.Since(time.Unix(0, last)); last != 0 && late > 3*cs.tick()+time.Second {
+			return fmt.Errorf("client: the heartbeat loop of the session with %s has not run for %s", cs.link.addr, late.Round(time.Second))
+		}
 	}
 	return nil
-}
-
-// transport is the transport the client dials, as the status names it.
-func (c *Client) transport() string {
-	if c.opts.Transport == "tcp" && c.opts.TLS != nil {
-		return "tls"
-	}
-	return c.opts.Transport
 }
 
 // pings remembers when the last few pings were queued, by their Time, so

@@ -35,7 +35,7 @@ func (cs *clientSession) relayFlow(ctx context.Context, m *clientMapping, hdr *c
 		o.Limits.AToB = []*rate.Limiter{m.bandwidth} // the datagrams read from the local service
 	}
 	if v := m.ProxyProtocol.version(); v == 2 {
-		if p, err := proxyHeader(v, hdr, cs.c.host).Format(); err == nil {
+		if p, err := proxyHeader(v, hdr, cs.link.host).Format(); err == nil {
 			o.Prefix = p
 		}
 	}
