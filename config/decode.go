@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -72,8 +73,20 @@ func positioned(pos *positions, de *toml.DecodeError) *Error {
 	if key == "" {
 		key = joinPath(de.Key())
 	}
+	if m := duplicateKey.FindStringSubmatch(de.Error()); m != nil {
+		// The second key = value of a name is not a spot of its own: the
+		// spot found is the key before it, in the same table.
+		if i := strings.LastIndexByte(key, '.'); i >= 0 {
+			key = key[:i+1] + m[1]
+		} else {
+			key = m[1]
+		}
+	}
 	return &Error{Line: line, Key: key}
 }
+
+// duplicateKey is go-toml's message for a key given twice in a table.
+var duplicateKey = regexp.MustCompile(`key (\S+) is already defined`)
 
 // checkTypes checks every key of the document against the struct root
 // that it decodes into, before the decoder runs. The decoder cannot give

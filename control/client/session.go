@@ -95,7 +95,7 @@ func newClientSession(ctx context.Context, c *Client, l *link, ms *mux.Session, 
 		c:           c,
 		link:        l,
 		retiring:    make(chan struct{}),
-		log:         c.log.With("session", lr.sessionID),
+		log:         sessionLog(c, l, lr.sessionID),
 		mux:         ms,
 		ctl:         lr.ctl,
 		regs:        make(map[string]*regState),
@@ -114,6 +114,15 @@ func newClientSession(ctx context.Context, c *Client, l *link, ms *mux.Session, 
 	return cs
 }
 
+// sessionLog is the session's logger: its lines name the session, and
+// the server when the client has several.
+func sessionLog(c *Client, l *link, id string) *slog.Logger {
+	if len(c.links) > 1 {
+		return c.log.With("session", id, "server", l.addr)
+	}
+	return c.log.With("session", id)
+}
+
 // serve runs the session until it ends and returns why. ctx ending ends it
 // too (with context.Canceled); Shutdown makes it drain first.
 func (cs *clientSession) serve(ctx context.Context) error {
@@ -121,7 +130,11 @@ func (cs *clientSession) serve(ctx context.Context) error {
 	defer stopCtx()
 	stopMux := context.AfterFunc(cs.mux.Context(), func() { cs.cancel(context.Cause(cs.mux.Context())) })
 	defer stopMux()
-	cs.log.Info("connected", "server", cs.link.addr, "client", cs.c.opts.Name)
+	if len(cs.c.links) > 1 {
+		cs.log.Info("connected", "client", cs.c.opts.Name) // the logger names the server
+	} else {
+		cs.log.Info("connected", "server", cs.link.addr, "client", cs.c.opts.Name)
+	}
 	cs.wg.Go(cs.w.Run)
 	cs.wg.Go(cs.readLoop)
 	cs.wg.Go(cs.acceptLoop)
