@@ -17,11 +17,15 @@ import (
 // The end paths of issue 9 with the real binaries, as users run them.
 
 // clientBinary starts the client binary against addr with JSON debug logs
-// and the given mappings ([[mappings]] tables) and extra top-level keys.
+// and the given mappings ([[mappings]] tables) and extra top-level keys;
+// addr "" leaves server_addr out (extra gives server_addrs).
 func clientBinary(t *testing.T, addr, extra, mappings string) *proc {
 	t.Helper()
+	if addr != "" {
+		addr = fmt.Sprintf("server_addr = %q", addr)
+	}
 	cfg := writeFile(t, "client.toml", fmt.Sprintf(`
-server_addr = %q
+%s
 token = %q
 name = "bin"
 heartbeat_interval = "200ms"

@@ -40,7 +40,7 @@ func TestBinaryHAAll(t *testing.T) {
 	a, aAddr := haServerBinary(t, "127.0.0.1:0", "127.0.0.1")
 	_, bAddr := haServerBinary(t, "127.0.0.1:0", "127.0.0.2")
 	port := freeOnBoth(t)
-	cli := clientBinary(t, "", fmt.Sprintf("server_addr = ''\nserver_addrs = [%q, %q]\nha = \"all\"\n", aAddr, bAddr),
+	cli := clientBinary(t, "", fmt.Sprintf("server_addrs = [%q, %q]\nha = \"all\"\n", aAddr, bAddr),
 		fmt.Sprintf("[[mappings]]\nname = \"dl\"\nlocal_addr = %q\nremote_port = %d\nhealth_check = false\n", be.addr, port))
 	up := map[string]bool{}
 	for len(up) < 2 {
@@ -53,7 +53,8 @@ func TestBinaryHAAll(t *testing.T) {
 	started := make(chan struct{}, 8)
 	for i := range 8 {
 		wg.Go(func() {
-			defer func() { started <- struct{}{} }()
+			signal := sync.OnceFunc(func() { started <- struct{}{} })
+			defer signal() // a download that failed early
 			v, err := net.DialTimeout("tcp", viaB, 5*time.Second)
 			if err != nil {
 				t.Errorf("download %d: %v", i, err)
@@ -66,7 +67,7 @@ func TestBinaryHAAll(t *testing.T) {
 				t.Errorf("download %d: first MiB: %v", i, err)
 				return
 			}
-			started <- struct{}{}
+			signal()
 			n, sum, err := drain(io.MultiReader(bytes.NewReader(first), v))
 			if err != nil || n != size || sum != want {
 				t.Errorf("download %d: %d bytes (err %v, sum match %v), want %d intact", i, n, err, sum == want, size)
@@ -86,9 +87,6 @@ func TestBinaryHAAll(t *testing.T) {
 		t.Errorf("a visitor to the killed server's port took %s to fail", took)
 	}
 	wg.Wait()
-	for range 8 {
-		<-started // the deferred sends
-	}
 
 	_, again := haServerBinary(t, aAddr, "127.0.0.1")
 	m := cli.waitLog(t, "dl up again on the first server", func(m map[string]any) bool {
