@@ -90,6 +90,14 @@ type Options struct {
 	WSPath string
 	// TrustedProxies are the addresses whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// AcceptProxyBind and AcceptProxyPublic: a connection from one of
+	// TrustedProxies, on the Serve listeners (bind_addr) or on a mapping's
+	// port, must start with a PROXY protocol header, v1 or v2, within
+	// LoginTimeout of its accept; the address it names is then the peer
+	// everywhere (limits, lists, logs, open_data_channel, status). A
+	// missing or bad header resets the connection. From any other
+	// address no header is read. Default: off (docs/security.md).
+	AcceptProxyBind, AcceptProxyPublic bool
 	// BufferSize is the relays' copy buffer, the largest data frame this
 	// side writes; default dataplane.DefaultBufSize.
 	BufferSize int
@@ -231,9 +239,16 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 func (s *Server) handleConn(c net.Conn) {
 	deadline := time.Now().Add(s.opts.LoginTimeout)
 	_ = c.SetDeadline(deadline)
-	a, err := s.entry.Handle(s.ctx, c, deadline, func() { s.guard.release(c) })
+	conn := c // c, or c as its PROXY header names it
+	if s.opts.AcceptProxyBind {
+		var ok bool
+		if conn, ok = s.clientHeader(c); !ok {
+			return
+		}
+	}
+	a, err := s.entry.Handle(s.ctx, conn, deadline, func() { s.guard.release(c) })
 	if err != nil {
-		s.entryFailed(c.RemoteAddr().String(), err)
+		s.entryFailed(conn.RemoteAddr().String(), err)
 		return
 	}
 	var refusal *control.RejectError
