@@ -248,7 +248,7 @@ func (s *Server) handleConn(c net.Conn) {
 	}
 	a, err := s.entry.Handle(s.ctx, conn, deadline, func() { s.guard.release(c) })
 	if err != nil {
-		s.entryFailed(conn.RemoteAddr().String(), err)
+		s.entryFailed(conn, err)
 		return
 	}
 	var refusal *control.RejectError
@@ -264,13 +264,18 @@ func (s *Server) handleConn(c net.Conn) {
 	sess.run()
 }
 
-// entryFailed logs why the entry let a connection go; a connection handed
-// to the HTTP side is not a failure.
-func (s *Server) entryFailed(remote string, err error) {
+// entryFailed logs why the entry let c go; a connection handed to the
+// HTTP side is not a failure, and one a load balancer made on its own (a
+// health check that connects and closes) is logged at debug only.
+func (s *Server) entryFailed(c net.Conn, err error) {
 	var fb *transport.FirstByteError
 	var he *transport.HandshakeError
+	remote := c.RemoteAddr().String()
+	pc, proxied := c.(*transport.ProxiedConn)
 	switch {
 	case errors.Is(err, transport.ErrHandedOff):
+	case proxied && pc.Local():
+		s.log.Debug("load balancer's own connection ended before login", "proxy", pc.Proxy().String(), "err", err)
 	case errors.As(err, &he):
 		s.log.Warn("tls handshake failed", "remote", remote, "code", int(control.CodeTLS), "err", he.Err)
 	case errors.Is(err, transport.ErrTLSOnPlain):

@@ -61,6 +61,7 @@ var proxyV1Prefix = []byte("PROXY ")
 type ProxiedConn struct {
 	*net.TCPConn
 	remote, local net.Addr
+	owned         bool // the balancer's own connection: LOCAL, or v1's UNKNOWN
 }
 
 var _ net.Conn = (*ProxiedConn)(nil)
@@ -70,6 +71,11 @@ func (c *ProxiedConn) RemoteAddr() net.Addr { return c.remote }
 
 // LocalAddr is the destination the PROXY header named.
 func (c *ProxiedConn) LocalAddr() net.Addr { return c.local }
+
+// Local reports whether the header was the LOCAL command (or v1's
+// UNKNOWN): a connection the balancer made on its own, such as a health
+// check, which carries no peer of its own.
+func (c *ProxiedConn) Local() bool { return c.owned }
 
 // Proxy is the load balancer's address: the socket's peer.
 func (c *ProxiedConn) Proxy() net.Addr { return c.TCPConn.RemoteAddr() }
@@ -110,7 +116,7 @@ func ReadProxyHeader(c *net.TCPConn) (*ProxiedConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrProxyHeader, err)
 	}
-	pc := &ProxiedConn{TCPConn: c, remote: c.RemoteAddr(), local: c.LocalAddr()}
+	pc := &ProxiedConn{TCPConn: c, remote: c.RemoteAddr(), local: c.LocalAddr(), owned: h.Command.IsLocal()}
 	if src, dst, ok := h.TCPAddrs(); ok && !h.Command.IsLocal() {
 		pc.remote, pc.local = src, dst
 	}

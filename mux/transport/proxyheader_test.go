@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,6 +112,9 @@ func TestReadProxyHeader(t *testing.T) {
 			}
 			if pc.RemoteAddr().String() != wantSrc || pc.LocalAddr().String() != wantDst {
 				t.Errorf("addresses %s -> %s, want %s -> %s", pc.RemoteAddr(), pc.LocalAddr(), wantSrc, wantDst)
+			}
+			if local := strings.Contains(tc.name, "LOCAL") || strings.Contains(tc.name, "UNKNOWN"); pc.Local() != local {
+				t.Errorf("Local() = %v, want %v", pc.Local(), local)
 			}
 			if pc.Proxy().String() != c.RemoteAddr().String() || pc.BareTCP() != c {
 				t.Errorf("Proxy %s, BareTCP %p; want the socket's peer %s and the socket %p", pc.Proxy(), pc.BareTCP(), c.RemoteAddr(), c)
