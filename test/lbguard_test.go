@@ -1,7 +1,6 @@
 package test
 
 import (
-	"net"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -11,28 +10,12 @@ import (
 	"github.com/gotunnel-mux/gotunnel-mux/control"
 	"github.com/gotunnel-mux/gotunnel-mux/control/client"
 	"github.com/gotunnel-mux/gotunnel-mux/control/server"
-	"github.com/gotunnel-mux/gotunnel-mux/mux"
 )
 
 // dialRawVia connects to b from src and opens the control stream.
 func dialRawVia(t *testing.T, src netip.Addr, b *lb) *rawClient {
 	t.Helper()
 	return rawOn(t, dialVia(t, src, b))
-}
-
-// rawOn opens a session and its control stream on c.
-func rawOn(t *testing.T, c net.Conn) *rawClient {
-	t.Helper()
-	s, err := mux.Client(c, mux.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctl, err := s.OpenControl()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return &rawClient{conn: c, sess: s, ctl: ctl}
 }
 
 // loginCode logs r in with token and returns the refusal's code, 0 for
