@@ -255,6 +255,12 @@ func (l *Listener) serveConn(c net.Conn) {
 			Reset(c)
 			return
 		}
+		if !l.online.Load() { // it went offline while the header was read
+			l.dropped.Add(1)
+			Reset(c)
+			l.told(true)
+			return
+		}
 	}
 	l.handler(l.ctx, v)
 }

@@ -262,3 +262,30 @@ func TestListenerCloseDuringHeader(t *testing.T) {
 		t.Errorf("BadHeaders = %d after Close, want 0", l.BadHeaders())
 	}
 }
+
+// TestListenerOfflineDuringHeader: a mapping that goes offline while a
+// visitor's header is read resets that visitor once the header is in,
+// counted in Dropped, without running the handler.
+func TestListenerOfflineDuringHeader(t *testing.T) {
+	release := make(chan struct{})
+	var handled atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Serve(ln, func(_ context.Context, c net.Conn) { handled.Add(1); c.Close() }, Options{
+		Header: func(c net.Conn) (net.Conn, error) {
+			<-release
+			return c, nil
+		},
+	})
+	t.Cleanup(func() { _ = l.Close() })
+	c := dial(t, l)
+	waitActive(t, l, 1)
+	l.SetOnline(false)
+	close(release)
+	readReset(t, c)
+	if handled.Load() != 0 || l.Dropped() != 1 {
+		t.Errorf("handled %d, dropped %d; want 0, 1", handled.Load(), l.Dropped())
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net"
 	"time"
 
@@ -55,7 +56,8 @@ func (s *Server) clientHeader(c net.Conn) (net.Conn, bool) {
 // visitorHeader is the Header of m's public listener with
 // accept_proxy_protocol, or nil without it or for a UDP mapping: a trusted proxy's header must
 // come within login_timeout of the accept. A bad one is counted in m's
-// counters; the listener resets and logs it.
+// counters (not one cut short by the listener's Close); the listener
+// resets and logs it.
 func (ss *serverSession) visitorHeader(m *mapping) func(net.Conn) (net.Conn, error) {
 	s := ss.srv
 	if !s.opts.AcceptProxyPublic || m.udp { // a datagram carries no header here
@@ -65,7 +67,7 @@ func (ss *serverSession) visitorHeader(m *mapping) func(net.Conn) (net.Conn, err
 		_ = c.SetReadDeadline(time.Now().Add(s.opts.LoginTimeout))
 		v, err := s.proxyHeader(c)
 		_ = c.SetReadDeadline(time.Time{})
-		if err != nil {
+		if err != nil && !errors.Is(err, net.ErrClosed) { // closed: the listener's Close
 			m.counters.badHeaders.Add(1)
 		}
 		return v, err
