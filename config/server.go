@@ -40,6 +40,12 @@ type Server struct {
 	// (a single IP is a /32 or /128); they are stored masked, and an
 	// IPv4-mapped one (::ffff:10.0.0.0/104) as IPv4 (10.0.0.0/8).
 	TrustedProxies []netip.Prefix `toml:"-"`
+	// AcceptProxyProtocol is where a connection from one of
+	// TrustedProxies must start with a PROXY protocol header (v1 or v2)
+	// that names the real peer: AcceptProxyBind (bind_addr),
+	// AcceptProxyPublic (the mappings' ports), AcceptProxyAll (both), or
+	// "" (nowhere: the default). It needs TrustedProxies.
+	AcceptProxyProtocol string `toml:"accept_proxy_protocol"`
 	// AllowIPs and DenyIPs are the server-wide visitor lists (allow_ips,
 	// deny_ips), read as TrustedProxies are: a visitor of any mapping
 	// gets in when it is in no DenyIPs prefix and, if AllowIPs is not
@@ -192,6 +198,7 @@ func (s *Server) check(pos *positions) Errors {
 			c.add("trusted_proxies"+index(i), "not a valid IP prefix; want a CIDR such as \"10.0.0.0/8\" or a single IP")
 		}
 	}
+	s.checkAcceptProxy(c)
 	c.ipPrefixes("allow_ips", s.AllowIPs)
 	c.ipPrefixes("deny_ips", s.DenyIPs)
 	s.Limits.check(c)
@@ -199,6 +206,33 @@ func (s *Server) check(pos *positions) Errors {
 	s.Mux.check(c)
 	s.Admin.check(c)
 	return c.errs
+}
+
+// The values of accept_proxy_protocol; leaving it out is off.
+const (
+	AcceptProxyBind   = "bind"   // bind_addr only
+	AcceptProxyPublic = "public" // the mappings' ports only
+	AcceptProxyAll    = "all"    // both
+)
+
+// AcceptsProxy reports whether accept_proxy_protocol covers bind_addr and
+// the mappings' ports.
+func (s *Server) AcceptsProxy() (bind, public bool) {
+	v := s.AcceptProxyProtocol
+	return v == AcceptProxyBind || v == AcceptProxyAll, v == AcceptProxyPublic || v == AcceptProxyAll
+}
+
+// checkAcceptProxy checks accept_proxy_protocol: one of its values, and
+// trusted_proxies to read headers from, without which it would read none.
+func (s *Server) checkAcceptProxy(c *checker) {
+	switch v := s.AcceptProxyProtocol; {
+	case v == "":
+	case v != AcceptProxyBind && v != AcceptProxyPublic && v != AcceptProxyAll:
+		c.add("accept_proxy_protocol", "bad accept_proxy_protocol %q: want %q, %q or %q, or \"\" (the default: no PROXY header is read)",
+			v, AcceptProxyBind, AcceptProxyPublic, AcceptProxyAll)
+	case len(s.TrustedProxies) == 0:
+		c.add("accept_proxy_protocol", "is %q, but trusted_proxies is empty: a PROXY header is read only from a trusted proxy; list the load balancer's addresses in trusted_proxies", v)
+	}
 }
 
 // checkPublicAddr checks that public_addr is an IP or a host, with no port.

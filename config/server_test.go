@@ -33,6 +33,7 @@ func TestDefaultServer(t *testing.T) {
 		{"ws_path", s.WSPath, "/gotunnel"},
 		{"allow_plain", s.AllowPlain, false},
 		{"trusted_proxies", len(s.TrustedProxies), 0},
+		{"accept_proxy_protocol", s.AcceptProxyProtocol, ""},
 		{"max_unauthenticated", s.MaxUnauthenticated, 256},
 		{"max_unauthenticated_per_ip", s.MaxUnauthenticatedPerIP, 32},
 		{"max_stray_streams", s.MaxStrayStreams, 4},
@@ -147,6 +148,10 @@ func TestParseServerValues(t *testing.T) {
 			[]netip.Prefix{netip.MustParsePrefix("203.0.113.66/32"), netip.MustParsePrefix("10.0.0.0/8")}},
 		{"allow_ips default", ``, func(s *Server) any { return s.AllowIPs }, []netip.Prefix(nil)},
 		{"deny_ips empty", `deny_ips = []`, func(s *Server) any { return s.DenyIPs }, []netip.Prefix{}},
+		{"accept_proxy_protocol bind", "trusted_proxies = ['10.0.0.5']\naccept_proxy_protocol = 'bind'", func(s *Server) any { return acceptsProxy(s) }, [2]bool{true, false}},
+		{"accept_proxy_protocol public", "trusted_proxies = ['10.0.0.5']\naccept_proxy_protocol = 'public'", func(s *Server) any { return acceptsProxy(s) }, [2]bool{false, true}},
+		{"accept_proxy_protocol all", "trusted_proxies = ['10.0.0.5']\naccept_proxy_protocol = 'all'", func(s *Server) any { return acceptsProxy(s) }, [2]bool{true, true}},
+		{"accept_proxy_protocol off", "accept_proxy_protocol = ''", func(s *Server) any { return acceptsProxy(s) }, [2]bool{false, false}},
 		{"trusted_proxies empty", `trusted_proxies = []`, func(s *Server) any { return s.TrustedProxies }, []netip.Prefix(nil)},
 		{"trusted_proxies multi-line", "trusted_proxies = [\n  '10.1.0.0/16',\n]", func(s *Server) any { return s.TrustedProxies },
 			[]netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
@@ -163,6 +168,11 @@ func TestParseServerValues(t *testing.T) {
 			}
 		})
 	}
+}
+
+func acceptsProxy(s *Server) [2]bool {
+	bind, public := s.AcceptsProxy()
+	return [2]bool{bind, public}
 }
 
 func TestParseServerErrors(t *testing.T) {
@@ -327,6 +337,14 @@ func TestParseServerErrors(t *testing.T) {
 			[]want{{2, "trusted_proxies[0]", `want an IP address or CIDR string such as "10.0.0.0/8" or "127.0.0.1", got an integer`}}},
 		{"trusted_proxies a string", "token = 't'\ntrusted_proxies = '10.0.0.0/8'\n", nil,
 			[]want{{2, "trusted_proxies", "want an array, got a string"}}},
+		{"accept_proxy_protocol unknown", "token = 't'\ntrusted_proxies = ['10.0.0.5']\naccept_proxy_protocol = 'yes'\n", nil,
+			[]want{{3, "accept_proxy_protocol", `bad accept_proxy_protocol "yes": want "bind", "public" or "all", or "" (the default: no PROXY header is read)`}}},
+		{"accept_proxy_protocol upper case", "token = 't'\ntrusted_proxies = ['10.0.0.5']\naccept_proxy_protocol = 'ALL'\n", nil,
+			[]want{{3, "accept_proxy_protocol", `bad accept_proxy_protocol "ALL"`}}},
+		{"accept_proxy_protocol as a boolean", "token = 't'\ntrusted_proxies = ['10.0.0.5']\naccept_proxy_protocol = true\n", nil,
+			[]want{{3, "accept_proxy_protocol", "want a string, got a boolean"}}},
+		{"accept_proxy_protocol without trusted_proxies", "token = 't'\n\naccept_proxy_protocol = 'public'\n", nil,
+			[]want{{3, "accept_proxy_protocol", `is "public", but trusted_proxies is empty: a PROXY header is read only from a trusted proxy`}}},
 		{"trusted_proxies wrong case", "token = 't'\nTrusted_Proxies = []\n", nil,
 			[]want{{2, "Trusted_Proxies", `did you mean "trusted_proxies"`}}},
 		{"several type errors", "token = 't'\nlogin_timeout = 1\nallow_ports = ['x', 'y']\nlog = 'debug'\n", nil,

@@ -31,8 +31,20 @@ type Options struct {
 	// Admit, when set, is asked about each visitor before anything else:
 	// false resets the visitor at once, before the handler runs (no data
 	// stream is opened), and is counted in Denied, not told to Reset. It
-	// is called from the accept loop and must not block.
+	// is called from the accept loop and must not block; with Header, from
+	// the connection's own goroutine, on the address Header returned.
 	Admit func(visitor net.Addr) bool
+	// Header, when set, reads what a connection carries in front of the
+	// visitor's own bytes (a load balancer's PROXY protocol header) and
+	// returns the visitor: c itself when it carries nothing, or a
+	// connection that names the address the header gave. It runs in the
+	// connection's own goroutine and must bound its wait (a deadline on
+	// c); an error resets c, counted in BadHeaders and logged at warn at
+	// most once per 10 s. With Header, the door's order is: offline and
+	// MaxConns at accept (a connection whose header is being read holds
+	// its place, so that stalled ones are bounded too), then Header, then
+	// Admit, then the handler.
+	Header func(c net.Conn) (net.Conn, error)
 }
 
 // Listener serves visitors on one mapping's public port.
@@ -50,8 +62,10 @@ type Listener struct {
 	refused  atomic.Int64   // visitors reset for MaxConns
 	dropped  atomic.Int64   // visitors reset while offline
 	denied   atomic.Int64   // visitors reset because Admit said no
+	badHdr   atomic.Int64   // connections reset because Header failed
 	warn     rate.Sometimes // the MaxConns warning, at most once per 10 s
 	denyWarn rate.Sometimes // the Admit warning, at most once per 10 s
+	hdrWarn  rate.Sometimes // the Header warning, at most once per 10 s
 
 	mu     sync.Mutex // guards conns and closed
 	conns  map[net.Conn]struct{}
@@ -69,6 +83,7 @@ func Serve(ln net.Listener, h Handler, opts Options) *Listener {
 		conns:    make(map[net.Conn]struct{}),
 		warn:     rate.Sometimes{Interval: 10 * time.Second},
 		denyWarn: rate.Sometimes{Interval: 10 * time.Second},
+		hdrWarn:  rate.Sometimes{Interval: 10 * time.Second},
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -105,6 +120,10 @@ func (l *Listener) Dropped() int64 { return l.dropped.Load() }
 // Denied is how many visitors were reset because Options.Admit refused
 // them.
 func (l *Listener) Denied() int64 { return l.denied.Load() }
+
+// BadHeaders is how many connections were reset because Options.Header
+// failed on them.
+func (l *Listener) BadHeaders() int64 { return l.badHdr.Load() }
 
 // Unbind stops accepting and frees the port at once, without waiting for
 // anything; live visitors go on until Close.
@@ -168,14 +187,10 @@ func (l *Listener) acceptLoop() {
 }
 
 // admit starts a handler for c, or resets c when Options.Admit refuses
-// it or the listener is offline, full or closed.
+// it or the listener is offline, full or closed. With Options.Header,
+// Admit is asked later, in serveConn.
 func (l *Listener) admit(c net.Conn) {
-	if l.opts.Admit != nil && !l.opts.Admit(c.RemoteAddr()) {
-		n := l.denied.Add(1)
-		l.denyWarn.Do(func() {
-			l.log.Warn("visitor reset: not allowed by allow_ips or deny_ips", "port", l.port(),
-				"visitor", c.RemoteAddr().String(), "denied_total", n)
-		})
+	if l.opts.Header == nil && !l.allowed(c) {
 		Reset(c)
 		return
 	}
@@ -214,13 +229,57 @@ func (l *Listener) told(offline bool) {
 	}
 }
 
+// allowed asks Options.Admit about v, and counts and logs a refusal.
+func (l *Listener) allowed(v net.Conn) bool {
+	if l.opts.Admit == nil || l.opts.Admit(v.RemoteAddr()) {
+		return true
+	}
+	n := l.denied.Add(1)
+	l.denyWarn.Do(func() {
+		l.log.Warn("visitor reset: not allowed by allow_ips or deny_ips", "port", l.port(),
+			"visitor", v.RemoteAddr().String(), "denied_total", n)
+	})
+	return false
+}
+
 func (l *Listener) serveConn(c net.Conn) {
 	defer func() {
 		l.mu.Lock()
 		delete(l.conns, c)
 		l.mu.Unlock()
 	}()
-	l.handler(l.ctx, c)
+	v := c
+	if l.opts.Header != nil {
+		var ok bool
+		if v, ok = l.readHeader(c); !ok || !l.allowed(v) {
+			Reset(c)
+			return
+		}
+		if !l.online.Load() { // it went offline while the header was read
+			l.dropped.Add(1)
+			Reset(c)
+			l.told(true)
+			return
+		}
+	}
+	l.handler(l.ctx, v)
+}
+
+// readHeader runs Options.Header on c, and counts and logs a failure
+// that is not the listener's own Close.
+func (l *Listener) readHeader(c net.Conn) (net.Conn, bool) {
+	v, err := l.opts.Header(c)
+	if err == nil {
+		return v, true
+	}
+	if l.ctx.Err() == nil {
+		n := l.badHdr.Add(1)
+		l.hdrWarn.Do(func() {
+			l.log.Warn("visitor reset: no valid PROXY protocol header from a trusted proxy", "port", l.port(),
+				"proxy", c.RemoteAddr().String(), "err", err, "bad_headers_total", n)
+		})
+	}
+	return nil, false
 }
 
 func (l *Listener) port() int {

@@ -154,3 +154,138 @@ func TestListenerAdmit(t *testing.T) {
 		t.Errorf("Denied = %d after an admitted visitor, want 1", l.Denied())
 	}
 }
+
+// TestListenerHeader: with Header, the handler gets the connection Header
+// returned and Admit is asked about its address; a Header that fails
+// resets the visitor, counted in BadHeaders, before Admit and the handler;
+// a connection whose header is being read holds its MaxConns place.
+func TestListenerHeader(t *testing.T) {
+	from := headerAddr("203.0.113.9:4711")
+	var seen atomic.Value
+	var handled atomic.Value
+	release := make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Serve(ln, func(_ context.Context, c net.Conn) {
+		handled.Store(c.RemoteAddr().String())
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}, Options{
+		MaxConns: 1,
+		Admit:    func(a net.Addr) bool { seen.Store(a.String()); return a.String() == from.String() },
+		Header: func(c net.Conn) (net.Conn, error) {
+			b := make([]byte, 1)
+			if _, err := io.ReadFull(c, b); err != nil {
+				return nil, err
+			}
+			switch b[0] {
+			case 'h': // a good header naming from
+				return &named{TCPConn: c.(*net.TCPConn), remote: from}, nil
+			case 'w': // a header that takes its time
+				<-release
+				return nil, errors.New("stalled")
+			case 'd': // a good header naming someone Admit refuses
+				return &named{TCPConn: c.(*net.TCPConn), remote: headerAddr("192.0.2.1:1")}, nil
+			}
+			return nil, errors.New("bad header")
+		},
+	})
+	t.Cleanup(func() { _ = l.Close() })
+
+	c := dial(t, l)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("hx")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("a visitor with a good header: %v", err)
+	}
+	if seen.Load() != from.String() || handled.Load() != from.String() {
+		t.Errorf("Admit saw %v, the handler %v; want the header's %s for both", seen.Load(), handled.Load(), from)
+	}
+	c.Close()
+	waitActive(t, l, 0)
+
+	for _, first := range []string{"x", "d"} {
+		v := dial(t, l)
+		_, _ = v.Write([]byte(first))
+		readReset(t, v)
+		waitActive(t, l, 0) // the reset comes before the place is freed
+	}
+	if l.BadHeaders() != 1 || l.Denied() != 1 {
+		t.Errorf("BadHeaders %d, Denied %d; want 1, 1", l.BadHeaders(), l.Denied())
+	}
+
+	// One connection waits in its Header: it holds the only place.
+	w := dial(t, l)
+	_, _ = w.Write([]byte("w"))
+	waitActive(t, l, 1)
+	expectReset(t, l)
+	if l.Refused() != 1 {
+		t.Errorf("Refused = %d while a header was read, want 1", l.Refused())
+	}
+	close(release)
+	readReset(t, w)
+}
+
+func waitActive(t *testing.T, l *Listener, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Active() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("Active = %d after 5s, want %d", l.Active(), n)
+		}
+		time.Sleep(time.Millisecond) // polling a count with a deadline
+	}
+}
+
+// TestListenerCloseDuringHeader: Close resets a connection whose header is
+// being read, without counting it as a bad header.
+func TestListenerCloseDuringHeader(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Serve(ln, func(_ context.Context, c net.Conn) { c.Close() }, Options{
+		Header: func(c net.Conn) (net.Conn, error) {
+			_, err := io.ReadFull(c, make([]byte, 1))
+			return c, err
+		},
+	})
+	c := dial(t, l)
+	waitActive(t, l, 1)
+	_ = l.Close()
+	readReset(t, c)
+	if l.BadHeaders() != 0 {
+		t.Errorf("BadHeaders = %d after Close, want 0", l.BadHeaders())
+	}
+}
+
+// TestListenerOfflineDuringHeader: a mapping that goes offline while a
+// visitor's header is read resets that visitor once the header is in,
+// counted in Dropped, without running the handler.
+func TestListenerOfflineDuringHeader(t *testing.T) {
+	release := make(chan struct{})
+	var handled atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Serve(ln, func(_ context.Context, c net.Conn) { handled.Add(1); c.Close() }, Options{
+		Header: func(c net.Conn) (net.Conn, error) {
+			<-release
+			return c, nil
+		},
+	})
+	t.Cleanup(func() { _ = l.Close() })
+	c := dial(t, l)
+	waitActive(t, l, 1)
+	l.SetOnline(false)
+	close(release)
+	readReset(t, c)
+	if handled.Load() != 0 || l.Dropped() != 1 {
+		t.Errorf("handled %d, dropped %d; want 0, 1", handled.Load(), l.Dropped())
+	}
+}

@@ -44,4 +44,14 @@ func BenchmarkRelay(b *testing.B) {
 		_ = w.Close()
 		_ = r.Close()
 	})
+	// The visitor end as it is behind a load balancer: a connection under
+	// a PROXY header's address, which must keep the fast path.
+	b.Run("relay-proxied", func(b *testing.B) {
+		w, a := tcpPair(b)
+		c, r := tcpPair(b)
+		go Relay(context.Background(), &named{TCPConn: a, remote: headerAddr("203.0.113.9:4711")}, c)
+		run(b, w, r)
+		_ = w.Close()
+		_ = r.Close()
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"testing"
@@ -44,6 +45,19 @@ func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	t.Cleanup(func() { a.Close(); r.c.Close() })
 	return a.(*net.TCPConn), r.c.(*net.TCPConn)
 }
+
+// named is a visitor seen under another address, as a load balancer's
+// PROXY header names it; like transport.ProxiedConn it buffers nothing
+// and says so with BareTCP.
+type named struct {
+	*net.TCPConn
+	remote net.Addr
+}
+
+func (n *named) RemoteAddr() net.Addr  { return n.remote }
+func (n *named) BareTCP() *net.TCPConn { return n.TCPConn }
+
+func headerAddr(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
 
 // relayed sets up visitor <-> [a | Relay | b] <-> backend over real TCP and
 // returns the outer ends and a channel with the relay's result.

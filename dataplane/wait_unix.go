@@ -25,6 +25,12 @@ func newTCPWaiter(c net.Conn) waiter {
 		sc = c
 	case *net.UDPConn:
 		sc = c
+	case interface{ BareTCP() *net.TCPConn }:
+		// A connection that says it buffers nothing above its socket: one
+		// seen under the addresses of a load balancer's PROXY header, whose
+		// header was read off the socket (transport.ProxiedConn). Peeking
+		// under one that buffers (TLS) would wait while bytes are ready.
+		sc = c.BareTCP()
 	default:
 		return nil
 	}

@@ -47,7 +47,7 @@ type conn struct {
 	// owned by yamux's send loop, the only writer
 	hdr  [yamuxHeaderLen]byte // a data frame's header, waiting for its body
 	held bool                 // hdr is waiting
-	tcp  *net.TCPConn         // the same as Conn when it is plain TCP: writev
+	tcp  *net.TCPConn         // the socket Conn writes to when it is plain TCP: writev
 	out  []byte               // header and body joined, for a direct write when not plain TCP
 
 	// the queue between yamux's send loop and writeLoop
@@ -93,7 +93,7 @@ const directFrame = 8 << 10
 
 func newConn(c net.Conn, b *book) *conn {
 	w := &conn{Conn: c, book: b, room: func() int { return maxFrame }, done: make(chan struct{})}
-	w.tcp, _ = c.(*net.TCPConn)
+	w.tcp = bareTCP(c)
 	w.cond = sync.NewCond(&w.mu)
 	w.last.Store(int64(time.Since(epoch)))
 	return w

@@ -276,3 +276,39 @@ func TestFINWaitsForTheQueue(t *testing.T) {
 	_ = peer.Close()
 	<-done
 }
+
+// bareConn is a TCP connection seen under other addresses that says with
+// BareTCP that it buffers nothing (transport.ProxiedConn, after a load
+// balancer's PROXY header).
+type bareConn struct{ *net.TCPConn }
+
+func (b bareConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(203, 0, 113, 9), Port: 4711}
+}
+func (b bareConn) BareTCP() *net.TCPConn { return b.TCPConn }
+
+// TestConnWritevThroughBareTCP: a session over a connection that came
+// through a load balancer keeps the writev path and the socket options,
+// as one over the bare *net.TCPConn; a wrapper that does not say it is
+// bare gets neither.
+func TestConnWritevThroughBareTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tc := d.(*net.TCPConn)
+	c := newConn(bareConn{tc}, newBook(false, 0))
+	if c.tcp != tc || rawTCP(bareConn{tc}) == nil {
+		t.Errorf("over a bare wrapper: tcp %p, raw %v; want the socket %p and its raw conn", c.tcp, rawTCP(bareConn{tc}), tc)
+	}
+	type hidden struct{ net.Conn }
+	if o := newConn(hidden{tc}, newBook(false, 0)); o.tcp != nil || rawTCP(hidden{tc}) != nil {
+		t.Errorf("over a plain wrapper: tcp %p; want none", o.tcp)
+	}
+}

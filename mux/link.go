@@ -38,8 +38,8 @@ func rawTCP(c net.Conn) syscall.RawConn {
 		}
 		c = nc.NetConn()
 	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	tc := bareTCP(c)
+	if tc == nil {
 		return nil
 	}
 	raw, err := tc.SyscallConn()
@@ -47,4 +47,18 @@ func rawTCP(c net.Conn) syscall.RawConn {
 		return nil
 	}
 	return raw
+}
+
+// bareTCP is the TCP socket that writing c writes: c itself, or the socket
+// of a connection that says it adds nothing above it (one seen under the
+// addresses of a load balancer's PROXY header: transport.ProxiedConn);
+// nil for any other connection.
+func bareTCP(c net.Conn) *net.TCPConn {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		return c
+	case interface{ BareTCP() *net.TCPConn }:
+		return c.BareTCP()
+	}
+	return nil
 }

@@ -22,7 +22,7 @@ var layout = []struct {
 	{"control/server", []string{"control", "mux", "mux/transport", "dataplane"}, []string{"golang.org/x/time/rate"}},
 	{"control/client", []string{"control", "mux", "mux/transport", "dataplane"}, []string{"github.com/jpillora/backoff", "golang.org/x/time/rate", "github.com/pires/go-proxyproto"}},
 	{"mux", nil, []string{"github.com/hashicorp/yamux", "golang.org/x/sys/"}},
-	{"mux/transport", nil, []string{"github.com/coder/websocket", "golang.org/x/net/proxy"}},
+	{"mux/transport", nil, []string{"github.com/coder/websocket", "golang.org/x/net/proxy", "github.com/pires/go-proxyproto"}},
 	{"dataplane", nil, []string{"golang.org/x/time/rate"}},
 	{"config", nil, []string{"github.com/pelletier/go-toml/v2"}},
 	// The admin API is cmd's: it reads the engines' Status and feeds

@@ -25,6 +25,12 @@ func dialRaw(t *testing.T, addr string) *rawClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rawOn(t, c)
+}
+
+// rawOn opens a session and its control stream on c; it does not log in.
+func rawOn(t *testing.T, c net.Conn) *rawClient {
+	t.Helper()
 	s, err := mux.Client(c, mux.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -33,9 +39,8 @@ func dialRaw(t *testing.T, addr string) *rawClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rawClient{conn: c, sess: s, ctl: ctl}
 	t.Cleanup(func() { _ = s.Close() })
-	return r
+	return &rawClient{conn: c, sess: s, ctl: ctl}
 }
 
 func (r *rawClient) send(t *testing.T, m control.Message) {

@@ -126,6 +126,20 @@ var fileOnly = map[string]string{
 	"Mappings":   "checked by TestMappingReachesOptions",
 	"Admin":      "package main serves the admin API (adminapi.go)",
 	"Clients":    "checked by TestClientsReachOptions",
+	// an enum that bump's "x" would make invalid
+	"AcceptProxyProtocol": "checked by TestAcceptProxyReachesOptions",
+}
+
+// TestAcceptProxyReachesOptions: each value of accept_proxy_protocol
+// reaches the server's two switches.
+func TestAcceptProxyReachesOptions(t *testing.T) {
+	for v, want := range map[string][2]bool{"": {false, false}, "bind": {true, false}, "public": {false, true}, "all": {true, true}} {
+		s := defaultServer()
+		s.AcceptProxyProtocol = v
+		if o := serverOptions(s, nil); o.AcceptProxyBind != want[0] || o.AcceptProxyPublic != want[1] {
+			t.Errorf("accept_proxy_protocol %q gave bind %v, public %v; want %v", v, o.AcceptProxyBind, o.AcceptProxyPublic, want)
+		}
+	}
 }
 
 // TestClientsReachOptions: each [[clients]] key reaches its Credential,

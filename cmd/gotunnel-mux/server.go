@@ -177,6 +177,7 @@ func (r *serverReloader) reload() {
 
 func serverOptions(cfg *config.Server, log *slog.Logger) server.Options {
 	ranges := portRanges(cfg.AllowPorts)
+	proxyBind, proxyPublic := cfg.AcceptsProxy()
 	var clients []server.Credential
 	for _, c := range cfg.Clients {
 		clients = append(clients, server.Credential{Name: c.Name, TokenSHA256: c.TokenSum(), AllowPorts: portRanges(c.AllowPorts), MaxMappings: c.MaxMappings})
@@ -204,6 +205,8 @@ func serverOptions(cfg *config.Server, log *slog.Logger) server.Options {
 		WSPath:                  cfg.WSPath,
 		AllowPlain:              cfg.AllowPlain,
 		TrustedProxies:          cfg.TrustedProxies,
+		AcceptProxyBind:         proxyBind,
+		AcceptProxyPublic:       proxyPublic,
 		ShutdownTimeout:         orNone(cfg.ShutdownTimeout.D()),
 		BufferSize:              int(cfg.Mux.BufferSize),
 		NoAccessLog:             !cfg.Log.Access,

@@ -30,10 +30,12 @@ type guard struct {
 	perIP              map[netip.Prefix]int
 	bad                map[netip.Prefix]*badRecord
 	closed             bool
-	warnN              int // connections refused since the last "connection refused" line
-	xffN               int // upgrades refused since the last "no usable X-Forwarded-For" line
+	warnN              int   // connections refused since the last "connection refused" line
+	xffN               int   // upgrades refused since the last "no usable X-Forwarded-For" line
+	hdrN               int   // connections reset since the last "no valid PROXY protocol header" line
+	hdrTotal           int64 // connections reset for their PROXY header, in all
 
-	warn, xff rate.Sometimes // at most one of each line per logEvery
+	warn, xff, hdr rate.Sometimes // at most one of each line per logEvery
 }
 
 // admitted is what admit noted about a connection, for release.
@@ -57,7 +59,7 @@ func newGuard(o *Options, trusted func(netip.Addr) bool) *guard {
 		maxConns: o.MaxUnauthenticated, maxPerIP: o.MaxUnauthenticatedPerIP,
 		badLimit: o.BadLoginLimit, badPause: o.BadLoginPause, log: o.Logger, trusted: trusted,
 		conns: make(map[net.Conn]admitted), perIP: make(map[netip.Prefix]int), bad: make(map[netip.Prefix]*badRecord),
-		warn: rate.Sometimes{Interval: logEvery}, xff: rate.Sometimes{Interval: logEvery},
+		warn: rate.Sometimes{Interval: logEvery}, xff: rate.Sometimes{Interval: logEvery}, hdr: rate.Sometimes{Interval: logEvery},
 	}
 }
 
@@ -124,12 +126,72 @@ func (g *guard) admit(c net.Conn) bool {
 		}
 		return true
 	}
+	g.refused(key, why)
+	return false
+}
+
+// refused logs, at most every logEvery, that a connection from key was
+// refused for why. g.mu is held.
+func (g *guard) refused(key netip.Prefix, why string) {
 	g.warnN++
 	g.warn.Do(func() {
 		g.log.Warn("connection refused before login", "remote", keyText(key), "reason", why, "refused", g.warnN)
 		g.warnN = 0
 	})
+}
+
+// rekey holds c, admitted from a trusted proxy, to the limits of remote,
+// the address its PROXY header named: remote's pause and its
+// max_unauthenticated_per_ip, as admit holds a direct connection (a
+// remote that is itself a trusted proxy, as for the LOCAL command of a
+// health check, stays uncapped). It refuses, and logs why as admit does,
+// when remote is over them or c is no longer admitted; the caller then
+// closes and releases c.
+func (g *guard) rekey(c net.Conn, remote net.Addr) bool {
+	ip := transport.PeerIP(remote)
+	key := limitKey(ip)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	a, ok := g.conns[c]
+	why := ""
+	switch {
+	case !ok:
+		return false
+	case g.trusted(ip):
+		return true
+	case g.paused(key):
+		why = "address paused after repeated wrong tokens"
+	case g.perIP[key] >= g.maxPerIP:
+		why = "max_unauthenticated_per_ip reached"
+	default:
+		g.uncap(a)
+		g.conns[c] = admitted{key: key, capped: true}
+		g.perIP[key]++
+		return true
+	}
+	g.refused(key, why)
 	return false
+}
+
+// badHeader counts a connection from the trusted proxy at proxy that was
+// reset for its PROXY header (why), and logs it at most every logEvery:
+// a balancer that is not set up to send the header shows at once.
+func (g *guard) badHeader(proxy net.Addr, why error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.hdrN++
+	g.hdrTotal++
+	g.hdr.Do(func() {
+		g.log.Warn("connection reset: no valid PROXY protocol header from a trusted proxy", "proxy", proxy.String(), "err", why, "reset", g.hdrN)
+		g.hdrN = 0
+	})
+}
+
+// badHeaders is how many connections badHeader counted.
+func (g *guard) badHeaders() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.hdrTotal
 }
 
 // isPaused reports whether remote's address is turned away for wrong
@@ -156,6 +218,11 @@ func (g *guard) release(c net.Conn) {
 		return
 	}
 	delete(g.conns, c)
+	g.uncap(a)
+}
+
+// uncap takes a out of its address's count. g.mu is held.
+func (g *guard) uncap(a admitted) {
 	if !a.capped {
 		return
 	}

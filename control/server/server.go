@@ -90,6 +90,14 @@ type Options struct {
 	WSPath string
 	// TrustedProxies are the addresses whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// AcceptProxyBind and AcceptProxyPublic: a connection from one of
+	// TrustedProxies, on the Serve listeners (bind_addr) or on a mapping's
+	// port, must start with a PROXY protocol header, v1 or v2, within
+	// LoginTimeout of its accept; the address it names is then the peer
+	// everywhere (limits, lists, logs, open_data_channel, status). A
+	// missing or bad header resets the connection. From any other
+	// address no header is read. Default: off (docs/security.md).
+	AcceptProxyBind, AcceptProxyPublic bool
 	// BufferSize is the relays' copy buffer, the largest data frame this
 	// side writes; default dataplane.DefaultBufSize.
 	BufferSize int
@@ -231,9 +239,16 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 func (s *Server) handleConn(c net.Conn) {
 	deadline := time.Now().Add(s.opts.LoginTimeout)
 	_ = c.SetDeadline(deadline)
-	a, err := s.entry.Handle(s.ctx, c, deadline, func() { s.guard.release(c) })
+	conn := c // c, or c as its PROXY header names it
+	if s.opts.AcceptProxyBind {
+		var ok bool
+		if conn, ok = s.clientHeader(c); !ok {
+			return
+		}
+	}
+	a, err := s.entry.Handle(s.ctx, conn, deadline, func() { s.guard.release(c) })
 	if err != nil {
-		s.entryFailed(c.RemoteAddr().String(), err)
+		s.entryFailed(conn, err)
 		return
 	}
 	var refusal *control.RejectError
@@ -249,13 +264,18 @@ func (s *Server) handleConn(c net.Conn) {
 	sess.run()
 }
 
-// entryFailed logs why the entry let a connection go; a connection handed
-// to the HTTP side is not a failure.
-func (s *Server) entryFailed(remote string, err error) {
+// entryFailed logs why the entry let c go; a connection handed to the
+// HTTP side is not a failure, and one a load balancer made on its own (a
+// health check that connects and closes) is logged at debug only.
+func (s *Server) entryFailed(c net.Conn, err error) {
 	var fb *transport.FirstByteError
 	var he *transport.HandshakeError
+	remote := c.RemoteAddr().String()
+	pc, proxied := c.(*transport.ProxiedConn)
 	switch {
 	case errors.Is(err, transport.ErrHandedOff):
+	case proxied && pc.Local():
+		s.log.Debug("load balancer's own connection ended before login", "proxy", pc.Proxy().String(), "err", err)
 	case errors.As(err, &he):
 		s.log.Warn("tls handshake failed", "remote", remote, "code", int(control.CodeTLS), "err", he.Err)
 	case errors.Is(err, transport.ErrTLSOnPlain):

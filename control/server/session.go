@@ -328,7 +328,8 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 				ss.srv.obs.Refused(control.CodeMappingOffline)
 			}
 		},
-		Admit: func(visitor net.Addr) bool { return ss.admit(m, visitor) },
+		Admit:  func(visitor net.Addr) bool { return ss.admit(m, visitor) },
+		Header: ss.visitorHeader(m),
 	})
 	ss.mappings[m.name] = m
 	return m, nil

@@ -47,6 +47,10 @@ type Status struct {
 	Started   time.Time
 	Listening []string       // the addresses clients connect to
 	Clients   []ClientStatus // by name
+	// BadProxyHeaders is how many connections from trusted proxies to the
+	// listeners clients connect to were reset for a missing or bad PROXY
+	// protocol header (AcceptProxyBind).
+	BadProxyHeaders int64
 }
 
 // ClientStatus is one logged-in client.
@@ -82,6 +86,10 @@ type MappingStatus struct {
 	// socket.
 	Protocol         string
 	DatagramsDropped int64
+	// BadProxyHeaders is how many connections from trusted proxies were
+	// reset for a missing or bad PROXY protocol header (AcceptProxyPublic;
+	// TCP mappings only).
+	BadProxyHeaders int64
 	// BandwidthLimit is the mapping's own limit on what its visitors
 	// send, bytes a second (register.bandwidth); 0: none.
 	BandwidthLimit int64
@@ -91,11 +99,12 @@ type MappingStatus struct {
 
 // counters are a mapping's figures that outlive its sessions.
 type counters struct {
-	traffic  dataplane.Traffic
-	visitors atomic.Int64
-	resets   atomic.Int64
-	denied   atomic.Int64
-	dropped  atomic.Int64 // a UDP mapping's datagrams dropped
+	traffic    dataplane.Traffic
+	visitors   atomic.Int64
+	resets     atomic.Int64
+	denied     atomic.Int64
+	dropped    atomic.Int64 // a UDP mapping's datagrams dropped
+	badHeaders atomic.Int64 // reset for a missing or bad PROXY header
 }
 
 // dropDatagram counts a UDP mapping's datagram dropped.
@@ -127,7 +136,7 @@ func (t *tally) of(client, mapping string) *counters {
 
 // Status returns a snapshot of the server.
 func (s *Server) Status() Status {
-	st := Status{Started: s.started}
+	st := Status{Started: s.started, BadProxyHeaders: s.guard.badHeaders()}
 	s.mu.Lock()
 	for ln := range s.listeners {
 		st.Listening = append(st.Listening, ln.Addr().String())
@@ -176,7 +185,7 @@ func (m *mapping) status(state string, active int) MappingStatus {
 	return MappingStatus{Name: m.name, RemotePort: m.port, LocalAddr: m.localAddr, State: state, Active: active,
 		Protocol: proto, DatagramsDropped: m.counters.dropped.Load(),
 		Visitors: m.counters.visitors.Load(), Resets: m.counters.resets.Load(),
-		Denied: m.counters.denied.Load(), BandwidthLimit: limitOf(m.bandwidth),
+		Denied: m.counters.denied.Load(), BadProxyHeaders: m.counters.badHeaders.Load(), BandwidthLimit: limitOf(m.bandwidth),
 		BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA()}
 }
 

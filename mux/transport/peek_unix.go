@@ -10,23 +10,32 @@ import (
 
 // peekFirst reads c's first byte without taking it from the socket
 // (MSG_PEEK), under c's read deadline, so that the session can be handed
-// the bare *net.TCPConn: yamux's frames then take mux's one-writev path
-// and no byte is copied into a buffer. ok is false when c is not a TCP
-// connection; the caller then reads the byte and replays it.
+// the bare socket: yamux's frames then take mux's one-writev path and no
+// byte is copied into a buffer. ok is false when c is not a TCP
+// connection (a *net.TCPConn or a ProxiedConn); the caller then reads the
+// byte and replays it.
 func peekFirst(c net.Conn) (first byte, ok bool, err error) {
-	tc, isTCP := c.(*net.TCPConn)
-	if !isTCP {
-		return 0, false, nil
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
+	tc := bareTCP(c)
+	if tc == nil {
 		return 0, false, nil
 	}
 	var b [1]byte
-	var n int
+	_, ok, err = peek(tc, b[:])
+	return b[0], ok, err
+}
+
+// peek waits, under c's read deadline, until c has something to read,
+// and copies up to len(b) bytes of it into b without taking them from the
+// socket. n is 0 only with an error: io.EOF when the peer has closed. ok
+// is false when the socket cannot be reached; nothing was read then.
+func peek(c *net.TCPConn, b []byte) (n int, ok bool, err error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, false, nil
+	}
 	var perr error
 	rerr := raw.Read(func(fd uintptr) bool {
-		n, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, _, perr = syscall.Recvfrom(int(fd), b, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		return perr != syscall.EAGAIN
 	})
 	switch {
@@ -34,8 +43,8 @@ func peekFirst(c net.Conn) (first byte, ok bool, err error) {
 		return 0, true, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: rerr}
 	case perr != nil:
 		return 0, true, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: perr}
-	case n == 0:
+	case n <= 0:
 		return 0, true, io.EOF
 	}
-	return b[0], true, nil
+	return n, true, nil
 }

@@ -17,6 +17,9 @@ type ServerDoc struct {
 	Started   time.Time   `json:"started"`
 	Listening []string    `json:"listening"`
 	Clients   []ClientRow `json:"clients"`
+	// BadProxyHeaders: connections from trusted proxies to bind_addr reset
+	// for a missing or bad PROXY protocol header.
+	BadProxyHeaders int64 `json:"bad_proxy_headers,omitempty"`
 }
 
 // ClientRow is one logged-in client, in a server's status.
@@ -45,6 +48,9 @@ type MappingRow struct {
 	Visitors   int64  `json:"visitors"`
 	Resets     int64  `json:"resets,omitempty"`
 	Denied     int64  `json:"denied,omitempty"` // server: visitors reset by allow_ips or deny_ips
+	// BadProxyHeaders, on the server: connections from trusted proxies
+	// reset for a missing or bad PROXY protocol header.
+	BadProxyHeaders int64 `json:"bad_proxy_headers,omitempty"`
 	// BandwidthLimit is the mapping's own limit, bytes a second; omitted: none.
 	BandwidthLimit int64 `json:"bandwidth_limit,omitempty"`
 	BytesIn        int64 `json:"bytes_in"`
@@ -75,7 +81,8 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // NewServerDoc is st as a document.
 func NewServerDoc(version string, st server.Status) ServerDoc {
-	doc := ServerDoc{Role: "server", Version: version, Started: st.Started, Listening: st.Listening, Clients: []ClientRow{}}
+	doc := ServerDoc{Role: "server", Version: version, Started: st.Started, Listening: st.Listening, Clients: []ClientRow{},
+		BadProxyHeaders: st.BadProxyHeaders}
 	if doc.Listening == nil {
 		doc.Listening = []string{}
 	}
@@ -85,7 +92,8 @@ func NewServerDoc(version string, st server.Status) ServerDoc {
 		for _, m := range c.Mappings {
 			row.Mappings = append(row.Mappings, MappingRow{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort,
 				State: m.State, Code: int(m.Code), Reason: m.Reason, Active: int64(m.Active), Visitors: m.Visitors,
-				Resets: m.Resets, Denied: m.Denied, BandwidthLimit: m.BandwidthLimit, BytesIn: m.BytesIn, BytesOut: m.BytesOut})
+				Resets: m.Resets, Denied: m.Denied, BadProxyHeaders: m.BadProxyHeaders, BandwidthLimit: m.BandwidthLimit,
+				BytesIn: m.BytesIn, BytesOut: m.BytesOut})
 		}
 		doc.Clients = append(doc.Clients, row)
 	}
