@@ -55,6 +55,8 @@ func TestUsageAndVersion(t *testing.T) {
 		{[]string{"check", "--config", "/nonexistent/x.toml"}, exitUsage, "no such file"},
 		{[]string{"client", "extra"}, exitUsage, ""},
 		{[]string{"client", "--map", "nonsense"}, exitUsage, "--map"},
+		{[]string{"client", "--map", "dns=5353:127.0.0.1:53/udp,proxy=v1"}, exitUsage,
+			`--map: "dns=5353:127.0.0.1:53/udp,proxy=v1": proxy=v1: version 1 has no UDP form`},
 		{[]string{"demo", "--log-level", "loud"}, exitUsage, "log level"},
 		{[]string{"client", "--help"}, exitOK, "usage: gotunnel-mux client [--config client.toml]\n"},
 		{[]string{"client", "--help"}, exitOK, "\n\nflags:\n  -config string"},
@@ -68,6 +70,16 @@ func TestUsageAndVersion(t *testing.T) {
 		if code != tc.code || !strings.Contains(out+errOut, tc.out) {
 			t.Errorf("run(%q) = %d, %q; want %d and %q", tc.args, code, out+errOut, tc.code, tc.out)
 		}
+	}
+}
+
+// TestClientBadMapSaysItOnce: a bad --map is one line, the value quoted
+// once, without the usage after it; nothing starts (exit 2).
+func TestClientBadMapSaysItOnce(t *testing.T) {
+	code, out, errOut := runCmd("client", "--server", "h:1", "--token", "t", "--map", "ssh=10022:127.0.0.1:22", "--map", "web=0:[::1]:80,bandwidth=fast")
+	want := `--map: "web=0:[::1]:80,bandwidth=fast": bandwidth=fast: bad size "fast": want a whole number of bytes, optionally followed by B, KB, MB, GB, KiB, MiB or GiB` + "\n"
+	if code != exitUsage || out != "" || errOut != want {
+		t.Errorf("client with a bad --map = %d, %q, %q; want 2 and only\n%s", code, out, errOut, want)
 	}
 }
 
