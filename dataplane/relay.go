@@ -3,7 +3,6 @@ package dataplane
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -214,7 +213,7 @@ func (r *relay) copyLoop(dst, src net.Conn, w waiter, count, waited *atomic.Int6
 
 // write writes p to dst, adding what it writes to count. With limiters,
 // it writes p in pieces no larger than the smallest burst and waits on
-// every limiter before each piece (wait), so that a slow limit trickles
+// every limiter before each piece (waitLimits), so that a slow limit trickles
 // bytes out rather than holding a whole buffer back.
 func (r *relay) write(dst net.Conn, p []byte, lims []*rate.Limiter, count, waited *atomic.Int64) (int, error) {
 	piece := len(p)
@@ -227,7 +226,7 @@ func (r *relay) write(dst net.Conn, p []byte, lims []*rate.Limiter, count, waite
 	for len(p) > 0 {
 		k := min(piece, len(p))
 		if len(lims) > 0 {
-			if err := r.wait(lims, k, waited); err != nil {
+			if err := waitLimits(r.waitCtx, lims, k, waited); err != nil {
 				return n, err
 			}
 		}
@@ -240,43 +239,6 @@ func (r *relay) write(dst net.Conn, p []byte, lims []*rate.Limiter, count, waite
 		p = p[k:]
 	}
 	return n, nil
-}
-
-// wait waits on every limiter in lims, one after the other, until each
-// lets k bytes through, and adds to waited the delay they imposed. It is
-// rate.Limiter.WaitN made to tell how long it held the bytes back (a
-// limiter with tokens to spare imposes no delay and starts no timer);
-// the relay's contexts have no deadline, so WaitN's check of one is left
-// out. It ends early, with the abort's error, when the relay is aborted.
-func (r *relay) wait(lims []*rate.Limiter, k int, waited *atomic.Int64) error {
-	for _, l := range lims {
-		if l == nil {
-			continue
-		}
-		if err := context.Cause(r.waitCtx); err != nil {
-			return err
-		}
-		now := time.Now()
-		res := l.ReserveN(now, k)
-		if !res.OK() { // write keeps k within every burst
-			return fmt.Errorf("dataplane: %d bytes exceed a limiter's burst of %d", k, l.Burst())
-		}
-		d := res.DelayFrom(now)
-		if d == 0 {
-			continue
-		}
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-			waited.Add(int64(d))
-		case <-r.waitCtx.Done():
-			t.Stop()
-			res.Cancel()
-			waited.Add(int64(time.Since(now)))
-			return context.Cause(r.waitCtx)
-		}
-	}
-	return nil
 }
 
 // abort records the first error and aborts both ends.
