@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -15,18 +16,14 @@ import (
 // that a user sees a list or a limit in force (or not) before starting.
 // It never shows a token.
 
-// clientSummary is the server a client dials, then one line per mapping,
+// clientSummary is the server (or servers) a client dials, then one line per mapping,
 // aligned like the client's own "mapping up" line:
 //
 //	server_addr tunnel.example.com:7000 (tls), name office-pc
 //	ssh  tcp  10022  -> 127.0.0.1:22  allow_ips 203.0.113.0/24; bandwidth_limit 10MiB/s
 //	dns  udp  5353   -> 127.0.0.1:53  udp_idle_timeout 1m0s
 func clientSummary(cfg *config.Client) []string {
-	transport := cfg.Endpoint().Scheme
-	if transport == "tcp" && cfg.TLSEnabled() {
-		transport = "tls"
-	}
-	lines := []string{fmt.Sprintf("server_addr %s (%s), name %s", cfg.ServerAddr, transport, cfg.Name)}
+	lines := []string{serversLine(cfg)}
 	if len(cfg.Mappings) == 0 {
 		return append(lines, "no mappings: the client will connect but expose nothing")
 	}
@@ -44,6 +41,28 @@ func clientSummary(cfg *config.Client) []string {
 		lines = append(lines, strings.TrimRight(line, " \n"))
 	}
 	return lines
+}
+
+// serversLine is the server a client dials, or the servers and how it
+// uses them, each with its transport.
+func serversLine(cfg *config.Client) string {
+	eps := cfg.Servers()
+	addrs := cfg.ServerAddrs
+	if len(addrs) == 0 {
+		addrs = []string{cfg.ServerAddr}
+	}
+	dials := make([]string, len(eps))
+	for i, ep := range eps {
+		transport := ep.Scheme
+		if transport == "tcp" && cfg.TLSEnabled() {
+			transport = "tls"
+		}
+		dials[i] = fmt.Sprintf("%s (%s)", addrs[i], transport)
+	}
+	if len(cfg.ServerAddrs) == 0 {
+		return fmt.Sprintf("server_addr %s, name %s", dials[0], cfg.Name)
+	}
+	return fmt.Sprintf("server_addrs %s, ha %s, name %s", strings.Join(dials, ", "), cmp.Or(cfg.HA, config.HAFailover), cfg.Name)
 }
 
 // mappingPolicy is what a mapping sets beyond where it goes, each as

@@ -182,6 +182,11 @@ allow_ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0
   server_addr ws://h:80/tunnel (ws), name idle
   no mappings: the client will connect but expose nothing
 `},
+		{"client of two servers", "server_addrs = [\"tls://a.example.com:443\", \"wss://b.example.com:443/t\"]\nha = \"all\"\ntoken = \"s3cret-client-token\"\nname = \"twice\"\n" +
+			"[[mappings]]\nlocal_addr = \"127.0.0.1:22\"\n", `client.toml: ok (client configuration)
+  server_addrs tls://a.example.com:443 (tls), wss://b.example.com:443/t (wss), ha all, name twice
+  tcp-22  tcp  any  -> 127.0.0.1:22
+`},
 		{"server", `bind_addr = "0.0.0.0:7000"
 token = "s3cret-server-token"
 allow_ports = ["10000-20000", "2222"]
