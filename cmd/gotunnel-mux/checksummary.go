@@ -92,11 +92,13 @@ func mappingPolicy(m config.Mapping) []string {
 }
 
 // serverSummary is where a server listens and binds, its limits, its
-// server-wide visitor lists and who may log in:
+// server-wide visitor lists, the load balancers whose PROXY headers it
+// reads, and who may log in:
 //
 //	bind_addr 0.0.0.0:7000 (tls), public_addr 0.0.0.0, allow_ports 10000-20000
 //	max_mappings_per_client 16; max_conns_per_mapping none; max_udp_flows_per_mapping 1024; max_bandwidth_per_client none
 //	visitors: allow_ips any; deny_ips 198.51.100.0/24
+//	accept_proxy_protocol all, from trusted_proxies 10.0.0.0/8
 //	token: shared, for any name without a [[clients]] entry
 //	client laptop: own token; allow_ports 10000-10100; max_mappings 4
 func serverSummary(cfg *config.Server) []string {
@@ -115,6 +117,9 @@ func serverSummary(cfg *config.Server) []string {
 		fmt.Sprintf("max_mappings_per_client %d; max_conns_per_mapping %s; max_udp_flows_per_mapping %d; max_bandwidth_per_client %s",
 			cfg.MaxMappingsPerClient, orNoneInt(cfg.MaxConnsPerMapping), cfg.MaxUDPFlowsPerMapping, perSecond(cfg.MaxBandwidthPerClient)),
 		fmt.Sprintf("visitors: allow_ips %s; deny_ips %s", orAny(cfg.AllowIPs), orNoneList(cfg.DenyIPs)),
+	}
+	if cfg.AcceptProxyProtocol != "" {
+		lines = append(lines, fmt.Sprintf("accept_proxy_protocol %s, from trusted_proxies %s", cfg.AcceptProxyProtocol, prefixes(cfg.TrustedProxies)))
 	}
 	if cfg.Token != "" {
 		lines = append(lines, "token: shared, for any name without a [[clients]] entry")

@@ -194,6 +194,8 @@ max_conns_per_mapping = 8
 max_bandwidth_per_client = "50MiB"
 allow_ips = ["198.51.100.0/24"]
 deny_ips = ["198.51.100.7"]
+trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]
+accept_proxy_protocol = "all"
 [[clients]]
 name = "laptop"
 token = "s3cret-laptop-token"
@@ -206,6 +208,7 @@ token_sha256 = "0000000000000000000000000000000000000000000000000000000000000001
   bind_addr 0.0.0.0:7000 (plain), public_addr 0.0.0.0, allow_ports 10000-20000, 2222
   max_mappings_per_client 16; max_conns_per_mapping 8; max_udp_flows_per_mapping 1024; max_bandwidth_per_client 50MiB/s
   visitors: allow_ips 198.51.100.0/24; deny_ips 198.51.100.7/32
+  accept_proxy_protocol all, from trusted_proxies 10.0.0.0/8, 192.0.2.1/32
   token: shared, for any name without a [[clients]] entry
   client laptop: own token; allow_ports 10000-10100; max_mappings 4
   client nas: own token
