@@ -14,9 +14,11 @@ func TestKind(t *testing.T) {
 	}{
 		{"server", "bind_addr = ':7000'\ntoken = 't'\n", "server", ""},
 		{"client", "server_addr = 'h:7000'\n", "client", ""},
+		{"client of several servers", "server_addrs = ['a:7000', 'b:7000']\n", "client", ""},
 		{"client with a bind_addr below the top", "server_addr = 'h:1'\n[x]\nbind_addr = 1\n", "client", ""},
-		{"both", "bind_addr = ':1'\nserver_addr = 'h:1'\n", "", "x.toml: has both bind_addr (a server file) and server_addr (a client file)"},
-		{"neither", "token = 't'\n", "", "x.toml: has neither bind_addr (a server file) nor server_addr (a client file)"},
+		{"both", "bind_addr = ':1'\nserver_addr = 'h:1'\n", "", "x.toml: has both bind_addr (a server file) and server_addr or server_addrs (a client file)"},
+		{"both, several servers", "bind_addr = ':1'\nserver_addrs = ['h:1']\n", "", "x.toml: has both bind_addr"},
+		{"neither", "token = 't'\n", "", "x.toml: has neither bind_addr (a server file) nor server_addr or server_addrs (a client file)"},
 		{"empty", "", "", "x.toml: has neither"},
 		{"syntax error", "bind_addr = \n", "", "x.toml:1: bind_addr: syntax error"},
 	}

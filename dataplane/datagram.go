@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // finWait bounds how long a datagram relay that has ended its flow waits
@@ -32,8 +30,8 @@ type DatagramOptions struct {
 	// 0: never (the peer ends it).
 	Idle time.Duration
 	// Traffic counts the datagrams' bytes as they move (the frames'
-	// length prefixes are not counted): AToB from the flow to the stream,
-	// unless Reverse.
+	// length prefixes are not counted), and the time Limits held them
+	// back: AToB from the flow to the stream, unless Reverse.
 	Traffic *Traffic
 	// Reverse counts the stream's datagrams to the flow as AToB, in
 	// Traffic and in the Result: the client's view, where the visitor's
@@ -75,9 +73,10 @@ func RelayDatagrams(ctx context.Context, flow, stream net.Conn, o DatagramOption
 		o.Prefix = nil
 	}
 	r := &dgramRelay{flow: flow, stream: stream, o: o, start: time.Now(), aborted: make(chan struct{}), stopWaits: func() {},
-		upCount: &o.Traffic.aToB, downCount: &o.Traffic.bToA}
+		upCount: &o.Traffic.aToB, downCount: &o.Traffic.bToA, upWait: &o.Traffic.waitAToB, downWait: &o.Traffic.waitBToA}
 	if o.Reverse {
 		r.upCount, r.downCount = r.downCount, r.upCount
+		r.upWait, r.downWait = r.downWait, r.upWait
 	}
 	r.waitCtx = ctx
 	if o.Limits.active() {
@@ -123,6 +122,8 @@ type dgramRelay struct {
 	o            DatagramOptions
 	upCount      *atomic.Int64 // o.Traffic's count of the flow's datagrams
 	downCount    *atomic.Int64 // and of the stream's
+	upWait       *atomic.Int64 // o.Traffic's time the flow's datagrams waited on Limits
+	downWait     *atomic.Int64 // and the stream's
 	start        time.Time
 	last         atomic.Int64 // time since start of the last datagram either way, ns
 	idle         *time.Timer  // nil without o.Idle
@@ -199,7 +200,7 @@ func (r *dgramRelay) up() {
 				end, total = end+2+k, total+k
 			}
 		}
-		err = r.wait(r.o.Limits.AToB, total)
+		err = waitLimits(r.waitCtx, r.o.Limits.AToB, total, r.upWait)
 		if err == nil {
 			_, err = r.stream.Write(buf[:end])
 		}
@@ -286,7 +287,7 @@ func (r *dgramRelay) down() {
 			return
 		}
 		r.touch()
-		err := r.wait(r.o.Limits.BToA, n)
+		err := waitLimits(r.waitCtx, r.o.Limits.BToA, n, r.downWait)
 		if err == nil {
 			_, err = r.flow.Write(buf)
 		}
@@ -332,22 +333,6 @@ func (r *dgramRelay) aborting() bool {
 // never wait on a reader that is gone.
 func (r *dgramRelay) drain() {
 	_, _ = io.Copy(io.Discard, readerOnly{r.stream})
-}
-
-// wait waits on each limiter for n bytes (at most its burst).
-func (r *dgramRelay) wait(lims []*rate.Limiter, n int) error {
-	for _, l := range lims {
-		if l == nil {
-			continue
-		}
-		if err := l.WaitN(r.waitCtx, max(min(n, l.Burst()), 1)); err != nil {
-			if cause := context.Cause(r.waitCtx); cause != nil {
-				return cause
-			}
-			return err
-		}
-	}
-	return nil
 }
 
 // abort records the first error, aborts the stream and closes the flow.

@@ -166,3 +166,51 @@ func TestRelaySharedLimiter(t *testing.T) {
 		t.Errorf("2 × 256 KiB on one 1 MiB/s limiter took %v, want at least 300ms", elapsed)
 	}
 }
+
+// TestRelayLimitWaitIsCounted: the time a limiter holds bytes back is
+// counted in Traffic, for the limited direction only: 512 KiB through a
+// 1 MiB/s limiter (a 100 KiB burst) wait about 0.4 s in all, no more
+// than the transfer took; the bytes the other way, and an unlimited
+// relay's, wait nothing.
+func TestRelayLimitWaitIsCounted(t *testing.T) {
+	var limited, free Traffic
+	for _, tc := range []struct {
+		tr  *Traffic
+		lim Limits
+	}{{&limited, Limits{AToB: []*rate.Limiter{NewLimiter(1 << 20)}}}, {&free, Limits{}}} {
+		visitor, a := tcpPair(t)
+		b, backend := tcpPair(t)
+		done := make(chan Result, 1)
+		go func() { done <- RelayWith(context.Background(), a, b, defaultPool, tc.tr, tc.lim) }()
+		in := bytes.Repeat([]byte("0123456789abcdef"), 512<<10/16)
+		start := time.Now()
+		go func() {
+			_, _ = visitor.Write(in)
+			_ = visitor.CloseWrite()
+		}()
+		go func() {
+			_, _ = backend.Write(in) // the unlimited direction
+			_ = backend.CloseWrite()
+		}()
+		got, err := io.ReadAll(backend)
+		back, err2 := io.ReadAll(visitor)
+		elapsed := time.Since(start)
+		if err != nil || err2 != nil || !bytes.Equal(got, in) || !bytes.Equal(back, in) {
+			t.Fatalf("relay moved %d and %d bytes (%v, %v), want %d each way intact", len(got), len(back), err, err2, len(in))
+		}
+		if r := wait(t, done); r.Err != nil {
+			t.Fatalf("relay = %+v", r)
+		}
+		visitor.Close()
+		backend.Close()
+		if tc.tr == &limited && (limited.WaitAToB() < 200*time.Millisecond || limited.WaitAToB() > elapsed) {
+			t.Errorf("limited direction waited %v over a %v transfer, want about 0.4s and no more than the transfer", limited.WaitAToB(), elapsed)
+		}
+	}
+	if d := limited.WaitBToA(); d != 0 {
+		t.Errorf("the unlimited direction of a limited relay waited %v, want 0", d)
+	}
+	if a, b := free.WaitAToB(), free.WaitBToA(); a != 0 || b != 0 {
+		t.Errorf("an unlimited relay waited %v and %v, want 0", a, b)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -54,16 +55,29 @@ type Aborter interface {
 }
 
 // Traffic counts the bytes relays move, as they move them, so that a
-// long transfer shows in every reading and not only at its end. One
-// Traffic may be shared by many relays (all the visitors of a mapping);
-// the zero value counts from zero.
-type Traffic struct{ aToB, bToA atomic.Int64 }
+// long transfer shows in every reading and not only at its end, and the
+// time they were held back by their Limits. One Traffic may be shared by
+// many relays (all the visitors of a mapping); the zero value counts
+// from zero.
+type Traffic struct {
+	aToB, bToA         atomic.Int64
+	waitAToB, waitBToA atomic.Int64 // nanoseconds
+}
 
 // AToB is the bytes read from a and written to b so far.
 func (t *Traffic) AToB() int64 { return t.aToB.Load() }
 
 // BToA is the bytes read from b and written to a so far.
 func (t *Traffic) BToA() int64 { return t.bToA.Load() }
+
+// WaitAToB is how long the relays waited on their limiters before
+// writing to b, summed over the relays (two held for a second each count
+// two seconds). Zero while no limit holds them back: a limiter with
+// tokens to spare adds nothing, and a relay without Limits never looks.
+func (t *Traffic) WaitAToB() time.Duration { return time.Duration(t.waitAToB.Load()) }
+
+// WaitBToA is WaitAToB for the bytes written to a.
+func (t *Traffic) WaitBToA() time.Duration { return time.Duration(t.waitBToA.Load()) }
 
 // Relay copies a to b and b to a until both directions are done, then
 // closes both. When one direction reads EOF it half-closes the far side
@@ -94,7 +108,7 @@ func RelayWith(ctx context.Context, a, b net.Conn, pool *Pool, t *Traffic, lim L
 	stop := context.AfterFunc(ctx, func() { r.abort(context.Cause(ctx)) })
 	var wg sync.WaitGroup
 	wg.Go(r.copyBToA)
-	r.res.AToB = r.copyHalf(b, a, &t.aToB, lim.AToB)
+	r.res.AToB = r.copyHalf(b, a, &t.aToB, &t.waitAToB, lim.AToB)
 	wg.Wait()
 	stop()
 	// stop does not wait for an abort that ctx already started: Do does,
@@ -117,7 +131,9 @@ type relay struct {
 	res       Result        // AToB owned by Relay's goroutine, BToA by copyBToA, Err by once
 }
 
-func (r *relay) copyBToA() { r.res.BToA = r.copyHalf(r.a, r.b, &r.traffic.bToA, r.lim.BToA) }
+func (r *relay) copyBToA() {
+	r.res.BToA = r.copyHalf(r.a, r.b, &r.traffic.bToA, &r.traffic.waitBToA, r.lim.BToA)
+}
 
 // waiter is an end that can wait until it has something to read without
 // a buffer: a data stream (package mux), or a TCP connection. An error is
@@ -137,9 +153,10 @@ func waiterOf(c net.Conn) waiter {
 // error it aborts the relay. Once the relay is aborted it drains src until
 // src ends. A pooled buffer is held only while bytes flow: when a read
 // drains src, the buffer goes back to the pool and the next wait happens
-// without it.
-func (r *relay) copyHalf(dst, src net.Conn, count *atomic.Int64, lims []*rate.Limiter) int64 {
-	n, err := r.copyLoop(dst, src, waiterOf(src), count, lims)
+// without it. count gets the bytes written, waited the time lims held
+// them back.
+func (r *relay) copyHalf(dst, src net.Conn, count, waited *atomic.Int64, lims []*rate.Limiter) int64 {
+	n, err := r.copyLoop(dst, src, waiterOf(src), count, waited, lims)
 	if err == nil {
 		err = closeWrite(dst)
 	}
@@ -156,7 +173,7 @@ func (r *relay) copyHalf(dst, src net.Conn, count *atomic.Int64, lims []*rate.Li
 
 // copyLoop copies until src's EOF (nil) or an error, adding what it
 // writes to count. Before each write it waits on every limiter in lims.
-func (r *relay) copyLoop(dst, src net.Conn, w waiter, count *atomic.Int64, lims []*rate.Limiter) (int64, error) {
+func (r *relay) copyLoop(dst, src net.Conn, w waiter, count, waited *atomic.Int64, lims []*rate.Limiter) (int64, error) {
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -176,7 +193,7 @@ func (r *relay) copyLoop(dst, src net.Conn, w waiter, count *atomic.Int64, lims 
 		buf := *bp
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
-			nw, werr := r.write(dst, buf[:nr], lims, count)
+			nw, werr := r.write(dst, buf[:nr], lims, count, waited)
 			n += int64(nw)
 			if werr != nil {
 				return n, werr
@@ -196,10 +213,9 @@ func (r *relay) copyLoop(dst, src net.Conn, w waiter, count *atomic.Int64, lims 
 
 // write writes p to dst, adding what it writes to count. With limiters,
 // it writes p in pieces no larger than the smallest burst and waits on
-// every limiter before each piece, so that a slow limit trickles bytes
-// out rather than holding a whole buffer back; the wait ends early, with
-// the abort's error, when the relay is aborted.
-func (r *relay) write(dst net.Conn, p []byte, lims []*rate.Limiter, count *atomic.Int64) (int, error) {
+// every limiter before each piece (waitLimits), so that a slow limit trickles
+// bytes out rather than holding a whole buffer back.
+func (r *relay) write(dst net.Conn, p []byte, lims []*rate.Limiter, count, waited *atomic.Int64) (int, error) {
 	piece := len(p)
 	for _, l := range lims {
 		if l != nil {
@@ -209,14 +225,8 @@ func (r *relay) write(dst net.Conn, p []byte, lims []*rate.Limiter, count *atomi
 	n := 0
 	for len(p) > 0 {
 		k := min(piece, len(p))
-		for _, l := range lims {
-			if l == nil {
-				continue
-			}
-			if err := l.WaitN(r.waitCtx, k); err != nil {
-				if cause := context.Cause(r.waitCtx); cause != nil {
-					return n, cause
-				}
+		if len(lims) > 0 {
+			if err := waitLimits(r.waitCtx, lims, k, waited); err != nil {
 				return n, err
 			}
 		}

@@ -517,7 +517,8 @@ func TestRelayDatagramsStop(t *testing.T) {
 func TestRelayDatagramsLimits(t *testing.T) {
 	slow := rate.NewLimiter(rate.Limit(2000), 2000) // 2,000 bytes a second, the burst one datagram
 	ctx, cancel := context.WithCancel(context.Background())
-	visitor, peer, done := datagramRelay(t, ctx, DatagramOptions{Limits: Limits{AToB: []*rate.Limiter{slow}}})
+	var tr Traffic
+	visitor, peer, done := datagramRelay(t, ctx, DatagramOptions{Traffic: &tr, Limits: Limits{AToB: []*rate.Limiter{slow}}})
 	// "hello" took 5 of the burst; 1,990 more go at once, the next 1,000 wait half a second.
 	if _, err := visitor.Write(make([]byte, 1990)); err != nil {
 		t.Fatal(err)
@@ -539,4 +540,35 @@ func TestRelayDatagramsLimits(t *testing.T) {
 	if r := waitResult(t, done); !errors.Is(r.Err, context.Canceled) {
 		t.Errorf("abort while waiting gave %v", r.Err)
 	}
+	if tr.WaitAToB() <= 0 || tr.WaitBToA() != 0 {
+		t.Errorf("waited %v from the flow, %v to it; want the wait cut short counted, and none the other way", tr.WaitAToB(), tr.WaitBToA())
+	}
+}
+
+// TestRelayDatagramsLimitWaitCounted: the time a limiter holds a flow's
+// datagrams back is counted in Traffic, in the direction its bytes are
+// counted: with Reverse (the client's view), the flow's datagrams are
+// BToA. 8 datagrams of 1,500 bytes through 10,000 bytes a second with a
+// burst of one datagram wait about a second in all; only a machine so
+// slow that sending them took longer would see no wait.
+func TestRelayDatagramsLimitWaitCounted(t *testing.T) {
+	slow := rate.NewLimiter(rate.Limit(10000), 1500)
+	var tr Traffic
+	visitor, peer, done := datagramRelay(t, context.Background(), DatagramOptions{Traffic: &tr, Reverse: true,
+		Limits: Limits{AToB: []*rate.Limiter{slow}}})
+	start := time.Now()
+	for range 8 {
+		if _, err := visitor.Write(make([]byte, 1500)); err != nil {
+			t.Fatal(err)
+		}
+		if got := peer.recv(t); len(got) != 1500 {
+			t.Fatalf("got %d bytes, want 1500", len(got))
+		}
+	}
+	elapsed := time.Since(start)
+	if d := tr.WaitBToA(); d <= 0 || d > elapsed || tr.WaitAToB() != 0 {
+		t.Errorf("waited %v (BToA) and %v (AToB) in %v; want about a second BToA, none AToB", d, tr.WaitAToB(), elapsed)
+	}
+	_ = peer.c.CloseWrite()
+	waitResult(t, done)
 }

@@ -118,6 +118,20 @@ func TestBandwidthLimit(t *testing.T) {
 	default:
 	}
 	<-done
+
+	// The time the limits held bytes back shows in the status of the side
+	// that holds them (the client: downloads, from the local service; the
+	// server: uploads, from visitors); an unlimited mapping was never held.
+	for _, m := range srv.Status().Clients[0].Mappings {
+		if held := m.LimitWaitIn > 0; held != (m.Name == "up") || m.LimitWaitOut != 0 {
+			t.Errorf("server status: %s held in %v, out %v; want only up's uploads held", m.Name, m.LimitWaitIn, m.LimitWaitOut)
+		}
+	}
+	for _, m := range cl.Status().Mappings {
+		if held := m.LimitWaitOut > 0; held != (m.Name == "down") || m.LimitWaitIn != 0 {
+			t.Errorf("client status: %s held in %v, out %v; want only down's downloads held", m.Name, m.LimitWaitIn, m.LimitWaitOut)
+		}
+	}
 }
 
 // TestBandwidthPerClient: the server's max_bandwidth_per_client is one
@@ -144,6 +158,23 @@ func TestBandwidthPerClient(t *testing.T) {
 	<-done
 	if d := time.Since(start); d < 600*time.Millisecond {
 		t.Errorf("2 × 512 KiB under max_bandwidth_per_client = 1 MiB/s took %v, want at least 600ms", d)
+	}
+	// The status shows the client's limit, and that it held both
+	// mappings' downloads back (the server limits what it writes to
+	// visitors), though neither has a limit of its own.
+	c := srv.Status().Clients[0]
+	if c.BandwidthLimit != 1<<20 {
+		t.Errorf("server status: the client's bandwidth limit = %d, want %d", c.BandwidthLimit, 1<<20)
+	}
+	var held time.Duration
+	for _, m := range c.Mappings {
+		held += m.LimitWaitOut
+		if m.BandwidthLimit != 0 || m.LimitWaitIn != 0 {
+			t.Errorf("server status: %s has limit %d and held in %v, want none", m.Name, m.BandwidthLimit, m.LimitWaitIn)
+		}
+	}
+	if held <= 0 {
+		t.Errorf("server status: the downloads under max_bandwidth_per_client were held %v, want more than 0", held)
 	}
 }
 

@@ -34,20 +34,25 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	kind, err := config.Kind(*path, data)
+	var summary []string
 	if err == nil {
-		err = checkKind(kind, *path, data)
+		summary, err = checkKind(kind, *path, data)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
 	fmt.Fprintf(stdout, "%s: ok (%s configuration)\n", *path, kind)
+	for _, line := range summary {
+		fmt.Fprintln(stdout, "  "+line)
+	}
 	return exitOK
 }
 
 // checkKind parses the file as a server or client configuration and loads
-// the TLS files it names, as starting would.
-func checkKind(kind, path string, data []byte) error {
+// the TLS files it names, as starting would. A good file's summary says
+// what it sets up (checkreport.go).
+func checkKind(kind, path string, data []byte) (summary []string, err error) {
 	quiet := slog.New(slog.DiscardHandler)
 	if kind == "server" {
 		cfg, err := config.ParseServer(path, data, os.LookupEnv)
@@ -56,7 +61,10 @@ func checkKind(kind, path string, data []byte) error {
 				err = fmt.Errorf("%s: %w", path, err)
 			}
 		}
-		return err
+		if err != nil {
+			return nil, err
+		}
+		return serverSummary(cfg), nil
 	}
 	cfg, err := config.ParseClient(path, data, os.LookupEnv)
 	if err == nil {
@@ -64,7 +72,10 @@ func checkKind(kind, path string, data []byte) error {
 			err = fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return clientSummary(cfg), nil
 }
 
 // tokenBytes is the entropy of a generated token: 256 bits.

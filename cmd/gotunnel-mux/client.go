@@ -32,12 +32,13 @@ type clientFlags struct {
 
 // clientSynopsis is the client's two ways to start, for its usage.
 const clientSynopsis = `[--config client.toml]
-       gotunnel-mux client --server HOST:PORT --token T --map [NAME=]REMOTE_PORT:LOCAL_ADDR [--map ...]`
+       gotunnel-mux client --server HOST:PORT --token T --map [NAME=]REMOTE_PORT:LOCAL_ADDR[/udp][,OPTION=VALUE...] [--map ...]`
 
 // parseClientFlags parses the client's flags. When done, the command
 // stops with code (0 after --help).
 func parseClientFlags(args []string, stderr io.Writer) (f *clientFlags, code int, done bool) {
 	f = &clientFlags{}
+	var specs []string // --map values, in order
 	fs := newFlagSet("client", clientSynopsis, stderr)
 	fs.StringVar(&f.config, "config", "", "client configuration file (TOML); default ./"+defaultClientFile+" unless --server is given")
 	fs.Func("server", "server address: HOST:PORT, or tcp://, tls://, ws://HOST:PORT/PATH, wss://...; repeatable for several servers (overrides server_addr and server_addrs)", func(s string) error {
@@ -46,12 +47,8 @@ func parseClientFlags(args []string, stderr io.Writer) (f *clientFlags, code int
 	})
 	fs.StringVar(&f.ha, "ha", "", `with several --server: "failover" (one at a time, in order; the default) or "all" (each at once) (overrides ha)`)
 	fs.StringVar(&f.token, "token", "", "token (overrides token and GOTUNNEL_TOKEN)")
-	fs.Func("map", "a mapping [NAME=]REMOTE_PORT:LOCAL_ADDR, repeatable (replaces the file's mappings)", func(s string) error {
-		m, err := config.ParseMap(s)
-		if err != nil {
-			return err
-		}
-		f.maps = append(f.maps, m)
+	fs.Func("map", "a mapping [NAME=]REMOTE_PORT:LOCAL_ADDR[/udp][,OPTION=VALUE...], repeatable (replaces the file's mappings);\nOPTIONs: allow=CIDR, deny=CIDR (each repeatable), bandwidth=SIZE, proxy=v1|v2, idle=DURATION (udp), health=true|false", func(s string) error {
+		specs = append(specs, s)
 		return nil
 	})
 	if code, done := parseFlags(fs, args); done {
@@ -61,6 +58,16 @@ func parseClientFlags(args []string, stderr io.Writer) (f *clientFlags, code int
 		fmt.Fprintf(stderr, "client: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
 		return nil, exitUsage, true
+	}
+	// Parsed here rather than by the flag package, whose error would quote
+	// the value a second time and print the whole usage after it.
+	for _, s := range specs {
+		m, err := config.ParseMap(s)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return nil, exitUsage, true
+		}
+		f.maps = append(f.maps, m)
 	}
 	return f, exitOK, false
 }

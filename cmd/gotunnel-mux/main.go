@@ -25,7 +25,7 @@ const usage = `gotunnel-mux: a reverse TCP tunnel over one outbound connection
 Usage:
   gotunnel-mux server --config server.toml
   gotunnel-mux client [--config client.toml]
-  gotunnel-mux client --server HOST:PORT --token T --map [NAME=]REMOTE_PORT:LOCAL_ADDR [--map ...]
+  gotunnel-mux client --server HOST:PORT --token T --map [NAME=]REMOTE_PORT:LOCAL_ADDR[/udp][,OPTION=VALUE...] [--map ...]
   gotunnel-mux demo                 server, client and a web service on loopback
   gotunnel-mux check --config FILE  validate a server or client file
   gotunnel-mux status [--admin URL | --config FILE] [--watch]   a running process's status

@@ -55,6 +55,8 @@ func TestUsageAndVersion(t *testing.T) {
 		{[]string{"check", "--config", "/nonexistent/x.toml"}, exitUsage, "no such file"},
 		{[]string{"client", "extra"}, exitUsage, ""},
 		{[]string{"client", "--map", "nonsense"}, exitUsage, "--map"},
+		{[]string{"client", "--map", "dns=5353:127.0.0.1:53/udp,proxy=v1"}, exitUsage,
+			`--map: "dns=5353:127.0.0.1:53/udp,proxy=v1": proxy=v1: version 1 has no UDP form`},
 		{[]string{"demo", "--log-level", "loud"}, exitUsage, "log level"},
 		{[]string{"client", "--help"}, exitOK, "usage: gotunnel-mux client [--config client.toml]\n"},
 		{[]string{"client", "--help"}, exitOK, "\n\nflags:\n  -config string"},
@@ -68,6 +70,16 @@ func TestUsageAndVersion(t *testing.T) {
 		if code != tc.code || !strings.Contains(out+errOut, tc.out) {
 			t.Errorf("run(%q) = %d, %q; want %d and %q", tc.args, code, out+errOut, tc.code, tc.out)
 		}
+	}
+}
+
+// TestClientBadMapSaysItOnce: a bad --map is one line, the value quoted
+// once, without the usage after it; nothing starts (exit 2).
+func TestClientBadMapSaysItOnce(t *testing.T) {
+	code, out, errOut := runCmd("client", "--server", "h:1", "--token", "t", "--map", "ssh=10022:127.0.0.1:22", "--map", "web=0:[::1]:80,bandwidth=fast")
+	want := `--map: "web=0:[::1]:80,bandwidth=fast": bandwidth=fast: bad size "fast": want a whole number of bytes, optionally followed by B, KB, MB, GB, KiB, MiB or GiB` + "\n"
+	if code != exitUsage || out != "" || errOut != want {
+		t.Errorf("client with a bad --map = %d, %q, %q; want 2 and only\n%s", code, out, errOut, want)
 	}
 }
 
@@ -127,6 +139,105 @@ func TestCheck(t *testing.T) {
 	}
 	if code, _, _ := runCmd("check", good); code != exitOK {
 		t.Errorf("check FILE as an argument = %d", code)
+	}
+}
+
+// TestCheckSummary: under "ok", check says what a good file sets up: a
+// client's mappings with their protocol, lists, limits and PROXY header;
+// a server's ports, limits, visitor lists and who logs in. No token is
+// shown.
+func TestCheckSummary(t *testing.T) {
+	t.Setenv("GOTUNNEL_TOKEN", "")
+	tests := []struct {
+		name, file, want string
+	}{
+		{"client", `server_addr = "tunnel.example.com:7000"
+token = "s3cret-client-token"
+name = "office-pc"
+[tls]
+[[mappings]]
+name = "ssh"
+local_addr = "127.0.0.1:22"
+remote_port = 10022
+allow_ips = ["203.0.113.0/24", "2001:db8::/32"]
+deny_ips = ["203.0.113.9"]
+bandwidth_limit = "10MiB"
+proxy_protocol = "v2"
+[[mappings]]
+local_addr = "127.0.0.1:53"
+remote_port = 5353
+protocol = "udp"
+[[mappings]]
+name = "web"
+local_addr = "[::1]:8080"
+health_check = false
+allow_ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+`, `client.toml: ok (client configuration)
+  server_addr tunnel.example.com:7000 (tls), name office-pc
+  ssh     tcp  10022  -> 127.0.0.1:22  proxy_protocol v2; allow_ips 203.0.113.0/24, 2001:db8::/32; deny_ips 203.0.113.9/32; bandwidth_limit 10MiB/s
+  udp-53  udp  5353   -> 127.0.0.1:53  udp_idle_timeout 1m0s
+  web     tcp  any    -> [::1]:8080    health_check false; allow_ips 10.0.0.1/32, 10.0.0.2/32, 10.0.0.3/32, 10.0.0.4/32 (and 2 more)
+`},
+		{"client without mappings", "server_addr = \"ws://h:80/tunnel\"\ntoken = \"s3cret-client-token\"\nname = \"idle\"\n", `client.toml: ok (client configuration)
+  server_addr ws://h:80/tunnel (ws), name idle
+  no mappings: the client will connect but expose nothing
+`},
+		{"client of two servers", "server_addrs = [\"tls://a.example.com:443\", \"wss://b.example.com:443/t\"]\nha = \"all\"\ntoken = \"s3cret-client-token\"\nname = \"twice\"\n" +
+			"[[mappings]]\nlocal_addr = \"127.0.0.1:22\"\n", `client.toml: ok (client configuration)
+  server_addrs tls://a.example.com:443 (tls), wss://b.example.com:443/t (wss), ha all, name twice
+  tcp-22  tcp  any  -> 127.0.0.1:22
+`},
+		{"server", `bind_addr = "0.0.0.0:7000"
+token = "s3cret-server-token"
+allow_ports = ["10000-20000", "2222"]
+max_conns_per_mapping = 8
+max_bandwidth_per_client = "50MiB"
+allow_ips = ["198.51.100.0/24"]
+deny_ips = ["198.51.100.7"]
+trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]
+accept_proxy_protocol = "all"
+[[clients]]
+name = "laptop"
+token = "s3cret-laptop-token"
+allow_ports = ["10000-10100"]
+max_mappings = 4
+[[clients]]
+name = "nas"
+token_sha256 = "0000000000000000000000000000000000000000000000000000000000000001"
+`, `server.toml: ok (server configuration)
+  bind_addr 0.0.0.0:7000 (plain), public_addr 0.0.0.0, allow_ports 10000-20000, 2222
+  max_mappings_per_client 16; max_conns_per_mapping 8; max_udp_flows_per_mapping 1024; max_bandwidth_per_client 50MiB/s
+  visitors: allow_ips 198.51.100.0/24; deny_ips 198.51.100.7/32
+  accept_proxy_protocol all, from trusted_proxies 10.0.0.0/8, 192.0.2.1/32
+  token: shared, for any name without a [[clients]] entry
+  client laptop: own token; allow_ports 10000-10100; max_mappings 4
+  client nas: own token
+`},
+		{"server of defaults", "bind_addr = \"127.0.0.1:7000\"\n[[clients]]\nname = \"solo\"\ntoken = \"s3cret-solo-token\"\n", `server.toml: ok (server configuration)
+  bind_addr 127.0.0.1:7000 (plain), public_addr 0.0.0.0, allow_ports 1024-65535
+  max_mappings_per_client 16; max_conns_per_mapping none; max_udp_flows_per_mapping 1024; max_bandwidth_per_client none
+  visitors: allow_ips any; deny_ips none
+  token: none; only the [[clients]] log in
+  client solo: own token
+`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Chdir(dir)
+			name := strings.Fields(tt.want)[0]
+			name = strings.TrimSuffix(name, ":")
+			if err := os.WriteFile(name, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out, errOut := runCmd("check", name)
+			if code != exitOK || out != tt.want || errOut != "" {
+				t.Errorf("check %s = %d, stderr %q, stdout\n%s\nwant\n%s", name, code, errOut, out, tt.want)
+			}
+			if strings.Contains(out, "s3cret") {
+				t.Errorf("check printed a token:\n%s", out)
+			}
+		})
 	}
 }
 

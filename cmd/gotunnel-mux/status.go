@@ -229,23 +229,28 @@ func renderServer(w io.Writer, doc admin.ServerDoc) {
 	fmt.Fprintf(w, "gotunnel-mux server %s, up %s, listening on %s, %d client(s)\n\n", doc.Version, ago(doc.Started),
 		strings.Join(doc.Listening, ", "), len(doc.Clients))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLIENT\tMAPPING\tPORT\tLOCAL\tSTATE\tACTIVE\tVISITORS\tIN\tOUT")
+	fmt.Fprintln(tw, "CLIENT\tMAPPING\tPORT\tLOCAL\tSTATE\tACTIVE\tVISITORS\tIN\tOUT\tDENIED\tLIMIT\tHELD")
 	for _, c := range doc.Clients {
 		if len(c.Mappings) == 0 {
-			fmt.Fprintf(tw, "%s\t-\t\t\t\t\t\t\t\n", c.Name)
+			fmt.Fprintf(tw, "%s\t-\t\t\t\t\t\t\t\t\t\t\n", c.Name)
 		}
 		for _, m := range c.Mappings {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\n", c.Name, m.Name, m.RemotePort, m.LocalAddr, state(m),
-				m.Active, m.Visitors, size(m.BytesIn), size(m.BytesOut))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", c.Name, m.Name, m.RemotePort, m.LocalAddr, state(m),
+				m.Active, m.Visitors, size(m.BytesIn), size(m.BytesOut), m.Denied, limit(m.BandwidthLimit), held(m))
 		}
 	}
 	_ = tw.Flush()
 	if len(doc.Clients) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "CLIENT\tREMOTE\tTRANSPORT\tRTT\tUP\tSESSION")
+		fmt.Fprintln(tw, "CLIENT\tREMOTE\tTRANSPORT\tRTT\tUP\tTOKEN\tMAX MAPPINGS\tLIMIT\tSESSION")
 		for _, c := range doc.Clients {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Remote, c.Transport, rtt(c.HeartbeatRTTMs), ago(c.Since), c.SessionID)
+			token := "shared"
+			if c.OwnToken {
+				token = "own"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.Name, c.Remote, c.Transport, rtt(c.HeartbeatRTTMs), ago(c.Since),
+				token, c.MaxMappings, limit(c.BandwidthLimit), c.SessionID)
 		}
 		_ = tw.Flush()
 	}
@@ -261,16 +266,37 @@ func renderClient(w io.Writer, doc admin.ClientDoc) {
 	fmt.Fprintf(w, "gotunnel-mux client %s, up %s, server %s: %s; %d reconnect(s)\n\n", doc.Version, ago(doc.Started),
 		doc.Server, session, doc.Reconnects)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAPPING\tREMOTE PORT\tLOCAL\tSTATE\tACTIVE\tVISITORS\tIN\tOUT")
+	fmt.Fprintln(tw, "MAPPING\tREMOTE PORT\tLOCAL\tSTATE\tACTIVE\tVISITORS\tIN\tOUT\tLIMIT\tHELD")
 	for _, m := range doc.Mappings {
 		port := "-"
 		if m.BoundPort != 0 {
 			port = fmt.Sprint(m.BoundPort)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", m.Name, port, m.LocalAddr, state(m), m.Active, m.Visitors,
-			size(m.BytesIn), size(m.BytesOut))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", m.Name, port, m.LocalAddr, state(m), m.Active, m.Visitors,
+			size(m.BytesIn), size(m.BytesOut), limit(m.BandwidthLimit), held(m))
 	}
 	_ = tw.Flush()
+}
+
+// limit is a bandwidth limit, bytes a second: "10.0 MiB/s", or "-".
+func limit(bytesPerSec int64) string {
+	if bytesPerSec == 0 {
+		return "-"
+	}
+	return size(bytesPerSec) + "/s"
+}
+
+// held is how long a limit held a mapping's bytes back, both directions
+// together: "3.2s", or "-".
+func held(m admin.MappingRow) string {
+	d := time.Duration((m.LimitWaitInMs + m.LimitWaitOutMs) * float64(time.Millisecond))
+	switch {
+	case d == 0:
+		return "-"
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Millisecond).String()
 }
 
 func state(m admin.MappingRow) string {

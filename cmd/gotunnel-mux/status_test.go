@@ -19,22 +19,26 @@ func TestRenderStatus(t *testing.T) {
 	now := time.Now()
 	srv, _ := json.Marshal(admin.ServerDoc{Role: "server", Version: "v9", Started: now, Listening: []string{"0.0.0.0:7000"},
 		Clients: []admin.ClientRow{{Name: "laptop", Remote: "203.0.113.7:5000", SessionID: "abc", Since: now, Transport: "tls", HeartbeatRTTMs: 2.5,
+			BandwidthLimit: 50 << 20, OwnToken: true, MaxMappings: 4,
 			Mappings: []admin.MappingRow{
-				{Name: "ssh", RemotePort: 10022, LocalAddr: "127.0.0.1:22", State: "up", Active: 1, Visitors: 3, BytesIn: 2048, BytesOut: 5 << 20},
+				{Name: "ssh", RemotePort: 10022, LocalAddr: "127.0.0.1:22", State: "up", Active: 1, Visitors: 3, BytesIn: 2048, BytesOut: 5 << 20,
+					Denied: 7, BandwidthLimit: 10 << 20, LimitWaitInMs: 1200, LimitWaitOutMs: 2000.5},
 				{Name: "web", RemotePort: 80, LocalAddr: "127.0.0.1:80", State: "refused", Code: 1003, Reason: "port 80 is outside allow_ports"},
 			}}}})
 	cli, _ := json.Marshal(admin.ClientDoc{Role: "client", Version: "v9", Started: now, Server: "tunnel:7000", Reconnects: 2,
-		LastError: "dial tcp: connection refused", Mappings: []admin.MappingRow{{Name: "ssh", LocalAddr: "127.0.0.1:22", State: "pending"}}})
+		LastError: "dial tcp: connection refused", Mappings: []admin.MappingRow{{Name: "ssh", LocalAddr: "127.0.0.1:22", State: "pending"},
+			{Name: "web", LocalAddr: "127.0.0.1:80", BoundPort: 18080, State: "up", BandwidthLimit: 1 << 20, LimitWaitOutMs: 750}}})
 	for _, tc := range []struct {
 		doc  []byte
 		want []string
 	}{
 		{srv, []string{`gotunnel-mux server v9, up 0s, listening on 0.0.0.0:7000, 1 client\(s\)`,
-			`laptop\s+ssh\s+10022\s+127\.0\.0\.1:22\s+up\s+1\s+3\s+2\.0 KiB\s+5\.0 MiB`,
-			`laptop\s+web\s+80\s+127\.0\.0\.1:80\s+refused \(1003 port 80 is outside allow_ports\)`,
-			`laptop\s+203\.0\.113\.7:5000\s+tls\s+2\.5ms`}},
+			`laptop\s+ssh\s+10022\s+127\.0\.0\.1:22\s+up\s+1\s+3\s+2\.0 KiB\s+5\.0 MiB\s+7\s+10\.0 MiB/s\s+3\.2s\n`,
+			`laptop\s+web\s+80\s+127\.0\.0\.1:80\s+refused \(1003 port 80 is outside allow_ports\)\s+0\s+0\s+0 B\s+0 B\s+0\s+-\s+-\n`,
+			`laptop\s+203\.0\.113\.7:5000\s+tls\s+2\.5ms\s+0s\s+own\s+4\s+50\.0 MiB/s\s+abc\n`}},
 		{cli, []string{`server tunnel:7000: not connected: dial tcp: connection refused; 2 reconnect\(s\)`,
-			`ssh\s+-\s+127\.0\.0\.1:22\s+pending\s+0\s+0\s+0 B\s+0 B`}},
+			`ssh\s+-\s+127\.0\.0\.1:22\s+pending\s+0\s+0\s+0 B\s+0 B\s+-\s+-\n`,
+			`web\s+18080\s+127\.0\.0\.1:80\s+up\s+0\s+0\s+0 B\s+0 B\s+1\.0 MiB/s\s+750ms\n`}},
 	} {
 		var out bytes.Buffer
 		if err := renderStatus(&out, tc.doc); err != nil {

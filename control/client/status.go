@@ -108,6 +108,11 @@ type MappingStatus struct {
 	// DatagramsDropped are the datagrams its service's sockets refused.
 	Protocol         string
 	DatagramsDropped int64
+	// LimitWaitIn and LimitWaitOut are how long the bytes from and to
+	// visitors were held back by BandwidthLimit on this side (the
+	// client limits what it reads from the local service: out), summed
+	// over the mapping's connections; 0 while it does not bite.
+	LimitWaitIn, LimitWaitOut time.Duration
 }
 
 // counters are a mapping's figures over every session.
@@ -154,7 +159,8 @@ func (c *Client) Status() Status {
 		ms := MappingStatus{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort, State: StatePending,
 			Active: m.counters.active.Load(), Visitors: m.counters.visitors.Load(),
 			BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA(), BandwidthLimit: m.BandwidthLimit,
-			Protocol: m.protocol(), DatagramsDropped: m.counters.dropped.Load()}
+			Protocol: m.protocol(), DatagramsDropped: m.counters.dropped.Load(),
+			LimitWaitIn: m.counters.traffic.WaitAToB(), LimitWaitOut: m.counters.traffic.WaitBToA()}
 		for _, ss := range st.Servers {
 			if s := ss.Mappings[i]; stateRank[s.State] < stateRank[ms.State] {
 				ms.State, ms.BoundPort, ms.Code, ms.Reason = s.State, s.BoundPort, s.Code, s.Reason

@@ -63,7 +63,14 @@ type ClientStatus struct {
 	// HeartbeatRTT is the round trip the client measured last; 0 until
 	// it reports one.
 	HeartbeatRTT time.Duration
-	Mappings     []MappingStatus // by name
+	// the policy in force for it: max_bandwidth_per_client for its
+	// visitor connections from now on (bytes a second; 0: none), whether
+	// it logged in with a [[clients]] token of its own, and the mappings
+	// it may register (its own max_mappings, or max_mappings_per_client)
+	BandwidthLimit int64
+	OwnToken       bool
+	MaxMappings    int
+	Mappings       []MappingStatus // by name
 }
 
 // MappingStatus is one mapping of a client. The counters are the
@@ -95,6 +102,11 @@ type MappingStatus struct {
 	BandwidthLimit int64
 	BytesIn        int64 // from visitors
 	BytesOut       int64 // to visitors
+	// LimitWaitIn and LimitWaitOut are how long the bytes from and to
+	// its visitors were held back by a limit (its BandwidthLimit or the
+	// client's max_bandwidth_per_client), summed over its connections:
+	// 0 while no limit bites.
+	LimitWaitIn, LimitWaitOut time.Duration
 }
 
 // counters are a mapping's figures that outlive its sessions.
@@ -151,8 +163,10 @@ func (s *Server) Status() Status {
 }
 
 func (ss *serverSession) status() ClientStatus {
+	pol, cred := ss.srv.pol.Load(), ss.cred.Load()
 	cs := ClientStatus{Name: ss.name, Remote: ss.remote, SessionID: ss.id, Since: ss.started, Transport: ss.transport,
-		HeartbeatRTT: time.Duration(ss.rtt.Load()) * time.Microsecond}
+		HeartbeatRTT:   time.Duration(ss.rtt.Load()) * time.Microsecond,
+		BandwidthLimit: pol.MaxBandwidthPerClient, OwnToken: cred != nil, MaxMappings: pol.maxMappings(cred)}
 	ss.mu.Lock()
 	for _, m := range ss.mappings {
 		state := StateUp
@@ -186,7 +200,8 @@ func (m *mapping) status(state string, active int) MappingStatus {
 		Protocol: proto, DatagramsDropped: m.counters.dropped.Load(),
 		Visitors: m.counters.visitors.Load(), Resets: m.counters.resets.Load(),
 		Denied: m.counters.denied.Load(), BadProxyHeaders: m.counters.badHeaders.Load(), BandwidthLimit: limitOf(m.bandwidth),
-		BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA()}
+		BytesIn: m.counters.traffic.AToB(), BytesOut: m.counters.traffic.BToA(),
+		LimitWaitIn: m.counters.traffic.WaitAToB(), LimitWaitOut: m.counters.traffic.WaitBToA()}
 }
 
 // limitOf is l's rate in bytes a second; 0 for no limiter.

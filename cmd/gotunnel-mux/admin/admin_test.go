@@ -24,9 +24,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func serverStatus() server.Status {
 	return server.Status{Started: time.Now(), Listening: []string{"127.0.0.1:7000"}, Clients: []server.ClientStatus{{
 		Name: "laptop", Remote: "127.0.0.1:5000", SessionID: "s1", Since: time.Now(), Transport: "tcp",
-		HeartbeatRTT: 1500 * time.Microsecond,
+		HeartbeatRTT: 1500 * time.Microsecond, BandwidthLimit: 50 << 20, OwnToken: true, MaxMappings: 4,
 		Mappings: []server.MappingStatus{
-			{Name: "ssh", RemotePort: 2222, LocalAddr: "127.0.0.1:22", State: server.StateUp, Active: 2, Visitors: 7, Denied: 3, BytesIn: 100, BytesOut: 5000},
+			{Name: "ssh", RemotePort: 2222, LocalAddr: "127.0.0.1:22", State: server.StateUp, Active: 2, Visitors: 7, Denied: 3, BytesIn: 100, BytesOut: 5000,
+				BandwidthLimit: 1 << 20, LimitWaitIn: 1500 * time.Millisecond, LimitWaitOut: 250 * time.Millisecond},
 			{Name: "web", RemotePort: 80, LocalAddr: "127.0.0.1:8080", State: server.StateRefused, Code: control.CodePortNotAllowed, Reason: "port 80 is outside allow_ports"},
 		},
 	}}}
@@ -42,7 +43,8 @@ func TestMetricsFollowNamingRules(t *testing.T) {
 	sm.StreamOpened(3 * time.Millisecond)
 	sm.HeartbeatRTT(time.Millisecond)
 	cm := NewClientMetrics("v1.2.3", func() client.Status {
-		return client.Status{Mappings: []client.MappingStatus{{Name: "ssh", State: client.StatePending}}}
+		return client.Status{Mappings: []client.MappingStatus{{Name: "ssh", State: client.StatePending},
+			{Name: "web", State: client.StateUp, BandwidthLimit: 10 << 20, LimitWaitOut: 2 * time.Second}}}
 	})
 	cm.Reconnect()
 	for side, problems := range map[string][]promlint.Problem{
@@ -74,6 +76,49 @@ gotunnel_logins_total{code="1002",result="refused"} 1
 `
 	if err := testutil.GatherAndCompare(sm.Registry, strings.NewReader(want),
 		"gotunnel_visitor_bytes_total", "gotunnel_visitor_denied_total", "gotunnel_mappings", "gotunnel_logins_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestLimitMetrics: each mapping's bandwidth limit (0 for none), the
+// client's max_bandwidth_per_client, and the time limits held bytes
+// back, on both sides; a refused mapping has no series.
+func TestLimitMetrics(t *testing.T) {
+	sm := NewServerMetrics("v1.2.3", serverStatus)
+	want := `
+# HELP gotunnel_client_bandwidth_limit_bytes_per_second The max_bandwidth_per_client in force for a client's new visitor connections, bytes a second in each direction over all its mappings; 0: none.
+# TYPE gotunnel_client_bandwidth_limit_bytes_per_second gauge
+gotunnel_client_bandwidth_limit_bytes_per_second{client="laptop"} 5.2428800e+07
+# HELP gotunnel_mapping_bandwidth_limit_bytes_per_second Each mapping's own bandwidth_limit, bytes a second in each direction; 0: none.
+# TYPE gotunnel_mapping_bandwidth_limit_bytes_per_second gauge
+gotunnel_mapping_bandwidth_limit_bytes_per_second{client="laptop",mapping="ssh"} 1.048576e+06
+# HELP gotunnel_visitor_limit_wait_seconds_total Time the bytes from visitors (in) and to visitors (out) were held back by a bandwidth limit, summed over the mapping's connections; it grows only while a limit bites.
+# TYPE gotunnel_visitor_limit_wait_seconds_total counter
+gotunnel_visitor_limit_wait_seconds_total{client="laptop",direction="in",mapping="ssh"} 1.5
+gotunnel_visitor_limit_wait_seconds_total{client="laptop",direction="out",mapping="ssh"} 0.25
+`
+	if err := testutil.GatherAndCompare(sm.Registry, strings.NewReader(want), "gotunnel_client_bandwidth_limit_bytes_per_second",
+		"gotunnel_mapping_bandwidth_limit_bytes_per_second", "gotunnel_visitor_limit_wait_seconds_total"); err != nil {
+		t.Error(err)
+	}
+	cm := NewClientMetrics("v1.2.3", func() client.Status {
+		return client.Status{Mappings: []client.MappingStatus{{Name: "ssh", State: client.StateUp},
+			{Name: "web", State: client.StateUp, BandwidthLimit: 10 << 20, LimitWaitOut: 2 * time.Second}}}
+	})
+	want = `
+# HELP gotunnel_mapping_bandwidth_limit_bytes_per_second Each mapping's own bandwidth_limit, bytes a second in each direction; 0: none.
+# TYPE gotunnel_mapping_bandwidth_limit_bytes_per_second gauge
+gotunnel_mapping_bandwidth_limit_bytes_per_second{mapping="ssh"} 0
+gotunnel_mapping_bandwidth_limit_bytes_per_second{mapping="web"} 1.048576e+07
+# HELP gotunnel_visitor_limit_wait_seconds_total Time the bytes from visitors (in) and to visitors (out) were held back by a bandwidth limit, summed over the mapping's connections; it grows only while a limit bites.
+# TYPE gotunnel_visitor_limit_wait_seconds_total counter
+gotunnel_visitor_limit_wait_seconds_total{direction="in",mapping="ssh"} 0
+gotunnel_visitor_limit_wait_seconds_total{direction="in",mapping="web"} 0
+gotunnel_visitor_limit_wait_seconds_total{direction="out",mapping="ssh"} 0
+gotunnel_visitor_limit_wait_seconds_total{direction="out",mapping="web"} 2
+`
+	if err := testutil.GatherAndCompare(cm.Registry, strings.NewReader(want),
+		"gotunnel_mapping_bandwidth_limit_bytes_per_second", "gotunnel_visitor_limit_wait_seconds_total"); err != nil {
 		t.Error(err)
 	}
 }
@@ -249,5 +294,36 @@ func TestServerDocDenied(t *testing.T) {
 	}
 	if _, ok := rows[1]["denied"]; ok {
 		t.Errorf("mapping web: denied present at 0 in %s", b)
+	}
+}
+
+// TestServerDocLimits: the status document carries the policy in force
+// for each client (max_bandwidth_per_client, its own token, its mapping
+// limit) and each mapping's time held back by a limit, which is left
+// out at 0.
+func TestServerDocLimits(t *testing.T) {
+	b, err := json.Marshal(NewServerDoc("test", serverStatus()).Clients[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row struct {
+		BandwidthLimit float64          `json:"bandwidth_limit"`
+		OwnToken       bool             `json:"own_token"`
+		MaxMappings    int              `json:"max_mappings"`
+		Mappings       []map[string]any `json:"mappings"`
+	}
+	if err := json.Unmarshal(b, &row); err != nil {
+		t.Fatal(err)
+	}
+	if row.BandwidthLimit != 50<<20 || !row.OwnToken || row.MaxMappings != 4 {
+		t.Errorf("client row = %s, want bandwidth_limit %d, own_token, max_mappings 4", b, 50<<20)
+	}
+	if ssh := row.Mappings[0]; ssh["limit_wait_in_ms"] != 1500.0 || ssh["limit_wait_out_ms"] != 250.0 || ssh["bandwidth_limit"] != float64(1<<20) {
+		t.Errorf("mapping ssh = %v, want limit_wait_in_ms 1500, limit_wait_out_ms 250, bandwidth_limit %d", ssh, 1<<20)
+	}
+	for _, key := range []string{"limit_wait_in_ms", "limit_wait_out_ms", "bandwidth_limit"} {
+		if _, ok := row.Mappings[1][key]; ok {
+			t.Errorf("mapping web: %s present at 0 in %s", key, b)
+		}
 	}
 }

@@ -108,9 +108,16 @@ type ServerMetrics struct {
 	status   func() server.Status
 
 	active, visitors, bytes, resets, denied *prometheus.Desc
+	limit, clientLimit, limitWait           *prometheus.Desc
 }
 
 var _ server.Observer = (*ServerMetrics)(nil)
+
+// The help of the limit metrics, the same on both sides.
+const (
+	limitHelp     = "Each mapping's own bandwidth_limit, bytes a second in each direction; 0: none."
+	limitWaitHelp = "Time the bytes from visitors (in) and to visitors (out) were held back by a bandwidth limit, summed over the mapping's connections; it grows only while a limit bites."
+)
 
 // NewServerMetrics returns the server's metrics, reading status at each
 // scrape; set it as server.Options.Observer before status can be read.
@@ -121,6 +128,10 @@ func NewServerMetrics(version string, status func() server.Status) *ServerMetric
 		bytes:    perMapping("gotunnel_visitor_bytes_total", "Bytes from visitors (in) and to visitors (out), counted as they flow.", "client", "mapping", "direction"),
 		resets:   perMapping("gotunnel_visitor_resets_total", "Visitors reset at the door: mapping offline, or max_conns_per_mapping reached.", "client", "mapping"),
 		denied:   perMapping("gotunnel_visitor_denied_total", "Visitors reset at the door by allow_ips or deny_ips, the server's or the mapping's.", "client", "mapping"),
+		limit:    perMapping("gotunnel_mapping_bandwidth_limit_bytes_per_second", limitHelp, "client", "mapping"),
+		clientLimit: perMapping("gotunnel_client_bandwidth_limit_bytes_per_second",
+			"The max_bandwidth_per_client in force for a client's new visitor connections, bytes a second in each direction over all its mappings; 0: none.", "client"),
+		limitWait: perMapping("gotunnel_visitor_limit_wait_seconds_total", limitWaitHelp, "client", "mapping", "direction"),
 	}
 	m.events = newEvents(m.Registry)
 	m.Registry.MustRegister(m)
@@ -129,7 +140,8 @@ func NewServerMetrics(version string, status func() server.Status) *ServerMetric
 
 // Describe implements prometheus.Collector.
 func (m *ServerMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes, m.resets, m.denied} {
+	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes, m.resets, m.denied,
+		m.limit, m.clientLimit, m.limitWait} {
 		ch <- d
 	}
 }
@@ -140,6 +152,7 @@ func (m *ServerMetrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(len(st.Clients)))
 	states := map[string]int{}
 	for _, c := range st.Clients {
+		ch <- prometheus.MustNewConstMetric(m.clientLimit, prometheus.GaugeValue, float64(c.BandwidthLimit), c.Name)
 		for _, mp := range c.Mappings {
 			states[mp.State]++
 			if mp.State == server.StateRefused {
@@ -151,6 +164,9 @@ func (m *ServerMetrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(mp.BytesOut), c.Name, mp.Name, "out")
 			ch <- prometheus.MustNewConstMetric(m.resets, prometheus.CounterValue, float64(mp.Resets), c.Name, mp.Name)
 			ch <- prometheus.MustNewConstMetric(m.denied, prometheus.CounterValue, float64(mp.Denied), c.Name, mp.Name)
+			ch <- prometheus.MustNewConstMetric(m.limit, prometheus.GaugeValue, float64(mp.BandwidthLimit), c.Name, mp.Name)
+			ch <- prometheus.MustNewConstMetric(m.limitWait, prometheus.CounterValue, mp.LimitWaitIn.Seconds(), c.Name, mp.Name, "in")
+			ch <- prometheus.MustNewConstMetric(m.limitWait, prometheus.CounterValue, mp.LimitWaitOut.Seconds(), c.Name, mp.Name, "out")
 		}
 	}
 	collectStates(ch, states)
@@ -169,7 +185,7 @@ type ClientMetrics struct {
 	status     func() client.Status
 	reconnects prometheus.Counter
 
-	active, visitors, bytes *prometheus.Desc
+	active, visitors, bytes, limit, limitWait *prometheus.Desc
 }
 
 var _ client.Observer = (*ClientMetrics)(nil)
@@ -182,9 +198,11 @@ func NewClientMetrics(version string, status func() client.Status) *ClientMetric
 			Name: "gotunnel_reconnects_total",
 			Help: "Connection attempts to the server after the first.",
 		}),
-		active:   perMapping("gotunnel_visitor_connections", "Live visitor connections.", "mapping"),
-		visitors: perMapping("gotunnel_visitor_connections_total", "Visitor connections served.", "mapping"),
-		bytes:    perMapping("gotunnel_visitor_bytes_total", "Bytes from visitors (in) and to visitors (out), counted as they flow.", "mapping", "direction"),
+		active:    perMapping("gotunnel_visitor_connections", "Live visitor connections.", "mapping"),
+		visitors:  perMapping("gotunnel_visitor_connections_total", "Visitor connections served.", "mapping"),
+		bytes:     perMapping("gotunnel_visitor_bytes_total", "Bytes from visitors (in) and to visitors (out), counted as they flow.", "mapping", "direction"),
+		limit:     perMapping("gotunnel_mapping_bandwidth_limit_bytes_per_second", limitHelp, "mapping"),
+		limitWait: perMapping("gotunnel_visitor_limit_wait_seconds_total", limitWaitHelp, "mapping", "direction"),
 	}
 	m.events = newEvents(m.Registry)
 	m.Registry.MustRegister(m.reconnects, m)
@@ -196,7 +214,7 @@ func (m *ClientMetrics) Reconnect() { m.reconnects.Inc() }
 
 // Describe implements prometheus.Collector.
 func (m *ClientMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes} {
+	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes, m.limit, m.limitWait} {
 		ch <- d
 	}
 }
@@ -216,6 +234,9 @@ func (m *ClientMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.visitors, prometheus.CounterValue, float64(mp.Visitors), mp.Name)
 		ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(mp.BytesIn), mp.Name, "in")
 		ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(mp.BytesOut), mp.Name, "out")
+		ch <- prometheus.MustNewConstMetric(m.limit, prometheus.GaugeValue, float64(mp.BandwidthLimit), mp.Name)
+		ch <- prometheus.MustNewConstMetric(m.limitWait, prometheus.CounterValue, mp.LimitWaitIn.Seconds(), mp.Name, "in")
+		ch <- prometheus.MustNewConstMetric(m.limitWait, prometheus.CounterValue, mp.LimitWaitOut.Seconds(), mp.Name, "out")
 	}
 	collectStates(ch, states)
 }

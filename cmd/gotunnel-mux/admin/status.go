@@ -24,12 +24,18 @@ type ServerDoc struct {
 
 // ClientRow is one logged-in client, in a server's status.
 type ClientRow struct {
-	Name           string       `json:"name"`
-	Remote         string       `json:"remote"`
-	SessionID      string       `json:"session_id"`
-	Since          time.Time    `json:"since"`
-	Transport      string       `json:"transport"`
-	HeartbeatRTTMs float64      `json:"heartbeat_rtt_ms"` // 0: not reported yet
+	Name           string    `json:"name"`
+	Remote         string    `json:"remote"`
+	SessionID      string    `json:"session_id"`
+	Since          time.Time `json:"since"`
+	Transport      string    `json:"transport"`
+	HeartbeatRTTMs float64   `json:"heartbeat_rtt_ms"` // 0: not reported yet
+	// the policy in force for the client: max_bandwidth_per_client
+	// (bytes a second; omitted: none), a [[clients]] token of its own,
+	// the mappings it may register
+	BandwidthLimit int64        `json:"bandwidth_limit,omitempty"`
+	OwnToken       bool         `json:"own_token,omitempty"`
+	MaxMappings    int          `json:"max_mappings"`
 	Mappings       []MappingRow `json:"mappings"`
 }
 
@@ -55,6 +61,11 @@ type MappingRow struct {
 	BandwidthLimit int64 `json:"bandwidth_limit,omitempty"`
 	BytesIn        int64 `json:"bytes_in"`
 	BytesOut       int64 `json:"bytes_out"`
+	// LimitWaitInMs and LimitWaitOutMs are the time a bandwidth limit
+	// held back the bytes from and to its visitors, summed over its
+	// connections; omitted: none.
+	LimitWaitInMs  float64 `json:"limit_wait_in_ms,omitempty"`
+	LimitWaitOutMs float64 `json:"limit_wait_out_ms,omitempty"`
 }
 
 // ClientDoc is a client's status.
@@ -88,12 +99,13 @@ func NewServerDoc(version string, st server.Status) ServerDoc {
 	}
 	for _, c := range st.Clients {
 		row := ClientRow{Name: c.Name, Remote: c.Remote, SessionID: c.SessionID, Since: c.Since, Transport: c.Transport,
-			HeartbeatRTTMs: ms(c.HeartbeatRTT), Mappings: []MappingRow{}}
+			HeartbeatRTTMs: ms(c.HeartbeatRTT), BandwidthLimit: c.BandwidthLimit, OwnToken: c.OwnToken, MaxMappings: c.MaxMappings,
+			Mappings: []MappingRow{}}
 		for _, m := range c.Mappings {
 			row.Mappings = append(row.Mappings, MappingRow{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort,
 				State: m.State, Code: int(m.Code), Reason: m.Reason, Active: int64(m.Active), Visitors: m.Visitors,
 				Resets: m.Resets, Denied: m.Denied, BadProxyHeaders: m.BadProxyHeaders, BandwidthLimit: m.BandwidthLimit,
-				BytesIn: m.BytesIn, BytesOut: m.BytesOut})
+				BytesIn: m.BytesIn, BytesOut: m.BytesOut, LimitWaitInMs: ms(m.LimitWaitIn), LimitWaitOutMs: ms(m.LimitWaitOut)})
 		}
 		doc.Clients = append(doc.Clients, row)
 	}
@@ -110,7 +122,8 @@ func NewClientDoc(version string, st client.Status) ClientDoc {
 	for _, m := range st.Mappings {
 		doc.Mappings = append(doc.Mappings, MappingRow{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort,
 			BoundPort: m.BoundPort, State: m.State, Code: int(m.Code), Reason: m.Reason, Active: m.Active,
-			Visitors: m.Visitors, BandwidthLimit: m.BandwidthLimit, BytesIn: m.BytesIn, BytesOut: m.BytesOut})
+			Visitors: m.Visitors, BandwidthLimit: m.BandwidthLimit, BytesIn: m.BytesIn, BytesOut: m.BytesOut,
+			LimitWaitInMs: ms(m.LimitWaitIn), LimitWaitOutMs: ms(m.LimitWaitOut)})
 	}
 	return doc
 }
