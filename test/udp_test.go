@@ -339,22 +339,7 @@ func TestBinaryUDPDNS(t *testing.T) {
 	if err := os.WriteFile(hostsFile, []byte(hosts.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dnsPort := freeUDPPort(t)
-	dm := exec.Command(dnsmasq, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--addn-hosts="+hostsFile,
-		"--listen-address=127.0.0.1", "--bind-interfaces", "--port="+strconv.Itoa(dnsPort), "--pid-file=",
-		"--user=root", "--cache-size=0", "--log-facility=-")
-	var dmOut bytes.Buffer
-	dm.Stdout, dm.Stderr = &dmOut, &dmOut
-	if err := dm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = dm.Process.Kill()
-		_ = dm.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq:\n%s", dmOut.String())
-		}
-	})
+	dnsPort := startDnsmasq(t, dnsmasq, dig, hostsFile)
 
 	_, addr := serverBinary(t, "", "")
 	cli := clientBinary(t, addr, "", fmt.Sprintf(`
@@ -374,7 +359,10 @@ udp_idle_timeout = "2s"
 	if err := os.WriteFile(qf, []byte(queries.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(dig, "-f", qf).CombinedOutput()
+	// Bounded: dig waits up to 6 s for each answer that does not come.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, dig, "-f", qf).CombinedOutput()
 	if err != nil {
 		t.Fatalf("dig: %v\n%s", err, out)
 	}
@@ -398,6 +386,56 @@ udp_idle_timeout = "2s"
 	if wrong > 0 {
 		t.Fatalf("%d of %d answers wrong or missing", wrong, names)
 	}
+}
+
+// startDnsmasq runs dnsmasq on a loopback UDP port with hostsFile's names
+// until the test ends, and returns the port once it answers. The port is
+// found free, then given to dnsmasq, which may lose it to another program
+// meanwhile: then it exits, and another port is tried.
+func startDnsmasq(t *testing.T, dnsmasq, dig, hostsFile string) int {
+	t.Helper()
+	for range 3 {
+		port := freeUDPPort(t)
+		dm := exec.Command(dnsmasq, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--addn-hosts="+hostsFile,
+			"--listen-address=127.0.0.1", "--bind-interfaces", "--port="+strconv.Itoa(port), "--pid-file=",
+			"--user=root", "--cache-size=0", "--log-facility=-")
+		var out bytes.Buffer
+		dm.Stdout, dm.Stderr = &out, &out
+		if err := dm.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = dm.Wait(); close(exited) }() // joined through exited
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			select {
+			case <-exited:
+				t.Logf("dnsmasq on port %d exited at once: %s", port, out.String())
+			default:
+				a, _ := exec.Command(dig, "@127.0.0.1", "-p", strconv.Itoa(port), "h0.tunnel.test", "A", "+short", "+tries=1", "+time=1").Output()
+				if strings.TrimSpace(string(a)) == "10.77.0.0" {
+					t.Cleanup(func() {
+						_ = dm.Process.Kill()
+						<-exited
+						if t.Failed() {
+							t.Logf("dnsmasq:\n%s", out.String())
+						}
+					})
+					return port
+				}
+				if time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond) // polling a program we do not control
+					continue
+				}
+				_ = dm.Process.Kill()
+				<-exited
+				t.Fatalf("dnsmasq on port %d did not answer within 10 s: %s", port, out.String())
+			}
+			break
+		}
+	}
+	t.Fatal("dnsmasq could not keep a port in three tries")
+	return 0
 }
 
 // freeUDPPort is a loopback UDP port free a moment ago.
