@@ -235,7 +235,7 @@ func renderServer(w io.Writer, doc admin.ServerDoc) {
 			fmt.Fprintf(tw, "%s\t-\t\t\t\t\t\t\t\t\t\t\n", c.Name)
 		}
 		for _, m := range c.Mappings {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", c.Name, m.Name, m.RemotePort, m.LocalAddr, state(m),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", c.Name, m.Name, port(m, m.RemotePort), m.LocalAddr, state(m),
 				m.Active, m.Visitors, size(m.BytesIn), size(m.BytesOut), m.Denied, limit(m.BandwidthLimit), held(m))
 		}
 	}
@@ -268,14 +268,50 @@ func renderClient(w io.Writer, doc admin.ClientDoc) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MAPPING\tREMOTE PORT\tLOCAL\tSTATE\tACTIVE\tVISITORS\tIN\tOUT\tLIMIT\tHELD")
 	for _, m := range doc.Mappings {
-		port := "-"
-		if m.BoundPort != 0 {
-			port = fmt.Sprint(m.BoundPort)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", m.Name, port, m.LocalAddr, state(m), m.Active, m.Visitors,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", m.Name, port(m, m.BoundPort), m.LocalAddr, state(m), m.Active, m.Visitors,
 			size(m.BytesIn), size(m.BytesOut), limit(m.BandwidthLimit), held(m))
 	}
 	_ = tw.Flush()
+	if len(doc.Servers) < 2 {
+		return
+	}
+	// Several servers: each one's session, and each mapping's state there.
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tSESSION\tRTT\tRECONNECTS\tMAPPINGS")
+	for _, ss := range doc.Servers {
+		sess, r := "not connected", "-"
+		if s := ss.Session; s != nil {
+			sess, r = fmt.Sprintf("%s, up %s", s.ID, ago(s.Since)), rtt(s.HeartbeatRTTMs)
+		} else if ss.LastError != "" {
+			sess += ": " + ss.LastError
+		}
+		var maps []string
+		for _, m := range ss.Mappings {
+			st := m.State
+			switch {
+			case m.BoundPort != 0:
+				st += fmt.Sprintf(" :%d", m.BoundPort)
+			case m.Code != 0:
+				st += fmt.Sprintf(" (%d)", m.Code)
+			}
+			maps = append(maps, m.Name+" "+st)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", ss.Server, sess, r, ss.Reconnects, strings.Join(maps, ", "))
+	}
+	_ = tw.Flush()
+}
+
+// port is a mapping's port as the tables show it: "-" for none, and
+// "/udp" after a UDP mapping's.
+func port(m admin.MappingRow, p int) string {
+	switch {
+	case p == 0:
+		return "-"
+	case m.Protocol == "udp":
+		return fmt.Sprintf("%d/udp", p)
+	}
+	return fmt.Sprint(p)
 }
 
 // limit is a bandwidth limit, bytes a second: "10.0 MiB/s", or "-".

@@ -27,7 +27,13 @@ func TestRenderStatus(t *testing.T) {
 			}}}})
 	cli, _ := json.Marshal(admin.ClientDoc{Role: "client", Version: "v9", Started: now, Server: "tunnel:7000", Reconnects: 2,
 		LastError: "dial tcp: connection refused", Mappings: []admin.MappingRow{{Name: "ssh", LocalAddr: "127.0.0.1:22", State: "pending"},
-			{Name: "web", LocalAddr: "127.0.0.1:80", BoundPort: 18080, State: "up", BandwidthLimit: 1 << 20, LimitWaitOutMs: 750}}})
+			{Name: "web", LocalAddr: "127.0.0.1:80", BoundPort: 18080, State: "up", BandwidthLimit: 1 << 20, LimitWaitOutMs: 750},
+			{Name: "dns", LocalAddr: "127.0.0.1:53", BoundPort: 5353, State: "up", Protocol: "udp"}},
+		Servers: []admin.ServerRow{{Server: "tunnel:7000", Reconnects: 2, LastError: "dial tcp: connection refused",
+			Mappings: []admin.MappingOnRow{{Name: "ssh", State: "pending"}, {Name: "web", State: "pending"}, {Name: "dns", State: "pending"}}},
+			{Server: "tunnel-b:7000", Session: &admin.SessionRow{Server: "tunnel-b:7000", ID: "s2", Since: now, HeartbeatRTTMs: 1.5},
+				Mappings: []admin.MappingOnRow{{Name: "ssh", State: "refused", Code: 1004}, {Name: "web", State: "up", BoundPort: 18080},
+					{Name: "dns", State: "up", BoundPort: 5353}}}}})
 	for _, tc := range []struct {
 		doc  []byte
 		want []string
@@ -38,7 +44,10 @@ func TestRenderStatus(t *testing.T) {
 			`laptop\s+203\.0\.113\.7:5000\s+tls\s+2\.5ms\s+0s\s+own\s+4\s+50\.0 MiB/s\s+abc\n`}},
 		{cli, []string{`server tunnel:7000: not connected: dial tcp: connection refused; 2 reconnect\(s\)`,
 			`ssh\s+-\s+127\.0\.0\.1:22\s+pending\s+0\s+0\s+0 B\s+0 B\s+-\s+-\n`,
-			`web\s+18080\s+127\.0\.0\.1:80\s+up\s+0\s+0\s+0 B\s+0 B\s+1\.0 MiB/s\s+750ms\n`}},
+			`web\s+18080\s+127\.0\.0\.1:80\s+up\s+0\s+0\s+0 B\s+0 B\s+1\.0 MiB/s\s+750ms\n`,
+			`dns\s+5353/udp\s+127\.0\.0\.1:53\s+up\s`,
+			`tunnel:7000\s+not connected: dial tcp: connection refused\s+-\s+2\s+ssh pending, web pending, dns pending\n`,
+			`tunnel-b:7000\s+s2, up 0s\s+1\.5ms\s+0\s+ssh refused \(1004\), web up :18080, dns up :5353\n`}},
 	} {
 		var out bytes.Buffer
 		if err := renderStatus(&out, tc.doc); err != nil {

@@ -327,3 +327,49 @@ func TestServerDocLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPAndServersMetrics: a UDP mapping's dropped datagrams on both
+// sides (no series for a TCP mapping), and a client's session with each of
+// its servers.
+func TestUDPAndServersMetrics(t *testing.T) {
+	sm := NewServerMetrics("v1.2.3", func() server.Status {
+		return server.Status{Clients: []server.ClientStatus{{Name: "edge", Mappings: []server.MappingStatus{
+			{Name: "dns", State: server.StateUp, Protocol: "udp", DatagramsDropped: 7},
+			{Name: "ssh", State: server.StateUp, Protocol: "tcp"}}}}}
+	})
+	want := `
+# HELP gotunnel_udp_datagrams_dropped_total ` + droppedHelp + `
+# TYPE gotunnel_udp_datagrams_dropped_total counter
+gotunnel_udp_datagrams_dropped_total{client="edge",mapping="dns"} 7
+`
+	if err := testutil.GatherAndCompare(sm.Registry, strings.NewReader(want), "gotunnel_udp_datagrams_dropped_total"); err != nil {
+		t.Error(err)
+	}
+	cm := NewClientMetrics("v1.2.3", func() client.Status {
+		return client.Status{Mappings: []client.MappingStatus{{Name: "dns", State: client.StateUp, Protocol: "udp", DatagramsDropped: 2}},
+			Servers: []client.ServerStatus{{Addr: "a.example:7000", Session: &client.SessionStatus{Server: "a.example:7000"}}, {Addr: "b.example:7000"}}}
+	})
+	want = `
+# HELP gotunnel_sessions Logged-in sessions: clients on the server; on the client its sessions with its servers (0 or 1 with one server).
+# TYPE gotunnel_sessions gauge
+gotunnel_sessions 1
+# HELP gotunnel_server_session Client: 1 while logged in to this server, else 0; one series per server of server_addrs.
+# TYPE gotunnel_server_session gauge
+gotunnel_server_session{server="a.example:7000"} 1
+gotunnel_server_session{server="b.example:7000"} 0
+# HELP gotunnel_udp_datagrams_dropped_total ` + droppedHelp + `
+# TYPE gotunnel_udp_datagrams_dropped_total counter
+gotunnel_udp_datagrams_dropped_total{mapping="dns"} 2
+`
+	if err := testutil.GatherAndCompare(cm.Registry, strings.NewReader(want), "gotunnel_sessions", "gotunnel_server_session",
+		"gotunnel_udp_datagrams_dropped_total"); err != nil {
+		t.Error(err)
+	}
+	for _, p := range append(mustLint(t, sm.Registry), mustLint(t, cm.Registry)...) {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+	doc := NewClientDoc("v1.2.3", cm.status())
+	if len(doc.Servers) != 2 || doc.Servers[0].Session == nil || doc.Servers[1].Session != nil || doc.Mappings[0].Protocol != "udp" || doc.Mappings[0].DatagramsDropped != 2 {
+		t.Errorf("client document %+v", doc)
+	}
+}

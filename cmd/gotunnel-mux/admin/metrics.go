@@ -88,7 +88,9 @@ func registry(version string) *prometheus.Registry {
 // Descriptions of the metrics read from a Status.
 var (
 	sessionsDesc = prometheus.NewDesc("gotunnel_sessions",
-		"Logged-in sessions: clients on the server; 0 or 1 on the client.", nil, nil)
+		"Logged-in sessions: clients on the server; on the client its sessions with its servers (0 or 1 with one server).", nil, nil)
+	serverUpDesc = prometheus.NewDesc("gotunnel_server_session",
+		"Client: 1 while logged in to this server, else 0; one series per server of server_addrs.", []string{"server"}, nil)
 	mappingsDesc = prometheus.NewDesc("gotunnel_mappings",
 		"Mappings by state (up, offline, draining, refused, pending).", []string{"state"}, nil)
 )
@@ -108,7 +110,7 @@ type ServerMetrics struct {
 	status   func() server.Status
 
 	active, visitors, bytes, resets, denied *prometheus.Desc
-	limit, clientLimit, limitWait           *prometheus.Desc
+	limit, clientLimit, limitWait, dropped  *prometheus.Desc
 }
 
 var _ server.Observer = (*ServerMetrics)(nil)
@@ -117,6 +119,7 @@ var _ server.Observer = (*ServerMetrics)(nil)
 const (
 	limitHelp     = "Each mapping's own bandwidth_limit, bytes a second in each direction; 0: none."
 	limitWaitHelp = "Time the bytes from visitors (in) and to visitors (out) were held back by a bandwidth limit, summed over the mapping's connections; it grows only while a limit bites."
+	droppedHelp   = "A UDP mapping's datagrams dropped: on the server too large, a flow's queue full, or a new flow past max_udp_flows_per_mapping or refused at the door; on the client refused by the local service's socket."
 )
 
 // NewServerMetrics returns the server's metrics, reading status at each
@@ -132,6 +135,7 @@ func NewServerMetrics(version string, status func() server.Status) *ServerMetric
 		clientLimit: perMapping("gotunnel_client_bandwidth_limit_bytes_per_second",
 			"The max_bandwidth_per_client in force for a client's new visitor connections, bytes a second in each direction over all its mappings; 0: none.", "client"),
 		limitWait: perMapping("gotunnel_visitor_limit_wait_seconds_total", limitWaitHelp, "client", "mapping", "direction"),
+		dropped:   perMapping("gotunnel_udp_datagrams_dropped_total", droppedHelp, "client", "mapping"),
 	}
 	m.events = newEvents(m.Registry)
 	m.Registry.MustRegister(m)
@@ -141,7 +145,7 @@ func NewServerMetrics(version string, status func() server.Status) *ServerMetric
 // Describe implements prometheus.Collector.
 func (m *ServerMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes, m.resets, m.denied,
-		m.limit, m.clientLimit, m.limitWait} {
+		m.limit, m.clientLimit, m.limitWait, m.dropped} {
 		ch <- d
 	}
 }
@@ -167,6 +171,9 @@ func (m *ServerMetrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.limit, prometheus.GaugeValue, float64(mp.BandwidthLimit), c.Name, mp.Name)
 			ch <- prometheus.MustNewConstMetric(m.limitWait, prometheus.CounterValue, mp.LimitWaitIn.Seconds(), c.Name, mp.Name, "in")
 			ch <- prometheus.MustNewConstMetric(m.limitWait, prometheus.CounterValue, mp.LimitWaitOut.Seconds(), c.Name, mp.Name, "out")
+			if mp.Protocol == "udp" {
+				ch <- prometheus.MustNewConstMetric(m.dropped, prometheus.CounterValue, float64(mp.DatagramsDropped), c.Name, mp.Name)
+			}
 		}
 	}
 	collectStates(ch, states)
@@ -185,7 +192,7 @@ type ClientMetrics struct {
 	status     func() client.Status
 	reconnects prometheus.Counter
 
-	active, visitors, bytes, limit, limitWait *prometheus.Desc
+	active, visitors, bytes, limit, limitWait, dropped *prometheus.Desc
 }
 
 var _ client.Observer = (*ClientMetrics)(nil)
@@ -203,6 +210,7 @@ func NewClientMetrics(version string, status func() client.Status) *ClientMetric
 		bytes:     perMapping("gotunnel_visitor_bytes_total", "Bytes from visitors (in) and to visitors (out), counted as they flow.", "mapping", "direction"),
 		limit:     perMapping("gotunnel_mapping_bandwidth_limit_bytes_per_second", limitHelp, "mapping"),
 		limitWait: perMapping("gotunnel_visitor_limit_wait_seconds_total", limitWaitHelp, "mapping", "direction"),
+		dropped:   perMapping("gotunnel_udp_datagrams_dropped_total", droppedHelp, "mapping"),
 	}
 	m.events = newEvents(m.Registry)
 	m.Registry.MustRegister(m.reconnects, m)
@@ -214,7 +222,7 @@ func (m *ClientMetrics) Reconnect() { m.reconnects.Inc() }
 
 // Describe implements prometheus.Collector.
 func (m *ClientMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sessionsDesc, mappingsDesc, m.active, m.visitors, m.bytes, m.limit, m.limitWait} {
+	for _, d := range []*prometheus.Desc{sessionsDesc, serverUpDesc, mappingsDesc, m.active, m.visitors, m.bytes, m.limit, m.limitWait, m.dropped} {
 		ch <- d
 	}
 }
@@ -222,11 +230,16 @@ func (m *ClientMetrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (m *ClientMetrics) Collect(ch chan<- prometheus.Metric) {
 	st := m.status()
-	up := 0.0
-	if st.Session != nil {
-		up = 1
+	sessions := 0
+	for _, ss := range st.Servers {
+		up := 0.0
+		if ss.Session != nil {
+			up = 1
+			sessions++
+		}
+		ch <- prometheus.MustNewConstMetric(serverUpDesc, prometheus.GaugeValue, up, ss.Addr)
 	}
-	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(sessions))
 	states := map[string]int{}
 	for _, mp := range st.Mappings {
 		states[mp.State]++
@@ -237,6 +250,9 @@ func (m *ClientMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.limit, prometheus.GaugeValue, float64(mp.BandwidthLimit), mp.Name)
 		ch <- prometheus.MustNewConstMetric(m.limitWait, prometheus.CounterValue, mp.LimitWaitIn.Seconds(), mp.Name, "in")
 		ch <- prometheus.MustNewConstMetric(m.limitWait, prometheus.CounterValue, mp.LimitWaitOut.Seconds(), mp.Name, "out")
+		if mp.Protocol == "udp" {
+			ch <- prometheus.MustNewConstMetric(m.dropped, prometheus.CounterValue, float64(mp.DatagramsDropped), mp.Name)
+		}
 	}
 	collectStates(ch, states)
 }

@@ -43,7 +43,9 @@ type ClientRow struct {
 // (for a refused mapping, the one asked for); on the client it is the one
 // configured (0: any) and BoundPort the one bound.
 type MappingRow struct {
-	Name       string `json:"name"`
+	Name string `json:"name"`
+	// Protocol is "udp" for a UDP mapping; omitted for TCP.
+	Protocol   string `json:"protocol,omitempty"`
 	LocalAddr  string `json:"local_addr"`
 	RemotePort int    `json:"remote_port"`
 	BoundPort  int    `json:"bound_port,omitempty"`
@@ -61,6 +63,10 @@ type MappingRow struct {
 	BandwidthLimit int64 `json:"bandwidth_limit,omitempty"`
 	BytesIn        int64 `json:"bytes_in"`
 	BytesOut       int64 `json:"bytes_out"`
+	// DatagramsDropped (UDP) are the datagrams the mapping dropped: on the
+	// server too large, a flow's queue full or over max_udp_flows; on the
+	// client refused by the service's socket.
+	DatagramsDropped int64 `json:"datagrams_dropped,omitempty"`
 	// LimitWaitInMs and LimitWaitOutMs are the time a bandwidth limit
 	// held back the bytes from and to its visitors, summed over its
 	// connections; omitted: none.
@@ -78,10 +84,32 @@ type ClientDoc struct {
 	Reconnects int64        `json:"reconnects"`
 	LastError  string       `json:"last_error,omitempty"`
 	Mappings   []MappingRow `json:"mappings"`
+	// Servers are the client's servers and its session with each (more
+	// than one with server_addrs); each mapping's state on each.
+	Servers []ServerRow `json:"servers"`
+}
+
+// ServerRow is one of a client's servers.
+type ServerRow struct {
+	Server     string         `json:"server"`
+	Session    *SessionRow    `json:"session"` // null while not logged in there
+	Reconnects int64          `json:"reconnects"`
+	LastError  string         `json:"last_error,omitempty"`
+	Mappings   []MappingOnRow `json:"mappings"`
+}
+
+// MappingOnRow is a mapping's state on one server.
+type MappingOnRow struct {
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	BoundPort int    `json:"bound_port,omitempty"`
+	Code      int    `json:"code,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // SessionRow is a client's live session.
 type SessionRow struct {
+	Server         string    `json:"server"`
 	ID             string    `json:"id"`
 	Since          time.Time `json:"since"`
 	Transport      string    `json:"transport"`
@@ -105,7 +133,8 @@ func NewServerDoc(version string, st server.Status) ServerDoc {
 			row.Mappings = append(row.Mappings, MappingRow{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort,
 				State: m.State, Code: int(m.Code), Reason: m.Reason, Active: int64(m.Active), Visitors: m.Visitors,
 				Resets: m.Resets, Denied: m.Denied, BadProxyHeaders: m.BadProxyHeaders, BandwidthLimit: m.BandwidthLimit,
-				BytesIn: m.BytesIn, BytesOut: m.BytesOut, LimitWaitInMs: ms(m.LimitWaitIn), LimitWaitOutMs: ms(m.LimitWaitOut)})
+				BytesIn: m.BytesIn, BytesOut: m.BytesOut, LimitWaitInMs: ms(m.LimitWaitIn), LimitWaitOutMs: ms(m.LimitWaitOut),
+				Protocol: udpOnly(m.Protocol), DatagramsDropped: m.DatagramsDropped})
 		}
 		doc.Clients = append(doc.Clients, row)
 	}
@@ -116,14 +145,38 @@ func NewServerDoc(version string, st server.Status) ServerDoc {
 func NewClientDoc(version string, st client.Status) ClientDoc {
 	doc := ClientDoc{Role: "client", Version: version, Started: st.Started, Server: st.Server, Reconnects: st.Reconnects,
 		LastError: st.LastError, Mappings: []MappingRow{}}
-	if s := st.Session; s != nil {
-		doc.Session = &SessionRow{ID: s.ID, Since: s.Since, Transport: s.Transport, HeartbeatRTTMs: ms(s.HeartbeatRTT)}
-	}
+	doc.Session = sessionRow(st.Session)
 	for _, m := range st.Mappings {
 		doc.Mappings = append(doc.Mappings, MappingRow{Name: m.Name, LocalAddr: m.LocalAddr, RemotePort: m.RemotePort,
 			BoundPort: m.BoundPort, State: m.State, Code: int(m.Code), Reason: m.Reason, Active: m.Active,
 			Visitors: m.Visitors, BandwidthLimit: m.BandwidthLimit, BytesIn: m.BytesIn, BytesOut: m.BytesOut,
-			LimitWaitInMs: ms(m.LimitWaitIn), LimitWaitOutMs: ms(m.LimitWaitOut)})
+			LimitWaitInMs: ms(m.LimitWaitIn), LimitWaitOutMs: ms(m.LimitWaitOut),
+			Protocol: udpOnly(m.Protocol), DatagramsDropped: m.DatagramsDropped})
+	}
+	doc.Servers = []ServerRow{}
+	for _, ss := range st.Servers {
+		row := ServerRow{Server: ss.Addr, Session: sessionRow(ss.Session), Reconnects: ss.Reconnects, LastError: ss.LastError,
+			Mappings: []MappingOnRow{}}
+		for _, m := range ss.Mappings {
+			row.Mappings = append(row.Mappings, MappingOnRow{Name: m.Name, State: m.State, BoundPort: m.BoundPort, Code: int(m.Code), Reason: m.Reason})
+		}
+		doc.Servers = append(doc.Servers, row)
 	}
 	return doc
+}
+
+func sessionRow(s *client.SessionStatus) *SessionRow {
+	if s == nil {
+		return nil
+	}
+	return &SessionRow{Server: s.Server, ID: s.ID, Since: s.Since, Transport: s.Transport, HeartbeatRTTMs: ms(s.HeartbeatRTT)}
+}
+
+// udpOnly is a mapping's protocol as the document shows it: "udp", or
+// nothing for TCP.
+func udpOnly(p string) string {
+	if p == "udp" {
+		return p
+	}
+	return ""
 }
