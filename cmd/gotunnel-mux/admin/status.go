@@ -17,6 +17,7 @@ type ServerDoc struct {
 	Started   time.Time   `json:"started"`
 	Listening []string    `json:"listening"`
 	Clients   []ClientRow `json:"clients"`
+	Fleet     *FleetDoc   `json:"fleet,omitempty"` // a server of a fleet ([cluster]): the whole fleet, from etcd
 }
 
 // ClientRow is one logged-in client, in a server's status.
