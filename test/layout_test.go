@@ -22,7 +22,7 @@ var layout = []struct {
 	{"control/server", []string{"control", "mux", "mux/transport", "dataplane"}, []string{"golang.org/x/time/rate"}},
 	// The fleet's registry in etcd: a plug-in of the server side
 	// (server.Fleet), which knows no etcd itself.
-	{"control/server/fleet", []string{"control/server"}, []string{"go.etcd.io/etcd/", "go.uber.org/zap"}},
+	{"control/server/fleet", []string{"control/server"}, []string{"go.etcd.io/etcd/", "go.uber.org/zap", "google.golang.org/grpc"}},
 	{"control/client", []string{"control", "mux", "mux/transport", "dataplane"}, []string{"github.com/jpillora/backoff", "golang.org/x/time/rate", "github.com/pires/go-proxyproto"}},
 	{"mux", nil, []string{"github.com/hashicorp/yamux", "golang.org/x/sys/"}},
 	{"mux/transport", nil, []string{"github.com/coder/websocket", "golang.org/x/net/proxy"}},

@@ -37,6 +37,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/gotunnel-mux/gotunnel-mux/control/server"
 )
@@ -147,6 +149,13 @@ func New(opts Options) (*Fleet, error) {
 		DialKeepAliveTime:    opts.LeaseTTL / 3,
 		DialKeepAliveTimeout: opts.LeaseTTL / 3,
 		Logger:               zap.New(slogCore{log: opts.Logger}),
+		// gRPC's own reconnect backoff grows to 2 minutes: an etcd back
+		// after an outage would be seen that late. Retry within a third
+		// of the lease (at most 5 s) instead.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: min(opts.LeaseTTL/3, 5*time.Second)},
+			MinConnectTimeout: opts.RegistryTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fleet: etcd client: %w", err)
@@ -186,8 +195,13 @@ func (f *Fleet) Close() error {
 // PublicHost implements server.Fleet.
 func (f *Fleet) PublicHost() string { return f.opts.PublicHost }
 
-// Reachable reports whether etcd answered this server's last keepalive.
-func (f *Fleet) Reachable() bool { return f.up.Load() }
+// Reachable reports whether etcd answered this server's last keepalive
+// of the lease it holds.
+func (f *Fleet) Reachable() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.up.Load() && f.lease != 0
+}
 
 // key is a key of the fleet's under the prefix.
 func (f *Fleet) key(parts ...string) string { return f.opts.Prefix + strings.Join(parts, "/") }
