@@ -58,6 +58,9 @@ type Server struct {
 	Log   Log        `toml:"log"`
 	Mux   Mux        `toml:"mux"`
 	Admin Admin      `toml:"admin"`
+	// Cluster makes the server one of a fleet sharing a registry in
+	// etcd; nil: a server alone.
+	Cluster *Cluster `toml:"cluster"`
 	// Clients are the clients with their own token ([[clients]]): such a
 	// client may log in only under its name, and bind only its ports.
 	Clients []ClientCredential `toml:"clients"`
@@ -136,6 +139,9 @@ func ParseServer(name string, data []byte, env Env) (*Server, error) {
 	}
 	s.Token = tokenFromEnv(env, s.Token)
 	s.Admin.Token = adminTokenFromEnv(env, s.Admin.Token)
+	if s.Cluster != nil {
+		s.Cluster.fill(&s, env)
+	}
 	errs = append(errs, s.check(pos)...)
 	if err := errs.err(); err != nil {
 		return nil, err
@@ -205,6 +211,9 @@ func (s *Server) check(pos *positions) Errors {
 	s.Log.check(c)
 	s.Mux.check(c)
 	s.Admin.check(c)
+	if s.Cluster != nil {
+		s.Cluster.check(c, s)
+	}
 	return c.errs
 }
 

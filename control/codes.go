@@ -25,6 +25,7 @@ const (
 	CodeProxyRefused       Code = 1011 // the proxy refused the connection
 	CodeShuttingDown       Code = 1012 // login refused: the server is shutting down (retried)
 	CodeFeatureMissing     Code = 1013 // the server lacks a feature the mapping needs (client logs only)
+	CodeRegistryDown       Code = 1014 // the fleet's registry (etcd) did not answer in time (retried)
 	CodeLocalUnreachable   Code = 2001 // the client could not dial local_addr
 	CodeMappingOffline     Code = 2002 // the mapping's local service is offline
 )
@@ -43,6 +44,7 @@ var codeNames = map[Code]string{
 	CodeProxyRefused:       "proxy refused the connection",
 	CodeShuttingDown:       "server is shutting down",
 	CodeFeatureMissing:     "server lacks a feature the mapping needs",
+	CodeRegistryDown:       "the fleet's registry (etcd) is unreachable",
 	CodeLocalUnreachable:   "local service unreachable",
 	CodeMappingOffline:     "mapping offline",
 }
@@ -60,6 +62,13 @@ func (c Code) String() string {
 // server does not speak.
 func (c Code) Fatal() bool {
 	return c == CodeBadToken || c == CodeUnsupportedVersion
+}
+
+// Retried reports whether a mapping refused with c is registered again
+// while its session lives: a port in use may be freed, and a fleet's
+// registry that did not answer may come back.
+func (c Code) Retried() bool {
+	return c == CodePortInUse || c == CodeRegistryDown
 }
 
 // RejectError is a refusal by the peer, carrying the wire code and reason.

@@ -128,6 +128,11 @@ type RegisterResp struct {
 	Reason     string `json:"reason,omitempty"`
 	Name       string `json:"name"`
 	RemotePort int    `json:"remote_port"`
+	// PublicHost is the public host name of the server that holds the
+	// port, from a server in a fleet ([cluster]): this one on ok, the
+	// holder on a 1004 because another server holds it. Omitted by a
+	// server alone; a client then names the host it dialled.
+	PublicHost string `json:"public_host,omitempty"`
 }
 
 // Ping is the client's heartbeat; Time is unix milliseconds.
@@ -395,6 +400,9 @@ func (m *Register) validate() error {
 
 func (m *RegisterResp) validate() error {
 	if err := checkLen("reason", m.Reason, maxReasonLen); err != nil {
+		return err
+	}
+	if err := checkLen("public_host", m.PublicHost, maxAddrLen); err != nil {
 		return err
 	}
 	if err := checkPort("remote_port", m.RemotePort, true); err != nil {

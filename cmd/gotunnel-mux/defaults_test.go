@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/gotunnel-mux/gotunnel-mux/control"
 	"github.com/gotunnel-mux/gotunnel-mux/control/client"
 	"github.com/gotunnel-mux/gotunnel-mux/control/server"
+	"github.com/gotunnel-mux/gotunnel-mux/control/server/fleet"
 )
 
 // Each default lives in the engine package's Options (WithDefaults); config
@@ -128,6 +130,7 @@ var fileOnly = map[string]string{
 	"Clients":    "checked by TestClientsReachOptions",
 	// an enum that bump's "x" would make invalid
 	"AcceptProxyProtocol": "checked by TestAcceptProxyReachesOptions",
+	"Cluster":             "checked by TestClusterReachesOptions",
 }
 
 // TestAcceptProxyReachesOptions: each value of accept_proxy_protocol
@@ -138,6 +141,36 @@ func TestAcceptProxyReachesOptions(t *testing.T) {
 		s.AcceptProxyProtocol = v
 		if o := serverOptions(s, nil); o.AcceptProxyBind != want[0] || o.AcceptProxyPublic != want[1] {
 			t.Errorf("accept_proxy_protocol %q gave bind %v, public %v; want %v", v, o.AcceptProxyBind, o.AcceptProxyPublic, want)
+		}
+	}
+}
+
+// TestClusterReachesOptions: [cluster]'s defaults are the fleet's own
+// (the lease's is heartbeat_timeout, 30s, as the fleet's), and each of
+// its keys reaches fleet.Options (the TLS files through etcdTLS).
+func TestClusterReachesOptions(t *testing.T) {
+	parse := func(table string) *config.Cluster {
+		t.Helper()
+		s, err := config.ParseServer("server.toml", []byte("bind_addr = \"127.0.0.1:7000\"\ntoken = \"secret\"\n[cluster]\n"+table), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Cluster
+	}
+	cl := parse("etcd_endpoints = [\"http://127.0.0.1:2379\"]\nname = \"a\"\npublic_host = \"a.example.com\"\n")
+	got := fleetOptions(cl, nil).WithDefaults()
+	want := fleet.Options{Endpoints: cl.EtcdEndpoints, Name: "a", PublicHost: "a.example.com"}.WithDefaults()
+	compareOptions(t, "cluster", got, want)
+	base := fleetOptions(cl, nil)
+	for _, path := range leaves(reflect.TypeFor[config.Cluster](), "") {
+		if strings.HasSuffix(path, "File") {
+			continue // read by etcdTLS
+		}
+		c := *cl
+		c.EtcdEndpoints = slices.Clone(cl.EtcdEndpoints)
+		bump(t, reflect.ValueOf(&c).Elem(), path)
+		if reflect.DeepEqual(fleetOptions(&c, nil), base) {
+			t.Errorf("cluster key %s changed, the options did not", path)
 		}
 	}
 }

@@ -70,11 +70,18 @@ func serve(cfg *config.Server, opts server.Options, certs *certReloader, rl *ser
 	var srv *server.Server
 	metrics := admin.NewServerMetrics(buildVersion(), func() server.Status { return srv.Status() })
 	opts.Observer = metrics
+	stopFleet, err := startFleet(cfg, &opts, ln.Addr().String(), metrics, log) // cluster.go
+	if err != nil {
+		_ = ln.Close()
+		log.Error("cannot join the fleet", "err", err)
+		return exitUsage
+	}
+	defer stopFleet() // after the server has closed: revokes the lease
 	srv = server.New(opts)
 	var stopping atomic.Bool
 	stopAdmin, err := startAdmin(cfg.Path, cfg.Admin, admin.Options{
 		Registry: metrics.Registry,
-		Status:   func() any { return admin.NewServerDoc(buildVersion(), srv.Status()) },
+		Status:   func() any { return serverDoc(srv) },
 		Ready: func() error {
 			if stopping.Load() {
 				return errors.New("shutting down")

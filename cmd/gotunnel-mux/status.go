@@ -254,6 +254,45 @@ func renderServer(w io.Writer, doc admin.ServerDoc) {
 		}
 		_ = tw.Flush()
 	}
+	if doc.Fleet != nil {
+		renderFleet(w, doc.Fleet)
+	}
+}
+
+// renderFleet draws the fleet's section: every server, and who holds
+// each client name and port.
+func renderFleet(w io.Writer, f *admin.FleetDoc) {
+	if f.Error != "" {
+		fmt.Fprintf(w, "\nfleet: cannot read etcd: %s\n", f.Error)
+		return
+	}
+	fmt.Fprintf(w, "\nfleet: %d server(s), %d client(s), %d port(s)\n\n", len(f.Servers), len(f.Clients), len(f.Ports))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tPUBLIC HOST\tBIND\tVERSION\tUP\tCLIENTS\tPORTS")
+	for _, s := range f.Servers {
+		clients, ports := 0, 0
+		for _, c := range f.Clients {
+			if c.Server == s.Name {
+				clients++
+			}
+		}
+		for _, p := range f.Ports {
+			if p.Server == s.Name {
+				ports++
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.Name, s.PublicHost, s.BindAddr, s.Version, ago(s.Since), clients, ports)
+	}
+	_ = tw.Flush()
+	if len(f.Ports) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PORT\tSERVER\tCLIENT\tMAPPING")
+		for _, p := range f.Ports {
+			fmt.Fprintf(tw, "%s/%d\t%s\t%s\t%s\n", p.Protocol, p.Port, p.Server, p.Client, p.Mapping)
+		}
+		_ = tw.Flush()
+	}
 }
 
 func renderClient(w io.Writer, doc admin.ClientDoc) {

@@ -446,7 +446,10 @@ func (cs *clientSession) registered(resp *control.RegisterResp) {
 		cs.log.Warn("mapping came back on a new port: its old port was taken or not allowed", "mapping", m.Name,
 			"old_port", prev, "remote_port", resp.RemotePort)
 	}
-	cs.log.Info(fmt.Sprintf("%s  %s://%s -> %s", m.Name, m.protocol(), net.JoinHostPort(cs.link.host, strconv.Itoa(resp.RemotePort)), m.LocalAddr),
+	// A server of a fleet names its public host: visitors use that one,
+	// which need not be the host this client dialled.
+	host := cmp.Or(resp.PublicHost, cs.link.host)
+	cs.log.Info(fmt.Sprintf("%s  %s://%s -> %s", m.Name, m.protocol(), net.JoinHostPort(host, strconv.Itoa(resp.RemotePort)), m.LocalAddr),
 		"mapping", m.Name, "remote_port", resp.RemotePort, "local_addr", m.LocalAddr)
 	cs.c.emit(Event{Kind: EventMappingUp, Server: cs.link.addr, Mapping: m.Name, RemotePort: resp.RemotePort})
 	switch on := m.online.Load(); {
@@ -459,7 +462,7 @@ func (cs *clientSession) registered(resp *control.RegisterResp) {
 
 // refusedLocked logs a refused register (at warn the first time, then at
 // debug: a 1004 is retried for as long as the session lives) and
-// schedules a retry when the reason may clear (port in use). cs.mu is
+// schedules a retry when the reason may clear (port in use, registry unreachable). cs.mu is
 // held.
 func (cs *clientSession) refusedLocked(m *clientMapping, r *regState, re *control.RejectError) {
 	r.refusals++
@@ -467,7 +470,7 @@ func (cs *clientSession) refusedLocked(m *clientMapping, r *regState, re *contro
 	cs.c.obs.Refused(re.Code)
 	attrs := []any{"mapping", m.Name, "remote_port", m.RemotePort, "code", int(re.Code), "reason", re.Reason}
 	switch {
-	case re.Code != control.CodePortInUse:
+	case !re.Code.Retried():
 		cs.log.Error("mapping refused", attrs...)
 	default:
 		o := &cs.c.opts.Reconnect

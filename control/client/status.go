@@ -222,7 +222,7 @@ func (c *Client) Ready() error {
 			switch {
 			case m.State == StatePending:
 				errs = append(errs, fmt.Errorf("mapping %s: not registered yet%s", m.Name, where))
-			case m.State == StateRefused && m.Code == control.CodePortInUse:
+			case m.State == StateRefused && m.Code.Retried():
 				errs = append(errs, fmt.Errorf("mapping %s: refused%s (%d %s), retrying", m.Name, where, int(m.Code), m.Reason))
 			}
 		}

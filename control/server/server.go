@@ -108,8 +108,12 @@ type Options struct {
 	// Observer, when set, is told of logins, refusals, stream opens and
 	// heartbeat round trips, for metrics.
 	Observer Observer
-	Mux      mux.Options
-	Logger   *slog.Logger // nil discards
+	// Fleet, when set, is the registry this server shares with the other
+	// servers of its fleet ([cluster]): client names and public ports are
+	// held once across the fleet (cluster.go). Nil: a server alone.
+	Fleet  Fleet
+	Mux    mux.Options
+	Logger *slog.Logger // nil discards
 }
 
 func (o *Options) setDefaults() {
@@ -331,11 +335,18 @@ func (s *Server) loginOver(a *transport.Arrival, refusal *control.RejectError) (
 		s.refuse(ms, ctl, &control.ErrorMsg{Code: control.CodeShuttingDown, Reason: control.CodeShuttingDown.String()}, true)
 		return nil, errShuttingDown
 	}
-	ms.Trust()
 	sess := newServerSession(s, ms, ctl, login, a.Transport)
 	sess.cred.Store(cred)
+	if re := s.claimName(sess); re != nil {
+		s.log.Warn("login refused: the fleet's registry is unreachable", "remote", remote, "client", login.Name, "code", int(re.Code))
+		s.obs.Login(re.Code)
+		s.refuse(ms, ctl, &control.LoginResp{Status: control.StatusFail, Code: re.Code, Reason: re.Reason}, true)
+		return nil, re
+	}
+	ms.Trust()
 	if err := control.WriteFrame(ctl, &control.LoginResp{Status: control.StatusOK, SessionID: sess.id,
 		Features: []string{control.FeatureUnregister, control.FeatureVisitorACL, control.FeatureBandwidth, control.FeatureUDP}}); err != nil {
+		sess.releaseName()
 		_ = ms.Close()
 		return nil, err
 	}

@@ -45,6 +45,7 @@ type serverSession struct {
 	cred      atomic.Pointer[Credential] // the client's own credential; nil: the shared token
 	rtt       atomic.Int64               // the client's last reported heartbeat round trip, microseconds
 	bw        *clientBandwidth           // max_bandwidth_per_client's limiters of this name; set by run
+	nameClaim FleetClaim                 // the name in the fleet's registry; set before login_resp, nil without a fleet
 
 	w       *control.Writer      // owns writes on ctl once run starts
 	streams *control.StreamTable // live data streams, for data_channel_reset
@@ -76,6 +77,7 @@ type mapping struct {
 	visitors  ipLists       // the mapping's own allow_ips and deny_ips
 	bandwidth *rate.Limiter // the mapping's own limit on the bytes its visitors send (register.bandwidth); nil: none
 	counters  *counters     // the mapping's, over every session
+	claim     FleetClaim    // the port in the fleet's registry; nil without a fleet
 	draining  atomic.Bool   // the client said it is stopping
 }
 
@@ -106,6 +108,7 @@ func newServerSession(s *Server, ms *mux.Session, ctl *mux.Stream, l *control.Lo
 func (ss *serverSession) run() {
 	old, err := ss.srv.reg.claim(ss)
 	if err != nil {
+		ss.releaseName()
 		_ = ss.mux.Close()
 		return
 	}
@@ -158,6 +161,7 @@ func (ss *serverSession) unbind() {
 	ss.unbound = true
 	for _, m := range ss.mappings {
 		_ = m.ln.Unbind()
+		m.releasePort()
 	}
 }
 
@@ -180,6 +184,7 @@ func (ss *serverSession) teardown(cause error) {
 		_ = ln.Shutdown(ctx)
 	}
 	ss.srv.reg.release(ss)
+	ss.releaseName()
 }
 
 // listeners are the public listeners of the session's mappings.
@@ -266,7 +271,8 @@ func (ss *serverSession) register(r *control.Register) *control.RegisterResp {
 			level = slog.LevelDebug // the client retries a 1004 for as long as the session lives
 		}
 		ss.log.Log(context.Background(), level, "mapping refused", "mapping", r.Name, "remote_port", r.RemotePort, "code", int(re.Code), "reason", re.Reason)
-		return &control.RegisterResp{Status: control.StatusFail, Code: re.Code, Reason: re.Reason, Name: r.Name, RemotePort: r.RemotePort}
+		return &control.RegisterResp{Status: control.StatusFail, Code: re.Code, Reason: re.Reason, Name: r.Name, RemotePort: r.RemotePort,
+			PublicHost: refusalHost(err)}
 	}
 	m.ln.SetOnline(r.Online)
 	attrs := []any{"mapping", m.name, "remote_port", m.port, "local_addr", m.localAddr, "online", r.Online}
@@ -280,7 +286,7 @@ func (ss *serverSession) register(r *control.Register) *control.RegisterResp {
 		attrs = append(attrs, "bandwidth", r.Bandwidth)
 	}
 	ss.log.Info("mapping up", attrs...)
-	return &control.RegisterResp{Status: control.StatusOK, Name: m.name, RemotePort: m.port}
+	return &control.RegisterResp{Status: control.StatusOK, Name: m.name, RemotePort: m.port, PublicHost: ss.srv.publicHost()}
 }
 
 // bind checks the limits and binds the port; errors are *RejectError.
@@ -291,29 +297,29 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 	}
 	pol, cred := ss.srv.pol.Load(), ss.cred.Load()
 	ports, most := pol.ports(cred), pol.maxMappings(cred)
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	switch {
-	case ss.unbound:
-		return nil, &control.RejectError{Code: control.CodePortInUse, Reason: "session is closing"}
-	case ss.mappings[r.Name] != nil:
-		return nil, &control.RejectError{Code: control.CodeDuplicateName, Reason: fmt.Sprintf("mapping %q is already registered", r.Name)}
-	case len(ss.mappings) >= most:
-		return nil, &control.RejectError{Code: control.CodeTooManyMappings, Reason: fmt.Sprintf("at most %d mappings for this client", most)}
-	case len(ports) == 0:
-		return nil, &control.RejectError{Code: control.CodePortNotAllowed, Reason: "no port is allowed for this client"}
-	case r.RemotePort != 0 && !allowed(ports, r.RemotePort):
-		return nil, &control.RejectError{Code: control.CodePortNotAllowed, Reason: portsReason(r.RemotePort, cred)}
+	if err := ss.bindable(r, ports, most, cred); err != nil {
+		return nil, err
 	}
 	udp := r.Protocol == control.ProtocolUDP
 	cnt := ss.srv.tally.of(ss.name, r.Name)
-	ln, port, err := ss.listen(ports, r.RemotePort, r.PreferPort, udp, cnt.dropDatagram)
+	// Not under ss.mu: in a fleet, listen waits on the registry, and
+	// kill (a takeover, the sweep) must not wait on it.
+	ln, port, claim, err := ss.listen(ports, r, udp, cnt.dropDatagram)
 	if err != nil {
 		return nil, err
 	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.unbound { // killed meanwhile
+		_ = ln.Close()
+		if claim != nil {
+			claim.Release()
+		}
+		return nil, &control.RejectError{Code: control.CodePortInUse, Reason: "session is closing"}
+	}
 	delete(ss.refused, r.Name)
 	m := &mapping{name: r.Name, localAddr: r.LocalAddr, port: port, visitors: visitors, udp: udp,
-		bandwidth: dataplane.NewLimiter(r.Bandwidth), counters: cnt}
+		bandwidth: dataplane.NewLimiter(r.Bandwidth), counters: cnt, claim: claim}
 	maxConns := pol.MaxConnsPerMapping
 	if udp {
 		m.udpIdle = cmp.Or(time.Duration(r.UDPIdleTimeout)*time.Millisecond, DefaultUDPIdleTimeout)
@@ -333,6 +339,26 @@ func (ss *serverSession) bind(r *control.Register) (*mapping, error) {
 	})
 	ss.mappings[m.name] = m
 	return m, nil
+}
+
+// bindable checks a register against the session's state and the
+// client's limits; errors are *RejectError.
+func (ss *serverSession) bindable(r *control.Register, ports []PortRange, most int, cred *Credential) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	switch {
+	case ss.unbound:
+		return &control.RejectError{Code: control.CodePortInUse, Reason: "session is closing"}
+	case ss.mappings[r.Name] != nil:
+		return &control.RejectError{Code: control.CodeDuplicateName, Reason: fmt.Sprintf("mapping %q is already registered", r.Name)}
+	case len(ss.mappings) >= most:
+		return &control.RejectError{Code: control.CodeTooManyMappings, Reason: fmt.Sprintf("at most %d mappings for this client", most)}
+	case len(ports) == 0:
+		return &control.RejectError{Code: control.CodePortNotAllowed, Reason: "no port is allowed for this client"}
+	case r.RemotePort != 0 && !allowed(ports, r.RemotePort):
+		return &control.RejectError{Code: control.CodePortNotAllowed, Reason: portsReason(r.RemotePort, cred)}
+	}
+	return nil
 }
 
 // registerLists reads a register's visitor lists; an entry that does not
@@ -371,11 +397,14 @@ func (ss *serverSession) refusedBefore(r *control.Register, re *control.RejectEr
 	return before
 }
 
-// listen binds port on public_addr, or when port is 0 the preferred port
-// (the one the mapping had before a reconnect) if it is allowed and free,
-// else a random free port of allow_ports: a TCP port, or with udp a UDP
-// one. It returns the listener and the port bound.
-func (ss *serverSession) listen(ports []PortRange, port, prefer int, udp bool, dropped func()) (net.Listener, int, error) {
+// listen binds r's port on public_addr, or when it is 0 the preferred
+// port (the one the mapping had before a reconnect) if it is allowed and
+// free, else a random free port of allow_ports: a TCP port, or with udp a
+// UDP one. In a fleet a port bound here must also be held by no other
+// server: it is claimed in the registry, and one held elsewhere is closed
+// again (for remote_port 0, another port is tried). It returns the
+// listener, the port bound and its claim (nil without a fleet).
+func (ss *serverSession) listen(ports []PortRange, r *control.Register, udp bool, dropped func()) (net.Listener, int, FleetClaim, error) {
 	bind := func(p int) (net.Listener, int, error) {
 		addr := net.JoinHostPort(ss.srv.opts.PublicAddr, strconv.Itoa(p))
 		if udp {
@@ -395,24 +424,49 @@ func (ss *serverSession) listen(ports []PortRange, port, prefer int, udp bool, d
 		}
 		return ln, ln.Addr().(*net.TCPAddr).Port, nil
 	}
-	if port == 0 && prefer != 0 && allowed(ports, prefer) {
-		if ln, p, err := bind(prefer); err == nil {
-			return ln, p, nil
+	proto := control.ProtocolTCP
+	if udp {
+		proto = control.ProtocolUDP
+	}
+	// held binds p and claims it in the fleet; bound reports whether the
+	// local bind worked (a claim refused closes the listener again).
+	held := func(p int) (ln net.Listener, port int, claim FleetClaim, bound bool, err error) {
+		ln, port, err = bind(p)
+		if err != nil {
+			return nil, 0, nil, false, err
+		}
+		if claim, err = ss.holdPort(proto, port, r.Name); err != nil {
+			_ = ln.Close()
+			return nil, 0, nil, true, holdRefusal(err)
+		}
+		return ln, port, claim, true, nil
+	}
+	if port, prefer := r.RemotePort, r.PreferPort; port == 0 && prefer != 0 && allowed(ports, prefer) {
+		ln, p, claim, _, err := held(prefer)
+		if err == nil {
+			return ln, p, claim, nil
+		}
+		if control.CodeOf(err) == control.CodeRegistryDown {
+			return nil, 0, nil, err
 		}
 	}
-	if port != 0 {
-		ln, p, err := bind(port)
-		if err != nil {
-			return nil, 0, bindError(port, err)
+	if r.RemotePort != 0 {
+		ln, p, claim, bound, err := held(r.RemotePort)
+		if err != nil && !bound {
+			err = bindError(r.RemotePort, err)
 		}
-		return ln, p, nil
+		return ln, p, claim, err
 	}
 	for range pickAttempts {
-		if ln, p, err := bind(randomPort(ports)); err == nil {
-			return ln, p, nil
+		ln, p, claim, _, err := held(randomPort(ports))
+		if err == nil {
+			return ln, p, claim, nil
+		}
+		if control.CodeOf(err) == control.CodeRegistryDown {
+			return nil, 0, nil, err
 		}
 	}
-	return nil, 0, &control.RejectError{Code: control.CodePortInUse, Reason: errNoFreePort.Error()}
+	return nil, 0, nil, &control.RejectError{Code: control.CodePortInUse, Reason: errNoFreePort.Error()}
 }
 
 // portsReason says why port is refused: outside the server's
@@ -467,6 +521,7 @@ func (ss *serverSession) unregister(name string) {
 	delete(ss.refused, name)
 	if m != nil {
 		_ = m.ln.Unbind()
+		m.releasePort()
 	}
 	ss.mu.Unlock()
 	if m == nil {

@@ -390,6 +390,7 @@ func (ss *serverSession) revokeDisallowed(pol *policy) {
 	ss.mu.Unlock()
 	for _, m := range gone {
 		_ = m.ln.Close()
+		m.releasePort()
 		reason := fmt.Sprintf("port %d is outside allow_ports (changed on the server)", m.port)
 		ss.log.Warn("mapping closed: its port is no longer allowed", "mapping", m.name, "remote_port", m.port,
 			"code", int(control.CodePortNotAllowed))

@@ -35,6 +35,13 @@
 // downloads at once against its limit, and the unlimited mapping's
 // throughput beside it against the same mapping alone, in the same run.
 // Without -transport it measures plain TCP only.
+//
+//	go run ./test/bench -cluster [-etcd http://127.0.0.1:2379]
+//
+// -cluster measures, instead of the loopback rows, what a fleet's
+// registry costs (cluster.go): logins a second and register latency of a
+// server alone against the same server with [cluster], in etcd (embedded
+// in the benchmark unless -etcd names one).
 package main
 
 import (
@@ -78,6 +85,8 @@ type options struct {
 	shaped       bool
 	bandwidth    bool
 	udp          bool
+	cluster      bool
+	etcd         string
 	bwLimitMiB   int
 	shapedQueue  int
 	shapedWarmup time.Duration
@@ -105,6 +114,8 @@ func main() {
 	flag.BoolVar(&o.shaped, "shaped", false, "measure latency under load over a shaped link instead of the loopback rows")
 	flag.BoolVar(&o.bandwidth, "bandwidth", false, "measure a mapping's bandwidth limit instead of the loopback rows")
 	flag.BoolVar(&o.udp, "udp", false, "measure UDP mappings with iperf3 -u (loss, jitter) instead of the loopback rows")
+	flag.BoolVar(&o.cluster, "cluster", false, "measure logins a second and register latency of a server alone and in a fleet ([cluster], etcd) instead of the loopback rows")
+	flag.StringVar(&o.etcd, "etcd", "", "with -cluster: etcd's client URL (default: an etcd embedded in the benchmark)")
 	flag.IntVar(&o.bwLimitMiB, "bandwidth-limit", 20, "with -bandwidth: the limited mapping's bandwidth_limit, MiB/s")
 	flag.IntVar(&o.shapedQueue, "shaped-queue", 64<<10, "with -shaped: the link's queue per direction, bytes")
 	flag.DurationVar(&o.shapedWarmup, "shaped-warmup", 2*time.Second, "with -shaped: bulk transfers run this long before the loaded echoes")
@@ -112,7 +123,7 @@ func main() {
 	flag.DurationVar(&o.echoEvery, "echo-every", 50*time.Millisecond, "with -shaped: the gap between two echoes")
 	flag.IntVar(&o.idleEchoes, "idle-echoes", 20, "with -shaped: echoes on the idle link")
 	flag.Parse()
-	if o.shaped || o.bandwidth || o.udp {
+	if o.shaped || o.bandwidth || o.udp || o.cluster {
 		transportSet := false
 		flag.Visit(func(f *flag.Flag) { transportSet = transportSet || f.Name == "transport" })
 		if !transportSet {
@@ -161,7 +172,7 @@ func run(o options, out io.Writer) error {
 		return err
 	}
 	defer be.close()
-	if !o.shaped && !o.bandwidth && !o.udp {
+	if !o.shaped && !o.bandwidth && !o.udp && !o.cluster {
 		if be.web, err = startWeb(filepath.Join(dir, "web")); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: the small-requests row is skipped: %v\n", err)
 		}
@@ -177,6 +188,8 @@ func run(o options, out io.Writer) error {
 			measureFn = measureBandwidth
 		case o.udp:
 			measureFn = measureUDP
+		case o.cluster:
+			measureFn = measureCluster
 		}
 		figs, err := measureFn(o, dir, tr, be)
 		if err != nil {
@@ -327,6 +340,9 @@ func report(out io.Writer, o options, transport string, figs []figure, took time
 	case o.bandwidth:
 		fmt.Fprintf(out, "\ngotunnel-mux bench, transport %s, bandwidth limit: medians of %d rounds, %s each after a %s warm-up; one client, a mapping with bandwidth_limit = %d MiB/s and one without (%s)\n\n",
 			transport, o.rounds, o.dur, bwWarmup, o.bwLimitMiB, took.Round(time.Second))
+	case o.cluster:
+		fmt.Fprintf(out, "\ngotunnel-mux bench, a fleet's registry: medians of %d interleaved rounds, logins for %s each; direct = a server alone, tunnel = the same server with [cluster] in etcd (%s)\n\n",
+			o.rounds, o.dur, took.Round(time.Second))
 	case o.shaped:
 		fmt.Fprintf(out, "\ngotunnel-mux bench, transport %s, shaped link: medians of %d interleaved rounds; 1-byte echoes every %s, %d on the idle link, then for %s after the bulk transfers ran %s; direct = the same load over the same link straight to the local services (%s)\n",
 			transport, o.rounds, o.echoEvery, o.idleEchoes, o.shapedDur, o.shapedWarmup, took.Round(time.Second))

@@ -20,6 +20,8 @@ type ServerDoc struct {
 	// BadProxyHeaders: connections from trusted proxies to bind_addr reset
 	// for a missing or bad PROXY protocol header.
 	BadProxyHeaders int64 `json:"bad_proxy_headers,omitempty"`
+	// Fleet, on a server of a fleet ([cluster]): the whole fleet, from etcd.
+	Fleet *FleetDoc `json:"fleet,omitempty"`
 }
 
 // ClientRow is one logged-in client, in a server's status.
