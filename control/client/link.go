@@ -128,7 +128,6 @@ func (l *link) reconnectLoop(ctx context.Context) error {
 	c := l.c
 	w := newWaiter(ctx, c)
 	defer w.stop()
-	failures := 0
 	for attempt := 0; ; attempt++ {
 		if c.stopped() {
 			return nil
@@ -140,18 +139,8 @@ func (l *link) reconnectLoop(ctx context.Context) error {
 		if ctx.Err() != nil || c.stopped() {
 			return nil
 		}
-		l.failed(err)
-		if healthy {
-			w.reset()
-			failures = 0
-		}
-		if err := l.fatal(err); err != nil {
+		if done, err := w.after(l, healthy, err); done {
 			return err
-		}
-		failures++
-		if r := c.opts.Reconnect; r.MaxRetries > 0 && failures > r.MaxRetries {
-			c.log.Error("giving up", "server", l.addr, "attempts", failures, "code", int(connectCode(err)), "err", err)
-			return fmt.Errorf("client: gave up after %d attempts against %s: %w", failures, l.addr, err)
 		}
 		if !w.wait(l, err) {
 			return nil
@@ -209,13 +198,15 @@ func (l *link) serve(ctx context.Context, cs *clientSession) (healthy bool, err 
 }
 
 // waiter is the backoff between attempts, shared by a reconnect loop's
-// servers; its waits end early at Shutdown.
+// servers, and the count of attempts that failed in a row; its waits end
+// early at Shutdown.
 type waiter struct {
-	c      *Client
-	b      *backoff.Backoff
-	ctx    context.Context
-	cancel context.CancelFunc
-	stopAt func() bool
+	c        *Client
+	failures int
+	b        *backoff.Backoff
+	ctx      context.Context
+	cancel   context.CancelFunc
+	stopAt   func() bool
 }
 
 func newWaiter(ctx context.Context, c *Client) *waiter {
@@ -231,7 +222,26 @@ func (w *waiter) stop() {
 	w.cancel()
 }
 
-func (w *waiter) reset() { w.b.Reset() }
+// after handles the end of an attempt (or a session) with l: it records
+// why, resets the backoff after a healthy session, and reports whether the
+// loop must end, and with what: a refusal that retrying cannot fix, or
+// reconnect.max_retries failures in a row.
+func (w *waiter) after(l *link, healthy bool, err error) (done bool, _ error) {
+	l.failed(err)
+	if healthy {
+		w.b.Reset()
+		w.failures = 0
+	}
+	if err := l.fatal(err); err != nil {
+		return true, err
+	}
+	w.failures++
+	if r := w.c.opts.Reconnect; r.MaxRetries > 0 && w.failures > r.MaxRetries {
+		w.c.log.Error("giving up", "server", l.addr, "attempts", w.failures, "code", int(connectCode(err)), "err", err)
+		return true, fmt.Errorf("client: gave up after %d attempts: %w", w.failures, err)
+	}
+	return false, nil
+}
 
 // wait logs the failed attempt at l and waits the next backoff; false
 // when the client stops meanwhile.
@@ -263,7 +273,7 @@ func (c *Client) runAll(ctx context.Context) error {
 func (c *Client) runFailover(ctx context.Context) error {
 	w := newWaiter(ctx, c)
 	defer w.stop()
-	cur, failures := 0, 0
+	cur := 0
 	for attempt := 0; ; attempt++ {
 		if c.stopped() {
 			return nil
@@ -281,18 +291,8 @@ func (c *Client) runFailover(ctx context.Context) error {
 		if ctx.Err() != nil || c.stopped() {
 			return nil
 		}
-		l.failed(err)
-		if healthy {
-			w.reset()
-			failures = 0
-		}
-		if err := l.fatal(err); err != nil {
+		if done, err := w.after(l, healthy, err); done {
 			return err
-		}
-		failures++
-		if r := c.opts.Reconnect; r.MaxRetries > 0 && failures > r.MaxRetries {
-			c.log.Error("giving up", "attempts", failures, "code", int(connectCode(err)), "err", err)
-			return fmt.Errorf("client: gave up after %d attempts: %w", failures, err)
 		}
 		if !healthy {
 			// This server failed: the next attempt goes to the next one.
