@@ -46,7 +46,7 @@ $(GOLANGCI_LINT):
 COVER_PKGS = $(shell go list ./... | grep -v /test/bench)
 cover:
 	@mkdir -p $(BIN)
-	go test -count=1 -coverpkg=$(shell go list ./... | grep -v /test/bench | paste -sd, -) -coverprofile=$(BIN)/cover.out $(COVER_PKGS) >/dev/null
+	go test -count=1 -coverpkg=$(shell go list ./... | grep -v /test/bench | paste -sd, -) -coverprofile=$(BIN)/cover.out $(COVER_PKGS) >$(BIN)/cover.log || { grep -v '^ok' $(BIN)/cover.log | tail -60; exit 1; }
 	@go tool cover -func=$(BIN)/cover.out | awk '/^total/ {print "total coverage: " $$3}'
 	@go test -count=1 -cover $(COVER_PKGS) | sed 's/^ok *//'
 
