@@ -359,18 +359,7 @@ func TestClientTokenFromEnv(t *testing.T) {
 }
 
 func TestClientValidateQuickMode(t *testing.T) {
-	c := DefaultClient()
-	c.ServerAddr, c.Token = "tunnel.example.com:7000", "t"
-	for _, spec := range []string{"10022:127.0.0.1:22", "web=0:[::1]:8080"} {
-		m, err := ParseMap(spec)
-		if err != nil {
-			t.Fatalf("ParseMap(%q) = %v", spec, err)
-		}
-		c.Mappings = append(c.Mappings, m)
-	}
-	if err := c.Validate(); err != nil {
-		t.Fatalf("Validate() = %v, want nil", err)
-	}
+	c := quickClient(t, "10022:127.0.0.1:22", "web=0:[::1]:8080")
 	on := true
 	want := []Mapping{
 		{Name: "tcp-22", LocalAddr: "127.0.0.1:22", RemotePort: 10022, HealthCheck: &on, Protocol: ProtocolTCP},

@@ -126,9 +126,23 @@ func TestParseMapErrors(t *testing.T) {
 // with the defaults of its protocol: a UDP one gets no health check and
 // udp_idle_timeout's default.
 func TestParseMapValidates(t *testing.T) {
+	c := quickClient(t, "dns=5353:127.0.0.1:53/udp", "ssh=10022:127.0.0.1:22,allow=10.0.0.0/8,bandwidth=1MiB")
+	dns, ssh := c.Mappings[0], c.Mappings[1]
+	if dns.Protocol != ProtocolUDP || *dns.HealthCheck || dns.UDPIdleTimeout != DefaultUDPIdleTimeout {
+		t.Errorf("dns after Validate = %+v, want udp, no health check, udp_idle_timeout %s", dns, DefaultUDPIdleTimeout)
+	}
+	if ssh.Protocol != ProtocolTCP || !*ssh.HealthCheck || ssh.BandwidthLimit != 1<<20 || len(ssh.AllowIPs) != 1 {
+		t.Errorf("ssh after Validate = %+v, want tcp, health check on, 1MiB, one allow entry", ssh)
+	}
+}
+
+// quickClient is quick mode's client with a mapping per --map spec,
+// validated.
+func quickClient(t *testing.T, specs ...string) Client {
+	t.Helper()
 	c := DefaultClient()
 	c.ServerAddr, c.Token = "tunnel.example.com:7000", "t"
-	for _, spec := range []string{"dns=5353:127.0.0.1:53/udp", "ssh=10022:127.0.0.1:22,allow=10.0.0.0/8,bandwidth=1MiB"} {
+	for _, spec := range specs {
 		m, err := ParseMap(spec)
 		if err != nil {
 			t.Fatalf("ParseMap(%q) = %v", spec, err)
@@ -138,11 +152,5 @@ func TestParseMapValidates(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Validate() = %v, want nil", err)
 	}
-	dns, ssh := c.Mappings[0], c.Mappings[1]
-	if dns.Protocol != ProtocolUDP || *dns.HealthCheck || dns.UDPIdleTimeout != DefaultUDPIdleTimeout {
-		t.Errorf("dns after Validate = %+v, want udp, no health check, udp_idle_timeout %s", dns, DefaultUDPIdleTimeout)
-	}
-	if ssh.Protocol != ProtocolTCP || !*ssh.HealthCheck || ssh.BandwidthLimit != 1<<20 || len(ssh.AllowIPs) != 1 {
-		t.Errorf("ssh after Validate = %+v, want tcp, health check on, 1MiB, one allow entry", ssh)
-	}
+	return c
 }

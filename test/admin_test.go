@@ -306,14 +306,7 @@ health_check = false
 		t.Errorf("reconnects = %v, want at least 1", got)
 	}
 
-	_ = cli.cmd.Process.Signal(syscall.SIGTERM)
-	if code := cli.exitCode(t, 15*time.Second); code != 0 {
-		t.Errorf("client exit = %d", code)
-	}
-	_ = srv2.cmd.Process.Signal(syscall.SIGTERM)
-	if code := srv2.exitCode(t, 15*time.Second); code != 0 {
-		t.Errorf("server exit = %d", code)
-	}
+	stopBoth(t, cli, srv2)
 	for name, p := range map[string]*proc{"server": srv, "client": cli, "server again": srv2} {
 		if o := p.output(); strings.Contains(o, adminToken) || strings.Contains(o, token) {
 			t.Errorf("the %s logged a token", name)

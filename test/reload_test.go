@@ -142,12 +142,5 @@ format = "json"
 		t.Error("the reload cut the session")
 	}
 
-	_ = cli.cmd.Process.Signal(syscall.SIGTERM)
-	if code := cli.exitCode(t, 15*time.Second); code != 0 {
-		t.Errorf("client exit = %d", code)
-	}
-	_ = srv.cmd.Process.Signal(syscall.SIGTERM)
-	if code := srv.exitCode(t, 15*time.Second); code != 0 {
-		t.Errorf("server exit = %d", code)
-	}
+	stopBoth(t, cli, srv)
 }
