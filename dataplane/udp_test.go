@@ -377,9 +377,11 @@ func TestRelayDatagramsIdleEndsFlow(t *testing.T) {
 
 // Traffic keeps a flow alive past its idle timeout.
 func TestRelayDatagramsTrafficKeepsFlow(t *testing.T) {
-	visitor, peer, done := datagramRelay(t, context.Background(), DatagramOptions{Idle: 300 * time.Millisecond})
+	visitor, peer, done := datagramRelay(t, context.Background(), DatagramOptions{Idle: 500 * time.Millisecond})
 	for i := range 10 {
-		time.Sleep(60 * time.Millisecond) // the traffic itself, spread over twice the timeout
+		// The traffic itself, a datagram every 100 ms over twice the
+		// timeout: 400 ms to spare on a machine that stalls.
+		time.Sleep(100 * time.Millisecond)
 		d := []byte(fmt.Sprint(i))
 		if _, err := visitor.Write(d); err != nil {
 			t.Fatal(err)

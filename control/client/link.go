@@ -368,8 +368,10 @@ func (c *Client) tryPreferred(ctx context.Context, idx int, ended <-chan struct{
 		case <-t.C:
 		}
 		for p := range idx {
+			// A probe, not a reconnect: counted as one, it would make
+			// gotunnel_reconnects_total climb every reconnect.max while
+			// the client sits healthy on a later server.
 			l := c.links[p]
-			l.attempted()
 			cs, err := l.open(ctx)
 			if cs != nil {
 				return p, cs
